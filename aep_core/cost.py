@@ -1,0 +1,124 @@
+"""Compute cost of an early-exit network: MACs (counted by torch.utils.flop_counter) and parameters
+per exit, the cumulative cost of reaching each exit, and wall-clock latency.
+
+MACs cover convolutions and matrix products (FlopCounterMode's FLOPs / 2); normalisation, activations
+and pooling are not counted, as in the usual MACs convention.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_macs(fn: Callable[..., object], *args: object) -> int:
+    """Multiply-accumulates of one call of `fn(*args)`, counted by PyTorch's FlopCounterMode."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*args)
+    return counter.get_total_flops() // 2
+
+
+def count_params(*modules: nn.Module) -> int:
+    """Number of parameters of the given modules together."""
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+@dataclass
+class ExitCost:
+    """Cost of one exit. `cum_*` is what a sample pays to be answered there: every segment up to it and
+    every head evaluated on the way (its own included)."""
+
+    exit: int
+    block: int
+    segment_macs: int
+    head_macs: int
+    cum_macs: int
+    segment_params: int
+    head_params: int
+    cum_params: int
+    macs_fraction: float  # cum_macs / MACs of the network without exits
+
+
+@dataclass
+class CostReport:
+    """Per-exit costs and the reference cost of the same network without early exits."""
+
+    exits: list[ExitCost]
+    full_macs: int  # all blocks + final classifier, no early exits
+    full_params: int
+    with_exits_params: int
+
+    def to_dict(self) -> dict:
+        """Plain-type view for checkpoint metadata."""
+        return {"exits": [asdict(e) for e in self.exits], "full_macs": self.full_macs,
+                "full_params": self.full_params, "with_exits_params": self.with_exits_params}
+
+    @property
+    def cum_macs(self) -> list[int]:
+        """MACs spent by a sample answered at each exit."""
+        return [e.cum_macs for e in self.exits]
+
+
+def exit_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> CostReport:
+    """Per-exit MACs and parameters of an EarlyExitNet for one input of shape (channels, height, width)."""
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, *input_shape)
+    rows: list[ExitCost] = []
+    cum_macs = cum_params = 0
+    h = x
+    with torch.no_grad():
+        for k in range(model.num_exits):
+            seg_macs = count_macs(model.forward_segment, h, k)
+            h = model.forward_segment(h, k)
+            head_macs = count_macs(model.forward_head, h, k)
+            seg_modules = [model.backbone.blocks[b] for b in model.segment_blocks(k)]
+            if k == 0:
+                seg_modules.append(model.backbone.stem)
+            seg_params = count_params(*seg_modules)
+            head_params = count_params(model.heads[k])
+            cum_macs += seg_macs + head_macs
+            cum_params += seg_params + head_params
+            rows.append(ExitCost(k, model.exit_blocks[k], seg_macs, head_macs, cum_macs, seg_params, head_params, cum_params, 0.0))
+    full_macs = sum(r.segment_macs for r in rows) + rows[-1].head_macs
+    full_params = sum(r.segment_params for r in rows) + rows[-1].head_params
+    for r in rows:
+        r.macs_fraction = r.cum_macs / full_macs
+    model.train(was_training)
+    return CostReport(rows, full_macs, full_params, cum_params)
+
+
+def cumulative_block_macs(backbone: nn.Module, input_shape: tuple[int, int, int]) -> list[int]:
+    """MACs of the backbone from the input up to and including each block (stem counted in block 0)."""
+    was_training = backbone.training
+    backbone.eval()
+    h = torch.zeros(1, *input_shape)
+    total = count_macs(backbone.stem, h)
+    with torch.no_grad():
+        h = backbone.stem(h)
+    out = []
+    for block in backbone.blocks:
+        total += count_macs(block, h)
+        with torch.no_grad():
+            h = block(h)
+        out.append(total)
+    backbone.train(was_training)
+    return out
+
+
+def measure_latency(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time of `fn()` in seconds, after a few warm-up calls."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]

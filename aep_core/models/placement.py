@@ -1,0 +1,58 @@
+"""Where the exits go: after every stage, after every block, or at cost fractions as in EENets.
+
+Cost-fraction rules give target MACs T_i for early exits i = 0..N-1 (F = MACs of the network without
+exits); an exit goes after the first block whose cumulative MACs reach T_i:
+  fine:       T_i = F * (1 - 0.95^(i+1))
+  pareto:     T_i = F * (1 - 0.8^(i+1))
+  linear:     T_i = F * (i+1) / (N+1)
+  gold_ratio: T_i = F * 1.618^(i-N)
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from ..errors import ConfigError
+
+COST_FRACTIONS: dict[str, Callable[[int, int], float]] = {
+    "fine": lambda i, n: 1 - 0.95 ** (i + 1),
+    "pareto": lambda i, n: 1 - 0.8 ** (i + 1),
+    "linear": lambda i, n: (i + 1) / (n + 1),
+    "gold_ratio": lambda i, n: 1.618 ** (i - n),
+}
+PLACEMENTS = ("stages", "blocks", *COST_FRACTIONS)
+
+
+def place_exits(
+    placement: str | Sequence[int],
+    block_stage: Sequence[int],
+    cumulative_macs: Sequence[int] | None = None,
+    num_exits: int | None = None,
+) -> list[int]:
+    """Indices of the blocks followed by an exit; the last block (the final classifier) is always included.
+
+    `placement` is a rule name from PLACEMENTS or an explicit list of block indices. Cost-fraction rules
+    need `cumulative_macs` (MACs of the backbone up to and including each block, final classifier
+    excluded except in the last entry's total F) and `num_exits` early exits.
+    """
+    last = len(block_stage) - 1
+    if not isinstance(placement, str):
+        chosen = sorted({int(b) for b in placement})
+        if any(b < 0 or b > last for b in chosen):
+            raise ConfigError(f"Exit positions must be block indices 0..{last}, got {list(placement)}.")
+    elif placement == "stages":
+        chosen = [b for b in range(last) if block_stage[b] != block_stage[b + 1]]
+    elif placement == "blocks":
+        chosen = list(range(last))
+    elif placement in COST_FRACTIONS:
+        if cumulative_macs is None or not num_exits or num_exits < 1:
+            raise ConfigError(f"Placement '{placement}' needs the number of early exits (>= 1).")
+        total = cumulative_macs[-1]
+        chosen = []
+        for i in range(num_exits):
+            target = total * COST_FRACTIONS[placement](i, num_exits)
+            block = next((b for b, m in enumerate(cumulative_macs) if m >= target), last)
+            chosen.append(block)
+        chosen = sorted(set(chosen))
+    else:
+        raise ConfigError(f"Unknown exit placement '{placement}'. Choose one of: {', '.join(PLACEMENTS)}, or block indices.")
+    return sorted(set(chosen) | {last})

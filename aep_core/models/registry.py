@@ -1,0 +1,119 @@
+"""A small registry: backbones are registered by name, listed, and built by name with a config.
+
+A `ModelSpec` is the plain-data description of an early-exit model (stored in every checkpoint), so a
+model can always be rebuilt from its checkpoint's metadata.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import ConfigError
+from .backbones import Backbone, CifarResNet, CompactCNN, CompactCNNConfig, ResNetConfig
+from .early_exit import EarlyExitNet
+from .placement import COST_FRACTIONS, place_exits
+
+_BACKBONES: dict[str, Callable[..., Backbone]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register_model(name: str, description: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
+    """Decorator registering a backbone builder `fn(in_channels=..., **config) -> Backbone` under `name`."""
+
+    def wrap(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
+        _BACKBONES[name] = fn
+        _DESCRIPTIONS[name] = description
+        return fn
+
+    return wrap
+
+
+def list_models() -> dict[str, str]:
+    """Registered backbone names with a one-line description each."""
+    return dict(_DESCRIPTIONS)
+
+
+@register_model("compact_cnn", "VGG-style 32/64/128-channel CNN, 5 blocks, ~0.29M params; trains on CPU in minutes")
+def _compact_cnn(in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64, 128), convs_per_stage: int = 2) -> Backbone:
+    return CompactCNN(CompactCNNConfig(tuple(widths), convs_per_stage, in_channels))
+
+
+def _resnet_builder(depth: int) -> Callable[..., Backbone]:
+    def build(in_channels: int = 3, width: int = 16) -> Backbone:
+        return CifarResNet(ResNetConfig(depth, width, in_channels))
+
+    return build
+
+
+for _depth in (20, 32, 56, 110):
+    register_model(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (6n+2, n={(_depth - 2) // 6}), width factor via 'width'")(
+        _resnet_builder(_depth)
+    )
+
+
+@register_model("resnet", "CIFAR ResNet of any depth 6n+2 ('depth', 'width')")
+def _resnet_any(in_channels: int = 3, depth: int = 20, width: int = 16) -> Backbone:
+    return CifarResNet(ResNetConfig(depth, width, in_channels))
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild an early-exit model."""
+
+    backbone: str = "compact_cnn"
+    backbone_config: dict[str, Any] = field(default_factory=dict)
+    in_channels: int = 1
+    image_size: int = 28
+    num_classes: int = 10
+    head: str = "aep"
+    placement: str | list[int] = "blocks"
+    num_early_exits: int | None = None  # for cost-fraction placements
+    exit_blocks: list[int] | None = None  # resolved block indices (filled by build_model)
+    num_blocks: int | None = None  # blocks kept (smaller than the backbone's after pruning)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type view for checkpoint metadata."""
+        d = asdict(self)
+        d["backbone_config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in d["backbone_config"].items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+        """Inverse of to_dict; unknown keys are an error."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"Unknown model settings: {sorted(unknown)}.")
+        return cls(**d)
+
+
+def build_backbone(spec: ModelSpec) -> Backbone:
+    """The backbone named in `spec`, built with its config."""
+    if spec.backbone not in _BACKBONES:
+        raise ConfigError(f"Unknown model '{spec.backbone}'. Registered models: {', '.join(_BACKBONES)}.")
+    try:
+        return _BACKBONES[spec.backbone](in_channels=spec.in_channels, **spec.backbone_config)
+    except TypeError as e:
+        raise ConfigError(f"Bad settings for model '{spec.backbone}': {e}.") from None
+
+
+def build_model(spec: ModelSpec) -> EarlyExitNet:
+    """Build the early-exit model described by `spec`; fills in `spec.exit_blocks` and `spec.num_blocks`."""
+    from ..cost import cumulative_block_macs
+
+    backbone = build_backbone(spec)
+    if spec.exit_blocks is None:
+        cum = None
+        if isinstance(spec.placement, str) and spec.placement in COST_FRACTIONS:
+            cum = cumulative_block_macs(backbone, (spec.in_channels, spec.image_size, spec.image_size))
+        spec.exit_blocks = place_exits(spec.placement, backbone.block_stage, cum, spec.num_early_exits)
+    n_all = len(backbone.blocks)
+    if spec.num_blocks is not None and spec.num_blocks < n_all:
+        # A pruned model: keep the blocks up to the last kept exit.
+        del backbone.blocks[spec.num_blocks:]
+        backbone.block_channels = backbone.block_channels[: spec.num_blocks]
+        backbone.block_stage = backbone.block_stage[: spec.num_blocks]
+    spec.num_blocks = len(backbone.blocks)
+    if spec.head not in ("aep", "eenet"):
+        raise ConfigError(f"Unknown exit head '{spec.head}'. Choose 'aep' or 'eenet'.")
+    return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes)

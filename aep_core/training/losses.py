@@ -1,0 +1,72 @@
+"""Losses of the training methods: AEP weighted joint loss, EENet cumulative losses, self-distillation."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-12
+
+
+def weighted_exit_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """AEP joint loss: L = sum_i w_i * CE(y, z_i)."""
+    return sum(w * F.cross_entropy(z, y) for w, z in zip(weights, logits))
+
+
+def ensemble_probs(logits: Sequence[torch.Tensor], weights: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+    """AEP ensemble of exits 0..upto: sum_i w_i softmax(z_i) / sum_i w_i, shape (b, classes)."""
+    k = len(logits) - 1 if upto is None else upto
+    w = weights[: k + 1]
+    probs = torch.stack([torch.softmax(z, dim=1) for z in logits[: k + 1]])  # (k+1, b, classes)
+    return (w[:, None, None] * probs).sum(0) / w.sum()
+
+
+def eenet_cumulative(probs: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor],
+                     cost_rates: Sequence[float]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """EENet cumulative predictions and costs, from the last exit N backwards:
+    Y_N = p_N, Y_i = h_i p_i + (1 - h_i) Y_{i+1};  C_N = 1, C_i = h_i c_i + (1 - h_i) C_{i+1}.
+    probs: (b, classes) per exit; confidences h_i: (b,) per exit (the last one is unused); cost_rates c_i."""
+    n = len(probs) - 1
+    cum_pred: list[torch.Tensor] = [probs[n]] * (n + 1)
+    cum_cost: list[torch.Tensor] = [torch.ones_like(confidences[n])] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        h = confidences[i]
+        cum_pred[i] = h[:, None] * probs[i] + (1 - h[:, None]) * cum_pred[i + 1]
+        cum_cost[i] = h * cost_rates[i] + (1 - h) * cum_cost[i + 1]
+    return cum_pred, cum_cost
+
+
+def _nll(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.nll_loss(p.clamp_min(EPS).log(), y)
+
+
+def eenet_loss_v1(logits: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor], y: torch.Tensor,
+                  cost_rates: Sequence[float], lam: float) -> torch.Tensor:
+    """EENet loss v1: NLL(Y_0) + lambda * mean(C_0)."""
+    pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
+    return _nll(pred[0], y) + lam * cost[0].mean()
+
+
+def eenet_loss_v2(logits: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor], y: torch.Tensor,
+                  cost_rates: Sequence[float], lam: float) -> torch.Tensor:
+    """EENet loss v2 (the authors' default): sum_i [NLL(Y_i) + lambda * mean(C_i)], i = 0..N."""
+    pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
+    return sum(_nll(p, y) + lam * c.mean() for p, c in zip(pred, cost))
+
+
+def per_exit_loss(logits: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """Plain sum of every exit's cross-entropy (the first stage of EENet's two-stage training)."""
+    return sum(F.cross_entropy(z, y) for z in logits)
+
+
+def self_distillation_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, temperature: float,
+                           alpha: float) -> torch.Tensor:
+    """Self-distillation: the last exit learns from labels; every earlier exit i minimises
+    (1 - alpha) * CE(y, z_i) + alpha * T^2 * KL(softmax(z_N / T) || softmax(z_i / T)), teacher detached."""
+    teacher = torch.softmax(logits[-1].detach() / temperature, dim=1)
+    loss = F.cross_entropy(logits[-1], y)
+    for z in logits[:-1]:
+        kl = F.kl_div(F.log_softmax(z / temperature, dim=1), teacher, reduction="batchmean")
+        loss = loss + (1 - alpha) * F.cross_entropy(z, y) + alpha * temperature**2 * kl
+    return loss

@@ -1,0 +1,118 @@
+"""Training methods: what each one optimises and which parameters it trains.
+
+baseline          the backbone alone, final classifier only (no early exits)
+aep               AEP joint training: sum_i w_i CE(y, z_i), weights from a named scheme
+eenet             EENet cost-aware loss (v1 or v2), optional two-stage schedule
+classifier-wise   survey: frozen backbone, only the early exit heads learn
+distillation      survey: self-distillation, the last exit teaches the earlier ones
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..models import EarlyExitNet, ExitOutputs
+from . import losses
+from .weighting import SCHEMES, ExitWeighting
+
+METHODS = ("baseline", "aep", "eenet", "classifier-wise", "distillation")
+
+
+@dataclass
+class MethodSettings:
+    """Options of every method; each method reads the ones it needs."""
+
+    method: str = "aep"
+    weighting: str = "hybrid"  # aep
+    geometric_base: float = 2.0  # aep, geometric scheme
+    eenet_loss: str = "v2"  # eenet: v1 | v2
+    lam: float = 1.0  # eenet: weight of the cost term
+    two_stage: bool = False  # eenet: plain per-exit loss for the first half of the epochs
+    temperature: float = 3.0  # distillation
+    alpha: float = 0.5  # distillation
+    freeze_epochs: int | None = None  # classifier-wise: epochs of backbone training before freezing (default half)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def relevant(self) -> dict[str, Any]:
+        """The settings that matter for this method (for metadata and logs)."""
+        keys = {"baseline": [], "aep": ["weighting"] + (["geometric_base"] if self.weighting == "geometric" else []),
+                "eenet": ["eenet_loss", "lam", "two_stage"], "classifier-wise": ["freeze_epochs"],
+                "distillation": ["temperature", "alpha"]}[self.method]
+        return {"method": self.method, **{k: getattr(self, k) for k in keys}}
+
+
+def head_for(method: str) -> str:
+    """The exit head kind a method trains: EENet heads for 'eenet', AEP heads otherwise."""
+    return "eenet" if method == "eenet" else "aep"
+
+
+class Method(nn.Module):
+    """A training method bound to a model: computes the loss and decides what trains each epoch.
+    It is an nn.Module so that learned ensemble weights train and checkpoint with everything else."""
+
+    def __init__(self, settings: MethodSettings, model: EarlyExitNet, cost_rates: list[float], epochs: int) -> None:
+        super().__init__()
+        s = settings
+        if s.method not in METHODS:
+            raise ConfigError(f"Unknown training method '{s.method}'. Choose one of: {', '.join(METHODS)}.")
+        if s.method == "aep" and s.weighting not in SCHEMES:
+            raise ConfigError(f"Unknown weighting scheme '{s.weighting}'. Choose one of: {', '.join(SCHEMES)}.")
+        if s.method == "eenet":
+            if not model.has_confidence:
+                raise ConfigError("EENet training needs EENet exit heads (confidence branches).")
+            if s.eenet_loss not in ("v1", "v2"):
+                raise ConfigError(f"EENet loss must be 'v1' or 'v2', got '{s.eenet_loss}'.")
+            if s.lam < 0:
+                raise ConfigError(f"EENet lambda must be >= 0, got {s.lam}.")
+        if s.method in ("aep", "eenet", "classifier-wise", "distillation") and model.num_exits < 2:
+            raise ConfigError(f"Method '{s.method}' needs at least one early exit besides the final classifier.")
+        if s.method == "distillation" and (s.temperature <= 0 or not 0 <= s.alpha <= 1):
+            raise ConfigError("Distillation needs temperature > 0 and 0 <= alpha <= 1.")
+        self.settings = s
+        self.cost_rates = cost_rates
+        self.epochs = epochs
+        self.freeze_at = 0
+        if s.method == "classifier-wise":
+            self.freeze_at = epochs // 2 if s.freeze_epochs is None else s.freeze_epochs
+        scheme = s.weighting if s.method == "aep" else "uniform"
+        self.weighting = ExitWeighting(scheme, model.num_exits, cost_rates, s.geometric_base)
+
+    def ensemble_weights(self) -> list[float]:
+        """The exit weights for the ensemble prediction (the training weights for AEP, uniform otherwise)."""
+        with torch.no_grad():
+            return [float(w) for w in self.weighting()]
+
+    def prepare_epoch(self, model: EarlyExitNet, epoch: int) -> None:
+        """Freeze or unfreeze parameters for this epoch (classifier-wise training)."""
+        if self.settings.method != "classifier-wise":
+            return
+        frozen = epoch >= self.freeze_at
+        for p in list(model.backbone.parameters()) + list(model.heads[-1].parameters()):
+            p.requires_grad_(not frozen)
+            if frozen:
+                p.grad = None
+        if frozen:
+            model.backbone.eval()  # keep the frozen backbone's BatchNorm statistics fixed
+
+    def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The method's training loss for one batch."""
+        s, z = self.settings, out.logits
+        if s.method == "baseline":
+            return F.cross_entropy(z[-1], y)
+        if s.method == "aep":
+            return losses.weighted_exit_loss(z, y, self.weighting())
+        if s.method == "eenet":
+            if s.two_stage and epoch < self.epochs // 2:
+                return losses.per_exit_loss(z, y)
+            fn = losses.eenet_loss_v2 if s.eenet_loss == "v2" else losses.eenet_loss_v1
+            return fn(z, out.confidences, y, self.cost_rates, s.lam)
+        if s.method == "classifier-wise":
+            if epoch < self.freeze_at:
+                return F.cross_entropy(z[-1], y)
+            return losses.per_exit_loss(z[:-1], y)
+        return losses.self_distillation_loss(z, y, s.temperature, s.alpha)
