@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--data-dir", default=None)
+    from . import cli_exits
+
+    COMMANDS.update(cli_exits.add_commands(sub))
     return p
 
 
