@@ -58,9 +58,9 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
         payload = torch.load(stream, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
         text = str(e)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+        if "Unsupported global" in text or "GLOBAL" in text:
             raise CheckpointError(f"{name} was refused: it contains pickled code or objects, not only weights and plain metadata.") from None
-        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint (corrupt or truncated): {text.splitlines()[0] if text else type(e).__name__}") from None
+        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint: the file is corrupt, truncated or of another kind.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{name} is a PyTorch file but not an aep_core checkpoint (no '{FORMAT}' header).")
     if payload.get("version") != VERSION:

@@ -138,13 +138,13 @@ def _tensor_bundle(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: 
     tr_idx, va_idx = split_indices(len(train_y), val_size, seed)
     if limit:
         tr_idx = tr_idx[:limit]
-    tx, ty = torch.from_numpy(np.ascontiguousarray(train_x)), torch.from_numpy(train_y.astype(np.int64))
+    tx, ty = torch.from_numpy(np.array(train_x)), torch.from_numpy(train_y.astype(np.int64))
     make = lambda x, y: TensorImageDataset(x, y, mean, std)  # noqa: E731
     return DataBundle(
         name=name,
         train=make(tx[tr_idx], ty[tr_idx]),
         val=make(tx[va_idx], ty[va_idx]),
-        test=make(torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y.astype(np.int64))),
+        test=make(torch.from_numpy(np.array(test_x)), torch.from_numpy(test_y.astype(np.int64))),
         class_names=classes, in_channels=train_x.shape[1], image_size=train_x.shape[-1], mean=mean, std=std,
         info={"val_seed": seed, "val_size": val_size},
     )

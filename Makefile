@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh machine: `make app` and `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+PORT    ?= 8501
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: app test test-fast data browser venv pretrained bench clean
+
+$(STAMP): requirements.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's Fashion-MNIST package (the app and tests fall back to the shipped slice without it).
+data:
+	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist; fi
+
+# Debian's Chromium for the real-browser tests (Playwright drives it; nothing is downloaded by Playwright).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; fi
+
+app: venv data
+	$(BIN)/streamlit run app.py --server.port $(PORT)
+
+test: venv data browser
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not browser"
+
+pretrained: venv data
+	bash scripts/train_pretrained.sh
+
+bench: venv data
+	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,103 @@
+"""Datasets: IDX reading, missing data, splits, slice, folders, augmentation."""
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aep_core.data import (FASHION_MNIST_DIR, augment_shift_flip, load_dataset, make_loader, read_idx,
+                           split_indices)
+from aep_core.errors import DataError
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def _fake_fashion_dir(d: Path, n_train: int = 120, n_test: int = 30) -> None:
+    rng = np.random.default_rng(0)
+    _write_idx(d / "train-images-idx3-ubyte.gz", rng.integers(0, 255, (n_train, 28, 28)))
+    _write_idx(d / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, n_train))
+    _write_idx(d / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (n_test, 28, 28)))
+    _write_idx(d / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n_test))
+
+
+def test_fashion_mnist_from_a_directory(tmp_path):
+    _fake_fashion_dir(tmp_path)
+    b = load_dataset("fashion-mnist", tmp_path, val_size=20, seed=1)
+    assert (len(b.train), len(b.val), len(b.test)) == (100, 20, 30)
+    x, y = b.train[[0, 1, 2]]
+    assert x.shape == (3, 1, 28, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+
+
+def test_missing_data_says_how_to_install(tmp_path):
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        load_dataset("fashion-mnist", tmp_path / "empty")
+
+
+def test_truncated_idx_is_clear(tmp_path):
+    p = tmp_path / "x.gz"
+    with gzip.open(p, "wb") as f:
+        f.write(bytes([0, 0, 8, 1]) + (100).to_bytes(4, "big") + b"\x00" * 10)
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(p)
+
+
+def test_validation_split_is_seeded_and_disjoint():
+    a_tr, a_va = split_indices(100, 10, seed=3)
+    b_tr, b_va = split_indices(100, 10, seed=3)
+    c_tr, c_va = split_indices(100, 10, seed=4)
+    assert (a_va == b_va).all() and not (a_va == c_va).all()
+    assert set(a_tr).isdisjoint(a_va) and len(a_tr) + len(a_va) == 100
+
+
+def test_shipped_slice_loads():
+    b = load_dataset("fashion-mnist-slice")
+    assert len(b.test) == 1000 and len(b.class_names) == 10
+    batches = list(make_loader(b.val, 64, shuffle=False))
+    assert sum(len(y) for _, y in batches) == len(b.val)
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_debian_fashion_mnist():
+    b = load_dataset("fashion-mnist")
+    assert (len(b.train), len(b.val), len(b.test)) == (55000, 5000, 10000)
+
+
+def test_image_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(10):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    b = load_dataset("folder", tmp_path, image_size=16, in_channels=1)
+    assert b.class_names == ["cat", "dog"] and not b.in_memory
+    assert len(b.train) + len(b.val) + len(b.test) == 20
+    x, y = next(iter(make_loader(b.train, 4, shuffle=True)))
+    assert x.shape == (4, 1, 16, 16)
+
+
+def test_unknown_dataset_and_missing_dirs():
+    with pytest.raises(DataError, match="Choose one of"):
+        load_dataset("imagenet")
+    with pytest.raises(DataError, match="--data-dir"):
+        load_dataset("cifar10")
+    with pytest.raises(DataError, match="cifar-10-batches-py"):
+        load_dataset("cifar10", "/nonexistent")
+
+
+def test_augmentation_shifts_and_flips_per_sample():
+    x = torch.arange(2 * 1 * 6 * 6, dtype=torch.float32).view(2, 1, 6, 6)
+    g = torch.Generator().manual_seed(0)
+    out = augment_shift_flip(x, g, max_shift=0)
+    for i in range(2):  # no shift: each sample is itself or its mirror
+        assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
+    out2 = augment_shift_flip(x, torch.Generator().manual_seed(1), max_shift=2)
+    assert out2.shape == x.shape

@@ -1,0 +1,80 @@
+"""Every registered model: forward, exit count and shapes, running up to each exit."""
+import pytest
+import torch
+
+from aep_core.errors import ConfigError
+from aep_core.models import ModelSpec, build_model, list_models, place_exits
+
+torch.set_num_threads(1)
+SMALL = {"resnet": {"depth": 8, "width": 4}, "resnet20": {"width": 4}, "resnet32": {"width": 4},
+         "resnet56": {"width": 2}, "resnet110": {"width": 2}, "compact_cnn": {"widths": [8, 16, 32]}}
+
+
+def test_every_registered_model_is_covered():
+    assert set(list_models()) == set(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+@pytest.mark.parametrize("head", ["aep", "eenet"])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_forward_shapes_and_upto(name, head, in_channels):
+    spec = ModelSpec(backbone=name, backbone_config=SMALL[name], in_channels=in_channels, image_size=16,
+                     num_classes=7, head=head, placement="stages")
+    model = build_model(spec).eval()
+    x = torch.randn(3, in_channels, 16, 16)
+    out = model(x)
+    assert len(out.logits) == model.num_exits == len(spec.exit_blocks) >= 2
+    assert all(z.shape == (3, 7) for z in out.logits)
+    if head == "eenet":
+        assert len(out.confidences) == model.num_exits
+        assert all(c.shape == (3,) and ((c >= 0) & (c <= 1)).all() for c in out.confidences)
+    else:
+        assert out.confidences is None
+    for k in range(model.num_exits):
+        part = model(x, upto=k)
+        assert len(part.logits) == k + 1
+        torch.testing.assert_close(part.logits[k], out.logits[k])
+    torch.testing.assert_close(model.forward_final(x), out.logits[-1])
+
+
+def test_backward_reaches_every_head():
+    model = build_model(ModelSpec(backbone_config={"widths": [8, 16, 32]}, head="eenet"))
+    out = model(torch.randn(4, 1, 28, 28))
+    (sum(z.sum() for z in out.logits) + sum(c.sum() for c in out.confidences)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_resnet_depth_must_be_6n_plus_2():
+    with pytest.raises(ConfigError, match="6n\\+2"):
+        build_model(ModelSpec(backbone="resnet", backbone_config={"depth": 21}))
+
+
+def test_resnet20_has_nine_blocks_in_three_stages():
+    model = build_model(ModelSpec(backbone="resnet20", in_channels=3, image_size=32, placement="stages"))
+    assert len(model.backbone.blocks) == 9
+    assert model.exit_blocks == [2, 5, 8]
+
+
+def test_unknown_model_and_placement_are_clear_errors():
+    with pytest.raises(ConfigError, match="Registered models"):
+        build_model(ModelSpec(backbone="vgg99"))
+    with pytest.raises(ConfigError, match="Unknown exit placement"):
+        build_model(ModelSpec(placement="everywhere"))
+
+
+def test_cost_fraction_placements_follow_the_formulas():
+    cum = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]  # F = 100
+    stages = [0] * 10
+    # linear, N=3: T = 25, 50, 75 -> blocks with cum >= T: 2 (30), 4 (50), 7 (80); plus the last block
+    assert place_exits("linear", stages, cum, 3) == [2, 4, 7, 9]
+    # pareto, N=2: T = 20, 36 -> blocks 1, 3
+    assert place_exits("pareto", stages, cum, 2) == [1, 3, 9]
+    # fine, N=2: T = 5, 9.75 -> block 0 for both, deduplicated
+    assert place_exits("fine", stages, cum, 2) == [0, 9]
+    # gold_ratio, N=2: T = 100 * 1.618^-2 = 38.2, 100 * 1.618^-1 = 61.8 -> blocks 3, 6
+    assert place_exits("gold_ratio", stages, cum, 2) == [3, 6, 9]
+    assert place_exits("stages", [0, 0, 1, 1, 2], None) == [1, 3, 4]
+    assert place_exits("blocks", [0, 0, 1], None) == [0, 1, 2]
+    assert place_exits([2, 0], [0, 0, 1, 1]) == [0, 2, 3]
+    with pytest.raises(ConfigError):
+        place_exits([7], [0, 0, 1])

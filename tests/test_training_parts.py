@@ -1,0 +1,81 @@
+"""Weighting schemes, EENet cumulative losses against a hand-computed example, distillation."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aep_core.errors import ConfigError
+from aep_core.training import losses
+from aep_core.training.weighting import SCHEMES, ExitWeighting
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_weights_are_positive_and_sum_to_one(scheme):
+    w = ExitWeighting(scheme, 4, costs=[0.25, 0.5, 0.75, 1.0])()
+    assert w.shape == (4,)
+    assert (w > 0).all()
+    assert math.isclose(float(w.detach().sum()), 1.0, rel_tol=1e-6)
+
+
+def test_fixed_schemes_match_their_formulas():
+    torch.testing.assert_close(ExitWeighting("uniform", 4)(), torch.full((4,), 0.25))
+    torch.testing.assert_close(ExitWeighting("linear", 4)(), torch.tensor([1, 2, 3, 4]) / 10.0)
+    torch.testing.assert_close(ExitWeighting("geometric", 3, base=2.0)(), torch.tensor([2, 4, 8]) / 14.0)
+    torch.testing.assert_close(ExitWeighting("cost", 2, costs=[1.0, 3.0])(), torch.tensor([0.25, 0.75]))
+    # hybrid starts at its linear prior (theta = 0)
+    torch.testing.assert_close(ExitWeighting("hybrid", 4)(), torch.tensor([1, 2, 3, 4]) / 10.0)
+
+
+@pytest.mark.parametrize("scheme", ["learned", "hybrid"])
+def test_learned_weights_receive_gradients(scheme):
+    weighting = ExitWeighting(scheme, 3)
+    logits = [torch.randn(5, 4) for _ in range(3)]
+    y = torch.tensor([0, 1, 2, 3, 0])
+    losses.weighted_exit_loss(logits, y, weighting()).backward()
+    assert weighting.theta.grad is not None and weighting.theta.grad.abs().sum() > 0
+
+
+def test_unknown_scheme_is_clear():
+    with pytest.raises(ConfigError, match="Choose one of"):
+        ExitWeighting("quadratic", 3)
+
+
+def test_ensemble_probs_is_weighted_average():
+    z = [torch.tensor([[0.0, 0.0]]), torch.tensor([[math.log(3.0), 0.0]])]  # softmax: [.5,.5], [.75,.25]
+    w = torch.tensor([1.0, 3.0])
+    torch.testing.assert_close(losses.ensemble_probs(z, w), torch.tensor([[0.6875, 0.3125]]))
+    torch.testing.assert_close(losses.ensemble_probs(z, w, upto=0), torch.tensor([[0.5, 0.5]]))
+
+
+def test_eenet_recursion_matches_hand_computation():
+    # 3 exits, one sample, 2 classes; h = confidences of exits 0 and 1; c = cost rates.
+    p = [torch.tensor([[0.9, 0.1]]), torch.tensor([[0.6, 0.4]]), torch.tensor([[0.2, 0.8]])]
+    h = [torch.tensor([0.5]), torch.tensor([0.25]), torch.tensor([0.7])]
+    c = [0.2, 0.5, 1.0]
+    pred, cost = losses.eenet_cumulative(p, h, c)
+    # Y2 = p2; Y1 = .25*[.6,.4] + .75*[.2,.8] = [.3,.7]; Y0 = .5*[.9,.1] + .5*[.3,.7] = [.6,.4]
+    torch.testing.assert_close(pred[2], torch.tensor([[0.2, 0.8]]))
+    torch.testing.assert_close(pred[1], torch.tensor([[0.3, 0.7]]))
+    torch.testing.assert_close(pred[0], torch.tensor([[0.6, 0.4]]))
+    # C2 = 1; C1 = .25*.5 + .75*1 = .875; C0 = .5*.2 + .5*.875 = .5375
+    torch.testing.assert_close(cost[1], torch.tensor([0.875]))
+    torch.testing.assert_close(cost[0], torch.tensor([0.5375]))
+    logits = [pi.log() for pi in p]  # softmax(log p) = p
+    y = torch.tensor([0])
+    lam = 0.1
+    v1 = losses.eenet_loss_v1(logits, h, y, c, lam)
+    assert math.isclose(float(v1), -math.log(0.6) + lam * 0.5375, rel_tol=1e-5)
+    v2 = losses.eenet_loss_v2(logits, h, y, c, lam)
+    expected = (-math.log(0.6) + lam * 0.5375) + (-math.log(0.3) + lam * 0.875) + (-math.log(0.2) + lam * 1.0)
+    assert math.isclose(float(v2), expected, rel_tol=1e-5)
+
+
+def test_self_distillation_reduces_to_ce_when_alpha_is_zero():
+    z = [torch.randn(6, 5) for _ in range(3)]
+    y = torch.randint(0, 5, (6,))
+    got = losses.self_distillation_loss(z, y, temperature=2.0, alpha=0.0)
+    torch.testing.assert_close(got, sum(F.cross_entropy(zi, y) for zi in z))
+    # with alpha = 1 and identical student and teacher, the KL part vanishes
+    same = [z[2].clone(), z[2].clone(), z[2]]
+    torch.testing.assert_close(losses.self_distillation_loss(same, y, 2.0, 1.0), F.cross_entropy(z[2], y))
