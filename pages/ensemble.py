@@ -1,0 +1,62 @@
+"""Ensemble weights (AEP): a weight per exit, the weighting-scheme presets, and the ensemble's accuracy
+when cut after each exit beside each exit alone."""
+import numpy as np
+import streamlit as st
+
+import app_shared as shared
+from aep_core import charts
+from aep_core.training.weighting import cost_weights, geometric_weights, linear_weights, uniform_weights
+
+st.title("Ensemble weights (AEP)")
+st.markdown("AEP predicts with a **weighted average of the softmax outputs of exits 0..k**. Deeper exits are "
+            "usually better, so they usually weigh more; the training weights come from the model's weighting scheme.")
+lm = shared.current_model()
+if lm is None:
+    st.stop()
+rec = shared.require_record(lm)
+if rec is None:
+    st.stop()
+E = rec.num_exits
+ss = st.session_state
+cost = [e["macs_fraction"] for e in lm.meta["cost"]["exits"]]
+trained = lm.meta["training"].get("ensemble_weights") or uniform_weights(E).tolist()
+PRESETS = {
+    "trained": lambda: np.asarray(trained, dtype=float),
+    "uniform": lambda: uniform_weights(E).numpy(),
+    "linear": lambda: linear_weights(E).numpy(),
+    "geometric": lambda: geometric_weights(E).numpy(),
+    "cost": lambda: cost_weights(cost).numpy(),
+}
+
+
+def set_preset(name: str) -> None:
+    w = PRESETS[name]()
+    w = w / w.max()  # sliders show weights relative to the largest
+    for k in range(E):
+        ss[f"w_{k}"] = round(float(w[k]), 3)
+
+
+if f"w_{E - 1}" not in ss or f"w_{E}" in ss:
+    for k in range(E + 8):
+        ss.pop(f"w_{k}", None)
+    set_preset("trained")
+cols = st.columns(len(PRESETS))
+for c, name in zip(cols, PRESETS):
+    c.button(name, on_click=set_preset, args=(name,), key=f"preset_{name}", width="stretch",
+             help="The model's own training weights" if name == "trained" else f"aep_core.training.weighting: {name} scheme")
+wcols = st.columns(E)
+w = np.array([wcols[k].slider(f"exit {k}", 0.0, 1.0, step=0.01, key=f"w_{k}") for k in range(E)])
+if w.sum() <= 0 or w[0] <= 0:
+    st.warning("Give exit 0 a positive weight (the ensemble of exits 0..0 needs it).")
+    w[0] = max(w[0], 1e-6)
+
+single = rec.exit_accuracy()
+ens = rec.ensemble_accuracy(w)
+left, right = st.columns([1, 2])
+left.altair_chart(charts.weights_bar(w), width="stretch")
+right.altair_chart(charts.ensemble_vs_single(single, ens, cost), width="stretch")
+best = int(np.argmax(ens - single))
+st.markdown(f"Cut after exit **{E - 1}**: the ensemble reaches **{100 * ens[-1]:.2f}%** against **{100 * single[-1]:.2f}%** "
+            f"for the final exit alone. The biggest gain is at exit {best}: {100 * (ens[best] - single[best]):+.2f} points.")
+st.dataframe({"exit": list(range(E)), "weight": np.round(w / w.sum(), 3), "exit alone": np.round(single, 4),
+              "ensemble 0..k": np.round(ens, 4), "MACs share": np.round(cost, 3)}, hide_index=True)

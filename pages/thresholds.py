@@ -1,0 +1,116 @@
+"""Thresholds: tune the exit rule and watch accuracy, compute, the exit distribution, the Pareto curve
+and per-class depth update together. Every number is replayed from saved per-exit outputs."""
+import numpy as np
+import streamlit as st
+
+import app_shared as shared
+from aep_core import charts
+from aep_core.errors import AepError
+from aep_core.policies import POLICY_INFO
+from aep_core.thresholds import accuracy_floor, pareto_sweep, solve_accuracy, solve_budget
+
+st.title("Thresholds")
+lm = shared.current_model()
+if lm is None:
+    st.stop()
+rec = shared.require_record(lm)
+if rec is None:
+    st.stop()
+ss = st.session_state
+s = shared.settings()
+E = rec.num_exits
+tuning = POLICY_INFO[s.rule].setting == "thresholds"
+solve_rec = lm.val if lm.val is not None else rec
+
+
+@st.cache_data(show_spinner="Sweeping thresholds...", max_entries=64)
+def sweep(model_key: str, rule: str, _rec) -> dict:
+    sw = pareto_sweep(_rec, rule, points=80)
+    return {"macs": sw.macs_ratio.tolist(), "acc": sw.accuracy.tolist(), "pareto": sw.pareto.tolist()}
+
+
+@st.cache_data(show_spinner="Solving...", max_entries=64)
+def solve(model_key: str, rule: str, goal: str, value: float, _val, _test) -> dict:
+    if goal == "budget":
+        sol = solve_budget(_val, rule, value, _test)
+    else:
+        sol = solve_accuracy(_val, rule, accuracy_floor(_val, value), _test)
+    return sol.summary()
+
+
+def apply_preset(goal: str, value: float) -> None:
+    """Solve on the validation split and put the solution into the shared settings."""
+    try:
+        sol = solve(lm.key, s.rule, goal, value, solve_rec, rec)
+    except AepError as e:
+        ss["preset_msg"] = ("error", str(e))
+        return
+    st_ = sol["settings"]
+    if "thresholds" in st_:
+        ts = [float(np.clip(t, 0, 1)) for t in st_["thresholds"]]
+        ss["per_exit_on"] = ss["pe_toggle"] = True
+        ss["per_exit_thresholds"] = ts
+        for k, t in enumerate(ts):
+            ss[f"pe_{k}"] = round(t, 3)
+    elif "t" in st_:
+        ss[shared.threshold_key(s.rule)] = int(st_["t"])
+    r = sol.get("test", sol["val"])
+    ss["preset_msg"] = ("success", f"Preset applied: {100 * r['accuracy']:.2f}% accuracy at {100 * r['macs_ratio']:.1f}% "
+                                   f"of the full network's MACs (chosen on the validation split, shown on "
+                                   f"{rec.info.get('split', 'test')}).")
+
+
+with st.container(border=True):
+    st.markdown("**One-click presets** (budget solver, chosen on the validation split)")
+    p1, p2, p3 = st.columns([2, 2, 3])
+    budget = p1.number_input("Compute budget (% of the full network)", 5, 100, value=50, step=5, key="budget_pct")
+    p2.button(f"Best accuracy within {budget}% of the compute", on_click=apply_preset, args=("budget", budget / 100),
+              key="preset_budget", width="stretch")
+    p3.button("Cheapest within 0.5 points of the final exit", on_click=apply_preset, args=("accuracy", 0.5),
+              key="preset_accuracy", width="stretch")
+    if "preset_msg" in ss:
+        kind, msg = ss["preset_msg"]
+        (st.success if kind == "success" else st.error)(msg)
+
+if tuning:
+    ss.setdefault("pe_toggle", bool(ss.get("per_exit_on", False)))
+    on = st.toggle("Per-exit thresholds", key="pe_toggle", help="One threshold per early exit instead of the sidebar's global one.")
+    ss["per_exit_on"] = on
+    if on:
+        stored = ss.get("per_exit_thresholds") or [s.threshold] * (E - 1)
+        stored = (list(stored) + [s.threshold] * E)[: E - 1]
+        cols = st.columns(E - 1)
+        vals = []
+        for k in range(E - 1):
+            ss.setdefault(f"pe_{k}", float(stored[k]))
+            vals.append(cols[k].slider(f"exit {k}", 0.0, 1.0, step=0.005, key=f"pe_{k}"))
+        ss["per_exit_thresholds"] = vals
+else:
+    st.caption("The patience rule has one setting, t, in the sidebar.")
+s = shared.settings()
+shared.sync_url("thresholds")
+
+try:
+    res = shared.policy_summary(lm.key, "test", s.rule, shared.frozen_kwargs(s.policy_kwargs()), rec)
+except AepError as e:
+    st.error(str(e))
+    st.stop()
+final_acc = float(rec.exit_accuracy()[-1])
+full = rec.full_macs
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Accuracy", f"{100 * res['accuracy']:.2f}%", f"{100 * (res['accuracy'] - final_acc):+.2f} pts vs final exit")
+m2.metric("Expected MACs", f"{res['expected_macs'] / 1e6:.2f} M", f"{100 * res['macs_ratio']:.1f}% of full", delta_color="off")
+m3.metric("Speed-up (MACs)", f"{1 / res['macs_ratio']:.2f}x")
+m4.metric("Samples", f"{rec.num_samples:,}", rec.info.get("split", ""), delta_color="off")
+st.caption(f"Rule: {s.describe()}. Replayed on {rec.num_samples:,} saved {rec.info.get('split', 'test')} outputs.")
+
+c1, c2 = st.columns([3, 2])
+sw = sweep(lm.key, s.rule, rec)
+cost = np.asarray(rec.cum_macs, dtype=float) / full
+c1.altair_chart(charts.pareto_curve(sw["macs"], sw["acc"], (res["macs_ratio"], res["accuracy"]),
+                                    (cost.tolist(), rec.exit_accuracy().tolist()), sw["pareto"]), width="stretch")
+pea = [np.nan if v is None else v for v in res["per_exit_accuracy"]]
+c2.altair_chart(charts.exit_distribution(res["exit_distribution"], pea), width="stretch")
+names = rec.info.get("class_names") or lm.class_names
+pcm = [np.nan if v is None else v for v in res["per_class_mean_exit"]]
+st.altair_chart(charts.per_class_exit(names, pcm, E), width="stretch")
