@@ -56,12 +56,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=int, default=0, help="data loader workers for image folders")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
+    g.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="mixed precision autocast (fp16 needs a GPU)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("resuming and several processes",
+                             "Start with `torchrun --nproc_per_node=N -m aep_core train ...` to train on N processes "
+                             "(DDP; gloo on CPU, NCCL with --device cuda); --batch-size is per process. "
+                             "See docs/DISTRIBUTED.md.")
+    g.add_argument("--resume", default=None, metavar="PATH", help="continue from a resumable state (<out stem>.resume.pt)")
+    g.add_argument("--save-every", type=int, default=1, help="epochs between resumable states (0: only when interrupted)")
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     from .experiment import TrainJob, run_train_job
     from .training import MethodSettings, TrainConfig
+    from .training.loop import TrainingInterrupted
 
     cfg: dict = {}
     if a.width is not None:
@@ -78,9 +86,14 @@ def _cmd_train(a: argparse.Namespace) -> int:
         method=MethodSettings(a.method, a.weighting, a.geometric_base, a.eenet_loss, a.lam, a.two_stage,
                               a.temperature, a.alpha, a.freeze_epochs),
         train=TrainConfig(a.epochs, a.batch_size, a.lr, a.optimizer, a.weight_decay, a.seed, not a.no_augment,
-                          a.workers, a.device, a.threads, a.channels_last, not a.quiet),
+                          a.workers, a.device, a.threads, a.channels_last, not a.quiet, a.amp, a.save_every),
+        resume=a.resume,
     )
-    run_train_job(job)
+    try:
+        run_train_job(job)
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -6,20 +6,22 @@ import datetime as dt
 import json
 import platform
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
 from .cost import exit_costs
 from .data import DataBundle, load_dataset
 from .errors import CheckpointError, ConfigError
 from .evaluation import ExitRecord, collect_outputs, evaluation_path, save_evaluation
 from .models import EarlyExitNet, ModelSpec, build_model
 from .training import EpochStats, Method, MethodSettings, TrainConfig, head_for, train
+from .training import distributed as dd
+from .training.loop import TrainingInterrupted
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainJob:
     init: str | None = None  # start from this checkpoint's weights (matching layers)
     method: MethodSettings = field(default_factory=MethodSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
+    resume: str | None = None  # continue from this resumable state (`<stem>.resume.pt`)
 
 
 def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, ModelSpec]:
@@ -66,24 +69,83 @@ def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, Mode
     return model, spec
 
 
+def resume_path(out: str | Path) -> Path:
+    """Where a job writes its resumable training state: `<stem>.resume.pt` next to the checkpoint."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.resume.pt")
+
+
+def _read_resume_state(path: str, spec: ModelSpec, job: TrainJob) -> dict[str, Any]:
+    """The training state saved in a resumable checkpoint, checked against the run it should continue."""
+    payload = read_checkpoint(path)
+    state = payload.get("extra", {}).get("train_state") if isinstance(payload.get("extra"), dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds weights but no training state: resume from a `<name>.resume.pt` file "
+                              "written during training.")
+    saved = payload["meta"].get("model")
+    if saved != spec.to_dict():
+        raise ConfigError(f"{path} was saved for another model ({saved}); resume with the same model options.")
+    method = payload["meta"].get("training", {}).get("method")
+    if method != job.method.method:
+        raise ConfigError(f"{path} was saved while training with --method {method}, not {job.method.method}.")
+    return {**state, "model": payload["state_dict"]}
+
+
 def run_train_job(job: TrainJob, callback: Callable[[EpochStats], None] | None = None,
                   on_batch: Callable[[int, int, int], None] | None = None,
                   log: Callable[[str], None] = print) -> Path:
-    """Train, then save the checkpoint, its evaluation files on the validation and test splits, and a JSON log."""
+    """Train, then save the checkpoint, its evaluation files on the validation and test splits, and a JSON log.
+    Every `job.train.save_every` epochs, and on SIGINT/SIGTERM, a resumable state goes to `resume_path(job.out)`;
+    `job.resume` continues from one. Under torchrun this runs on every rank; rank 0 writes the files."""
     job.train.validate()
-    bundle = load_dataset(job.dataset, job.data_dir, job.val_size, job.train.seed, job.limit, job.image_size, job.in_channels)
-    torch.manual_seed(job.train.seed)
+    env = dd.setup(job.train.device)
+    try:
+        return _run(job, env, callback, on_batch, log)
+    finally:
+        dd.teardown(env)
+
+
+def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] | None,
+         on_batch: Callable[[int, int, int], None] | None, log: Callable[[str], None]) -> Path:
+    rank_log = log
+    log = log if env.is_main else (lambda _msg: None)
+    cfg = replace(job.train, device=env.device)
+    bundle = load_dataset(job.dataset, job.data_dir, job.val_size, cfg.seed, job.limit, job.image_size, job.in_channels)
+    torch.manual_seed(cfg.seed)
     model, spec = build_for_job(job, bundle)
     input_shape = (bundle.in_channels, bundle.image_size, bundle.image_size)
     costs = exit_costs(model, input_shape)
     cost_rates = [e.macs_fraction for e in costs.exits]
-    method = Method(job.method, model, cost_rates, job.train.epochs)
+    method = Method(job.method, model, cost_rates, cfg.epochs)
+    resume = _read_resume_state(job.resume, spec, job) if job.resume else None
+    out = Path(job.out)
+    state_path = resume_path(out)
     log(f"training {spec.backbone} with {job.method.method} on {bundle.name}: exits after blocks {spec.exit_blocks}, "
-        f"{len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test images")
-    result = train(model, method, bundle.train, bundle.val, job.train, callback, on_batch)
+        f"{len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test images"
+        + (f", {env.world_size} processes ({env.device})" if env.active else "")
+        + (f", resuming from {job.resume} (epoch {resume['epoch'] + 1}, step {resume['step']})" if resume else ""))
+    base_meta = {"model": spec.to_dict(), "dataset": bundle.meta(), "cost": costs.to_dict(), "metrics": {},
+                 "aep_core_version": __version__}
+
+    def save_state(state: dict[str, Any]) -> None:
+        meta = {**base_meta, "training": {**job.method.relevant(), "config": asdict(cfg), "init": job.init,
+                                          "limit": job.limit, "ensemble_weights": method.ensemble_weights(),
+                                          "seconds": state["seconds"], "device": cfg.device, "resume_of": out.name}}
+        save_checkpoint(state_path, model, meta, extra={"train_state": {k: v for k, v in state.items() if k != "model"}})
+
+    try:
+        result = train(model, method, bundle.train, bundle.val, cfg, callback, on_batch, resume=resume,
+                       save_state=save_state)
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(e.epoch, e.step, e.steps, e.saved, f"Saved {state_path}; continue with the same "
+                                  f"command plus `--resume {state_path}`.") from None
+    if env.active:
+        rank_log(f"rank {env.rank}/{env.world_size}: parameter digest {dd.parameter_digest(model, method)}")
+    if not env.is_main:
+        dd.barrier()  # rank 0 is writing the files
+        return out
     model.cpu()
     weights = method.ensemble_weights()
-    out = Path(job.out)
     records: dict[str, ExitRecord] = {}
     for split in ("val", "test"):
         records[split] = collect_outputs(model, getattr(bundle, split), costs.cum_macs, costs.full_macs,
@@ -92,22 +154,24 @@ def run_train_job(job: TrainJob, callback: Callable[[EpochStats], None] | None =
     metrics = {split: {"exit_acc": rec.exit_accuracy().tolist(), "ensemble_acc": rec.ensemble_accuracy(weights).tolist(),
                        "n": rec.num_samples} for split, rec in records.items()}
     meta = {
-        "model": spec.to_dict(),
-        "dataset": bundle.meta(),
-        "cost": costs.to_dict(),
-        "training": {**job.method.relevant(), "config": asdict(job.train), "ensemble_weights": weights,
-                     "init": job.init, "limit": job.limit, "seconds": result.seconds,
-                     "device": f"{job.train.device} ({platform.processor() or platform.machine()}, "
-                               f"{torch.get_num_threads()} threads)"},
+        **base_meta,
+        "training": {**job.method.relevant(), "config": asdict(cfg), "ensemble_weights": weights,
+                     "init": job.init, "limit": job.limit, "seconds": result.seconds, "resumed_from": job.resume,
+                     "processes": env.world_size,
+                     "device": f"{cfg.device} ({platform.processor() or platform.machine()}, "
+                               f"{torch.get_num_threads()} threads" + (f" x {env.world_size} processes" if env.active else "")
+                               + ")"},
         "metrics": metrics,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "aep_core_version": __version__,
     }
     save_checkpoint(out, model, meta)
     for split, rec in records.items():
         save_evaluation(evaluation_path(out, split), rec)
     atomic_write_bytes(out.with_suffix(".log.json"), json.dumps({"job": asdict(job), **result.to_dict()}, indent=1).encode())
+    if state_path.exists():
+        state_path.unlink()  # the run finished: its final checkpoint supersedes the resumable state
     log(f"saved {out} (+ {evaluation_path(out, 'val').name}, {evaluation_path(out, 'test').name}, {out.with_suffix('.log.json').name})")
+    dd.barrier()
     return out
 
 
