@@ -1,0 +1,218 @@
+"""Choosing a policy's settings: a Pareto sweep (accuracy against expected MACs over a grid) and a
+solver for per-exit thresholds under a MACs budget or an accuracy floor.
+
+Thresholds are chosen on one record (the validation split) and can be reported on another (test).
+The solver is a coordinate search over per-exit quantile grids, started from the best global
+threshold; scores are computed once, so each candidate costs one vectorised decision.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError
+from .evaluation import ExitRecord
+from .policies import POLICIES, PolicyResult, apply_policy, decide, make_rule, oracle
+
+THRESHOLD_POLICIES = ("max_probability", "entropy", "eenet_confidence", "aep_ensemble")
+
+
+def pareto_front(macs: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """(p,) bool: points no other point beats (no more MACs and no less accuracy, one of them strictly)."""
+    macs, accuracy = np.asarray(macs, dtype=np.float64), np.asarray(accuracy, dtype=np.float64)
+    order = np.lexsort((-accuracy, macs))  # by cost, then best accuracy first
+    front = np.zeros(len(macs), dtype=bool)
+    best = -np.inf
+    for i in order:  # p points, not samples
+        if accuracy[i] > best:
+            front[i] = True
+            best = accuracy[i]
+    return front
+
+
+@dataclass
+class Sweep:
+    """Accuracy and MACs ratio of one policy over a grid of settings, with the Pareto points marked."""
+
+    policy: str
+    settings: list[dict[str, Any]]
+    accuracy: np.ndarray  # (p,)
+    macs_ratio: np.ndarray  # (p,)
+    pareto: np.ndarray  # (p,) bool
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One plain dict per point: its setting, accuracy, MACs ratio and whether it is on the front."""
+        return [{**s, "accuracy": float(a), "macs_ratio": float(m), "pareto": bool(p)}
+                for s, a, m, p in zip(self.settings, self.accuracy, self.macs_ratio, self.pareto)]
+
+
+def _rule_settings(rec: ExitRecord, name: str, weights: Sequence[float] | None) -> dict[str, Any]:
+    if name == "aep_ensemble":
+        w = weights if weights is not None else rec.info.get("ensemble_weights")
+        return {"weights": w} if w is not None else {}
+    return {}
+
+
+def _scored(rec: ExitRecord, name: str, weights: Sequence[float] | None = None):
+    """The rule at a neutral threshold, its (exits, n) scores and predictions, and (exits, n) correctness."""
+    if rec.num_samples == 0:
+        raise ConfigError("The evaluation record holds no samples: there is nothing to sweep.")
+    rule = make_rule(name, rec.num_exits, rec.confidences is not None, thresholds=0.5, **_rule_settings(rec, name, weights))
+    score, pred = rule.scores(rec.logits, rec.confidences)
+    return rule, score, pred == rec.labels[None]
+
+
+def threshold_grid(score: np.ndarray, points: int) -> np.ndarray:
+    """`points` thresholds in [0, 1] spread over the quantiles of the early exits' scores."""
+    q = np.quantile(score[:-1].ravel(), np.linspace(0.0, 1.0, max(points - 2, 1)))
+    return np.unique(np.clip(np.concatenate([[0.0, 1.0], q]), 0.0, 1.0))
+
+
+def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, points: int = 100,
+                 weights: Sequence[float] | None = None) -> Sweep:
+    """Accuracy against MACs ratio for `name` over a grid: global thresholds (default: `points` quantiles
+    of the scores) for threshold rules, t = 1..exits for patience, k = 0..exits-1 for fixed_exit."""
+    if name not in POLICIES:
+        raise ConfigError(f"Unknown exit policy '{name}'. Choose one of: {', '.join(POLICIES)}.")
+    if name in THRESHOLD_POLICIES:
+        rule, score, correct = _scored(rec, name, weights)
+        ts = threshold_grid(score, points) if grid is None else np.asarray(grid, dtype=np.float64)
+        if ts.ndim != 1 or ts.size == 0 or np.isnan(ts).any() or (ts < 0).any() or (ts > 1).any():
+            raise ConfigError(f"{name}: sweep thresholds must be a non-empty list of numbers in [0, 1].")
+        cost = np.asarray(rec.cum_macs, dtype=np.float64) / rec.full_macs
+        cols = np.arange(rec.num_samples)
+        acc, macs = np.empty(len(ts)), np.empty(len(ts))
+        for i, t in enumerate(ts):  # one vectorised decision per setting
+            idx = decide(score, np.full(rec.num_exits - 1, t), rule.lower_is_confident)
+            acc[i], macs[i] = correct[idx, cols].mean(), cost[idx].mean()
+        settings = [{"thresholds": float(t)} for t in ts]
+    else:
+        if name == "oracle":
+            settings = [{}]
+        elif name == "patience":
+            settings = [{"t": int(t)} for t in (grid if grid is not None else range(1, rec.num_exits + 1))]
+        else:
+            settings = [{"k": int(k)} for k in (grid if grid is not None else range(rec.num_exits))]
+        results = [apply_policy(rec, name, **s) for s in settings]
+        acc = np.array([r.accuracy for r in results])
+        macs = np.array([r.macs_ratio for r in results])
+    return Sweep(name, settings, acc, macs, pareto_front(macs, acc))
+
+
+@dataclass
+class Solution:
+    """Per-exit settings chosen on one split, with the outcome there and (optionally) on another split."""
+
+    policy: str
+    settings: dict[str, Any]
+    val: PolicyResult
+    test: PolicyResult | None
+    goal: str
+
+    def summary(self) -> dict[str, Any]:
+        """Plain-type view: settings, and accuracy / MACs ratio on each split."""
+        out: dict[str, Any] = {"policy": self.policy, "goal": self.goal, "settings": self.settings,
+                               "val": {"accuracy": self.val.accuracy, "macs_ratio": self.val.macs_ratio}}
+        if self.test is not None:
+            out["test"] = {"accuracy": self.test.accuracy, "macs_ratio": self.test.macs_ratio}
+        return out
+
+
+def _search(score: np.ndarray, correct: np.ndarray, cost: np.ndarray, lower: bool, key, grid_points: int,
+            passes: int) -> np.ndarray:
+    """Per-exit thresholds maximising key(accuracy, cost): best global threshold, then coordinate passes."""
+    e, n = score.shape
+    cols = np.arange(n)
+
+    def evaluate(t: np.ndarray) -> tuple:
+        idx = decide(score, t, lower)
+        return key(correct[idx, cols].mean(), cost[idx].mean())
+
+    best_t, best = None, None
+    for g in threshold_grid(score, grid_points):
+        t = np.full(e - 1, g)
+        k = evaluate(t)
+        if best is None or k > best:
+            best_t, best = t, k
+    qs = np.linspace(0.0, 1.0, grid_points)
+    cands = [np.unique(np.clip(np.concatenate([[0.0, 1.0], np.quantile(score[j], qs)]), 0.0, 1.0)) for j in range(e - 1)]
+    for _ in range(passes):
+        improved = False
+        for j in range(e - 1):
+            for c in cands[j]:
+                t = best_t.copy()
+                t[j] = c
+                k = evaluate(t)
+                if k > best:
+                    best_t, best, improved = t, k, True
+        if not improved:
+            break
+    return best_t
+
+
+def _solve(val: ExitRecord, name: str, key, goal: str, test: ExitRecord | None, weights: Sequence[float] | None,
+           feasible, infeasible_message, grid_points: int, passes: int) -> Solution:
+    if name == "oracle":
+        raise ConfigError("The oracle has no settings to choose: it reads the labels.")
+    if name in THRESHOLD_POLICIES:
+        rule, score, correct = _scored(val, name, weights)
+        cost = np.asarray(val.cum_macs, dtype=np.float64) / val.full_macs
+        t = _search(score, correct, cost, rule.lower_is_confident, key, grid_points, passes)
+        settings: dict[str, Any] = {"thresholds": [float(v) for v in t], **_rule_settings(val, name, weights)}
+    else:
+        sweep = pareto_sweep(val, name)
+        best = max(range(len(sweep.settings)), key=lambda i: key(sweep.accuracy[i], sweep.macs_ratio[i]))
+        settings = dict(sweep.settings[best])
+    res_val = apply_policy(val, name, **settings)
+    if not feasible(res_val):
+        raise ConfigError(infeasible_message(val, name, res_val))
+    res_test = apply_policy(test, name, **settings) if test is not None else None
+    return Solution(name, settings, res_val, res_test, goal)
+
+
+def solve_budget(val: ExitRecord, name: str, max_macs_ratio: float, test: ExitRecord | None = None,
+                 weights: Sequence[float] | None = None, grid_points: int = 64, passes: int = 3) -> Solution:
+    """Per-exit thresholds that maximise accuracy on `val` with expected MACs at most `max_macs_ratio`
+    of the network without exits; reported on `test` too when given."""
+    if not 0 < max_macs_ratio:
+        raise ConfigError(f"The MACs budget must be a positive fraction of the full network, got {max_macs_ratio}.")
+    tol = 1e-12
+
+    def key(acc: float, cost: float) -> tuple:
+        return (True, acc, -cost) if cost <= max_macs_ratio + tol else (False, -cost, acc)
+
+    def message(rec: ExitRecord, n: str, closest: PolicyResult) -> str:
+        cheapest = float(np.min(rec.cum_macs)) / rec.full_macs
+        return (f"No setting of {n} meets a budget of {100 * max_macs_ratio:.1f}% of the full network's MACs: the cheapest "
+                f"reachable cost is {100 * cheapest:.1f}% (every sample stopping at exit 0).")
+
+    return _solve(val, name, key, f"max MACs ratio {max_macs_ratio:g}", test, weights,
+                  lambda r: r.macs_ratio <= max_macs_ratio + tol, message, grid_points, passes)
+
+
+def accuracy_floor(rec: ExitRecord, max_drop_points: float) -> float:
+    """The accuracy `max_drop_points` percentage points below the final exit's accuracy on `rec`."""
+    return float(rec.exit_accuracy()[-1]) - max_drop_points / 100.0
+
+
+def solve_accuracy(val: ExitRecord, name: str, min_accuracy: float, test: ExitRecord | None = None,
+                   weights: Sequence[float] | None = None, grid_points: int = 64, passes: int = 3) -> Solution:
+    """Per-exit thresholds that minimise expected MACs on `val` with accuracy at least `min_accuracy`;
+    reported on `test` too when given."""
+    if not 0 <= min_accuracy <= 1:
+        raise ConfigError(f"The accuracy floor must be a fraction in [0, 1], got {min_accuracy}.")
+    tol = 1e-12
+
+    def key(acc: float, cost: float) -> tuple:
+        return (True, -cost, acc) if acc >= min_accuracy - tol else (False, acc, -cost)
+
+    def message(rec: ExitRecord, n: str, closest: PolicyResult) -> str:
+        return (f"No setting of {n} found reaches {100 * min_accuracy:.2f}% accuracy on this split: the best found is "
+                f"{100 * closest.accuracy:.2f}% (final exit alone: {100 * float(rec.exit_accuracy()[-1]):.2f}%, "
+                f"oracle: {100 * oracle(rec).accuracy:.2f}%).")
+
+    return _solve(val, name, key, f"min accuracy {min_accuracy:g}", test, weights,
+                  lambda r: r.accuracy >= min_accuracy - tol, message, grid_points, passes)
