@@ -12,7 +12,7 @@ st.set_page_config(page_title="Early-Exit Explorer", page_icon=":material/alt_ro
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/school:", url_path="overview", default=True),
-    st.Page("pages/try_image.py", title="Try an image", icon=":material/image:", url_path="try"),
+    st.Page("pages/try_image.py", title="Try an image", icon=":material/image:", url_path="try_image"),
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:", url_path="thresholds"),
     st.Page("pages/ensemble.py", title="Ensemble weights", icon=":material/stacked_bar_chart:", url_path="ensemble"),
     st.Page("pages/pruning.py", title="Pruning savings", icon=":material/content_cut:", url_path="pruning"),
@@ -20,6 +20,9 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 pg = st.navigation(PAGES)
+goto = st.session_state.pop("_goto", None)
+if goto and goto != (pg.url_path or "overview"):
+    st.switch_page(next(p for p in PAGES if (p.url_path or "overview") == goto))
 shared.restore_from_url(pg, PAGES)
 
 with st.sidebar:

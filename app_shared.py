@@ -326,3 +326,15 @@ def sync_url(page: str) -> None:
         params["pe"] = ",".join(f"{t:g}" for t in s.per_exit)
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
+
+
+def ensure_entry(page: str) -> None:
+    """Make sure the entry script (sidebar, navigation) runs around this page.
+
+    On a fresh server, Streamlit's first run treats `pages/` as a legacy multipage folder and may run
+    a page file on its own; hand over to app.py, which then opens this page."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        st.session_state["_goto"] = page
+        st.switch_page("app.py")

@@ -27,28 +27,28 @@ def exit_strip(num_blocks: int, exit_blocks: Sequence[int], macs_fraction: Seque
     with its share of the full network's MACs and its accuracy; `stop_exit` is highlighted."""
     stages = list(block_stage) if block_stage is not None else [0] * num_blocks
     blocks = pd.DataFrame({"block": list(range(num_blocks)), "stage": [f"stage {s + 1}" for s in stages],
-                           "label": [f"block {b}" for b in range(num_blocks)]})
+                           "label": [f"block {b} · stage {s + 1}" for b, s in zip(range(num_blocks), stages)]})
     acc = list(exit_accuracy) if exit_accuracy is not None else [None] * len(exit_blocks)
     exits = pd.DataFrame({
         "block": list(exit_blocks), "exit": [f"exit {k}" for k in range(len(exit_blocks))],
-        "macs": [_pct(f) for f in macs_fraction],
+        "macs": [f"{_pct(f)} MACs" for f in macs_fraction],
         "accuracy": ["" if a is None else f"acc {_pct(a)}" for a in acc],
         "stop": [k == stop_exit for k in range(len(exit_blocks))],
     })
     x = alt.X("block:O", title=None, axis=None)
-    rect = alt.Chart(blocks).mark_rect(cornerRadius=4, height=40).encode(
-        x=x, y=alt.value(30), color=alt.Color("stage:N", legend=alt.Legend(orient="top", title=None)),
+    rect = alt.Chart(blocks).mark_rect(cornerRadius=4, height=34).encode(
+        x=x, y=alt.value(18), color=alt.Color("stage:N", legend=None),
         tooltip=["label", "stage"])
-    block_text = alt.Chart(blocks).mark_text(color="white", fontWeight="bold").encode(x=x, y=alt.value(30), text="label")
-    stem = alt.Chart(exits).mark_rule(strokeWidth=2).encode(x=x, y=alt.value(50), y2=alt.value(78),
+    block_text = alt.Chart(blocks).mark_text(color="white", fontWeight="bold").encode(x=x, y=alt.value(18), text="label")
+    stem = alt.Chart(exits).mark_rule(strokeWidth=2).encode(x=x, y=alt.value(35), y2=alt.value(58),
                                                              color=alt.condition("datum.stop", alt.value(ACCENT), alt.value("#555")))
     dot = alt.Chart(exits).mark_circle(size=260, opacity=1).encode(
-        x=x, y=alt.value(86), color=alt.condition("datum.stop", alt.value(ACCENT), alt.value("#555")),
+        x=x, y=alt.value(64), color=alt.condition("datum.stop", alt.value(ACCENT), alt.value("#555")),
         tooltip=["exit", alt.Tooltip("macs", title="MACs share"), "accuracy"])
-    t1 = alt.Chart(exits).mark_text(dy=0, fontWeight="bold").encode(x=x, y=alt.value(108), text="exit")
-    t2 = alt.Chart(exits).mark_text().encode(x=x, y=alt.value(124), text=alt.Text("macs"))
-    t3 = alt.Chart(exits).mark_text().encode(x=x, y=alt.value(140), text="accuracy")
-    return alt.layer(rect, block_text, stem, dot, t1, t2, t3).properties(height=150, width="container")
+    t1 = alt.Chart(exits).mark_text(dy=0, fontWeight="bold").encode(x=x, y=alt.value(82), text="exit")
+    t2 = alt.Chart(exits).mark_text().encode(x=x, y=alt.value(96), text=alt.Text("macs"))
+    t3 = alt.Chart(exits).mark_text().encode(x=x, y=alt.value(110), text="accuracy")
+    return alt.layer(rect, block_text, stem, dot, t1, t2, t3).properties(height=125, width="container")
 
 
 def exit_probability_heatmap(probs: np.ndarray, class_names: Sequence[str], stop_exit: int | None = None,
@@ -133,7 +133,7 @@ def per_class_exit(class_names: Sequence[str], mean_exit: Sequence[float], num_e
         y=alt.Y("class:N", sort="-x", title=None),
         x=alt.X("mean exit:Q", scale=alt.Scale(domain=[0, max(num_exits - 1, 1)]), title="mean exit index"),
         tooltip=["class", alt.Tooltip("mean exit:Q", format=".2f")],
-    ).properties(height=max(160, 22 * len(df)), width="container", title="Mean exit depth per class")
+    ).properties(height=alt.Step(22), width="container", title="Mean exit depth per class")
 
 
 def ensemble_vs_single(single_acc: Sequence[float], ensemble_acc: Sequence[float],
@@ -160,7 +160,7 @@ def weights_bar(weights: Sequence[float]) -> alt.Chart:
     df = pd.DataFrame({"exit": [f"exit {k}" for k in range(len(w))], "weight": w})
     return alt.Chart(df).mark_bar(color=ACCENT).encode(
         x=alt.X("exit:N", sort=None, title=None), y=alt.Y("weight:Q", axis=alt.Axis(format="%"), title="normalised weight"),
-        tooltip=["exit", alt.Tooltip("weight:Q", format=".1%")]).properties(height=160, width="container")
+        tooltip=["exit", alt.Tooltip("weight:Q", format=".1%")]).properties(height=125, width="container")
 
 
 def pruning_savings(cuts: Sequence[str], params: Sequence[float], macs: Sequence[float], latency_ms: Sequence[float],

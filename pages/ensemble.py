@@ -7,6 +7,7 @@ import app_shared as shared
 from aep_core import charts
 from aep_core.training.weighting import cost_weights, geometric_weights, linear_weights, uniform_weights
 
+shared.ensure_entry("ensemble")
 st.title("Ensemble weights (AEP)")
 st.markdown("AEP predicts with a **weighted average of the softmax outputs of exits 0..k**. Deeper exits are "
             "usually better, so they usually weigh more; the training weights come from the model's weighting scheme.")

@@ -4,6 +4,7 @@ import streamlit as st
 import app_shared as shared
 from aep_core import charts
 
+shared.ensure_entry("overview")
 st.title("Early-Exit Explorer")
 st.markdown(
     "An **early-exit network** adds small classifiers (*exits*) part-way through a deep network. "

@@ -6,6 +6,7 @@ from aep_core.errors import AepError
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
 from aep_core.saliency import METHODS, exit_saliency, overlay
 
+shared.ensure_entry("saliency")
 st.title("Saliency per exit")
 st.markdown("Each exit is wrapped as its own classifier and explained with Captum. Early exits often look at "
             "coarse shape; deeper ones at finer detail.")

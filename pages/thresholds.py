@@ -9,6 +9,7 @@ from aep_core.errors import AepError
 from aep_core.policies import POLICY_INFO
 from aep_core.thresholds import accuracy_floor, pareto_sweep, solve_accuracy, solve_budget
 
+shared.ensure_entry("thresholds")
 st.title("Thresholds")
 lm = shared.current_model()
 if lm is None:
@@ -99,9 +100,9 @@ final_acc = float(rec.exit_accuracy()[-1])
 full = rec.full_macs
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Accuracy", f"{100 * res['accuracy']:.2f}%", f"{100 * (res['accuracy'] - final_acc):+.2f} pts vs final exit")
-m2.metric("Expected MACs", f"{res['expected_macs'] / 1e6:.2f} M", f"{100 * res['macs_ratio']:.1f}% of full", delta_color="off")
+m2.metric("Expected MACs", f"{res['expected_macs'] / 1e6:.2f} M", f"{100 * res['macs_ratio']:.1f}% of full", delta_color="off", delta_arrow="off")
 m3.metric("Speed-up (MACs)", f"{1 / res['macs_ratio']:.2f}x")
-m4.metric("Samples", f"{rec.num_samples:,}", rec.info.get("split", ""), delta_color="off")
+m4.metric("Samples", f"{rec.num_samples:,}", rec.info.get("split", ""), delta_color="off", delta_arrow="off")
 st.caption(f"Rule: {s.describe()}. Replayed on {rec.num_samples:,} saved {rec.info.get('split', 'test')} outputs.")
 
 c1, c2 = st.columns([3, 2])

@@ -14,6 +14,7 @@ from aep_core.errors import AepError
 from aep_core.experiment import TrainJob, run_train_job
 from aep_core.training import METHODS, SCHEMES, MethodSettings, TrainConfig
 
+shared.ensure_entry("train")
 st.title("Train a model")
 st.markdown("Train a small early-exit network here. It runs in the background: you can keep using the other "
             "pages, and the model joins the sidebar's picker when it is done.")

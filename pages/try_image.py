@@ -10,6 +10,7 @@ from aep_core.errors import AepError
 from aep_core.policies import POLICY_INFO
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
 
+shared.ensure_entry("try_image")
 st.title("Try an image")
 lm = shared.current_model()
 if lm is None:
@@ -70,7 +71,7 @@ with right:
                 f"**{names[int(probs[stop].argmax())]}**.")
     m1, m2, m3 = st.columns(3)
     m1.metric("Stops at", f"exit {stop} of {len(cum) - 1}")
-    m2.metric("MACs spent", f"{cum[stop] / 1e6:.2f} M", f"{100 * cum[stop] / full:.0f}% of the full network", delta_color="off")
+    m2.metric("MACs spent", f"{cum[stop] / 1e6:.2f} M", f"{100 * cum[stop] / full:.0f}% of the full network", delta_color="off", delta_arrow="off")
     m3.metric("Speed-up vs full network", f"{full / cum[stop]:.2f}x")
     st.altair_chart(charts.exit_probability_heatmap(probs, names, stop, label), width="stretch")
 
