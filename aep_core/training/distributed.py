@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -155,6 +156,9 @@ def wrap(step: ExitStep, device: torch.device) -> nn.Module:
     if not is_active():
         return step
     ids = [device.index] if device.type == "cuda" else None
+    # A 1-channel first conv gets its (c_out, 1, 3, 3) gradient in an equivalent but differently strided
+    # layout; the reducer copies it and warns on every step. The copy is harmless, the noise is not.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=may_leave_parameters_unused(step.method))
 
 
