@@ -67,6 +67,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    import os
+
     from .experiment import TrainJob, run_train_job
     from .training import MethodSettings, TrainConfig
     from .training.loop import TrainingInterrupted
@@ -92,7 +94,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
     try:
         run_train_job(job)
     except TrainingInterrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print(f"interrupted: {e}", file=sys.stderr)
         return 130
     return 0
 

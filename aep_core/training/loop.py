@@ -121,11 +121,19 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
+    # Under torchrun a Ctrl-C reaches each worker twice (from the terminal, then forwarded by torchrun):
+    # workers keep stopping cleanly and leave escalation to torchrun, which kills them after its grace period.
+    patient = dd.launched_by_torchrun()
+
     def handler(signum: int, frame: Any) -> None:
+        if stop.requested:
+            return
         stop.set()
-        signal.signal(signum, previous[signum])
-        sys.stderr.write(f"\n{signal.Signals(signum).name}: finishing the current step and saving; "
-                         "send it again to quit at once.\n")
+        if not patient:
+            signal.signal(signum, previous[signum])
+        if dd.rank() == 0:
+            sys.stderr.write(f"\n{signal.Signals(signum).name}: finishing the current step and saving"
+                             + ("" if patient else "; send it again to quit at once") + ".\n")
 
     for s in previous:
         signal.signal(s, handler)
