@@ -24,7 +24,12 @@ from aep_core.policies import POLICY_INFO, PolicyResult, apply_policy, decide, m
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED_DIR = ROOT / "assets" / "models"
-TRAINED_DIR = ROOT / "runs" / "app"
+
+
+def trained_dir() -> Path:
+    """Where models trained on the Train page go (git-ignored): runs/app, or AEP_APP_RUNS_DIR."""
+    return Path(os.environ.get("AEP_APP_RUNS_DIR", ROOT / "runs" / "app"))
+
 UPLOAD_PREFIX = "uploaded: "
 RULES = ("max_probability", "entropy", "aep_ensemble", "eenet_confidence", "patience")
 RULE_HELP = {
@@ -40,9 +45,12 @@ torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 # ---- models ------------------------------------------------------------------------------------
 
 def model_dirs() -> list[Path]:
-    """Folders searched for checkpoints: shipped models, app-trained models, and AEP_MODELS_DIR entries."""
+    """Folders searched for checkpoints: shipped models, app-trained models, and the AEP_MODELS_DIR entries
+    (os.pathsep-separated). AEP_MODELS_ONLY=1 searches the AEP_MODELS_DIR entries only (tests, demos)."""
     extra = [Path(p) for p in os.environ.get("AEP_MODELS_DIR", "").split(os.pathsep) if p.strip()]
-    return [SHIPPED_DIR, TRAINED_DIR, *extra]
+    if os.environ.get("AEP_MODELS_ONLY") == "1":
+        return extra
+    return [SHIPPED_DIR, trained_dir(), *extra]
 
 
 def discover_models() -> dict[str, str]:

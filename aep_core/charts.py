@@ -148,7 +148,8 @@ def ensemble_vs_single(single_acc: Sequence[float], ensemble_acc: Sequence[float
     return alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("cut:N", sort=alt.EncodingSortField("k"), title="cut after", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("accuracy:Q", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False)),
-        color=alt.Color("kind:N", scale=alt.Scale(range=[MUTED, ACCENT]), legend=alt.Legend(orient="top", title=None)),
+        color=alt.Color("kind:N", scale=alt.Scale(domain=["exit alone", "ensemble of exits 0..k"], range=["#8a9bb5", ACCENT]),
+                        legend=alt.Legend(orient="top", title=None)),
         tooltip=["cut", "kind", alt.Tooltip("accuracy:Q", format=".2%")],
     ).properties(height=280, width="container", title="Single exit vs ensemble")
 

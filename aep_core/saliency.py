@@ -1,11 +1,13 @@
 """Saliency maps per exit with Captum: each exit is wrapped as a module returning that exit's logits,
 so any attribution method explains what exit k looks at.
 
-Captum registers hooks on the model it explains; models are shared (cached) between app sessions, so
-every attribution call holds one process-wide lock.
+Captum registers hooks on the model it explains, and models are shared (cached) between app sessions:
+each call explains a private copy of the model, so no hook ever touches the shared one, and calls are
+serialised by one process-wide lock to keep CPU use bounded.
 """
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass
 
@@ -80,20 +82,15 @@ def exit_saliency(model: EarlyExitNet, x: torch.Tensor, method: str = "saliency"
         raise ValueError(f"Unknown saliency method '{method}'. Choose one of: {', '.join(METHODS)}.")
     x = x.detach().float()
     with _LOCK:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                probs = [torch.softmax(z, 1)[0] for z in model(x).logits]  # per exit (classes,)
-            out = []
-            for k, p in enumerate(probs):
-                pred = int(p.argmax())
-                t = pred if target is None else int(target)
-                attr = _attribute(model, k, x.clone().requires_grad_(True), t, method)
-                out.append(ExitSaliency(k, _normalise(attr), t, pred, float(p[pred])))
-        finally:
-            model.train(was_training)
-            model.zero_grad(set_to_none=True)
+        private = copy.deepcopy(model).eval()
+        with torch.no_grad():
+            probs = [torch.softmax(z, 1)[0] for z in private(x).logits]  # per exit (classes,)
+        out = []
+        for k, p in enumerate(probs):
+            pred = int(p.argmax())
+            t = pred if target is None else int(target)
+            attr = _attribute(private, k, x.clone().requires_grad_(True), t, method)
+            out.append(ExitSaliency(k, _normalise(attr), t, pred, float(p[pred])))
     return out
 
 

@@ -57,7 +57,10 @@ left, right = st.columns([1, 2])
 left.altair_chart(charts.weights_bar(w), width="stretch")
 right.altair_chart(charts.ensemble_vs_single(single, ens, cost), width="stretch")
 best = int(np.argmax(ens - single))
+gain = (f"The biggest gain over a single exit is at exit {best}: {100 * (ens[best] - single[best]):+.2f} points."
+        if ens[best] > single[best] else "With these weights the ensemble does not beat the single exits: try giving "
+        "the early exits more weight, or another preset.")
 st.markdown(f"Cut after exit **{E - 1}**: the ensemble reaches **{100 * ens[-1]:.2f}%** against **{100 * single[-1]:.2f}%** "
-            f"for the final exit alone. The biggest gain is at exit {best}: {100 * (ens[best] - single[best]):+.2f} points.")
+            f"for the final exit alone. {gain}")
 st.dataframe({"exit": list(range(E)), "weight": np.round(w / w.sum(), 3), "exit alone": np.round(single, 4),
               "ensemble 0..k": np.round(ens, 4), "MACs share": np.round(cost, 3)}, hide_index=True)

@@ -83,7 +83,7 @@ if submitted:
     elif not _slots().acquire(blocking=False):
         st.warning("Another session is training right now (one run at a time on this server). Try again in a minute.")
     else:
-        job = TrainJob(out=str(shared.TRAINED_DIR / f"{clean}.pt"), dataset=dataset, limit=int(limit), model=backbone,
+        job = TrainJob(out=str(shared.trained_dir() / f"{clean}.pt"), dataset=dataset, limit=int(limit), model=backbone,
                        method=MethodSettings(method=method, weighting=weighting),
                        train=TrainConfig(epochs=int(epochs), batch_size=128, lr=0.05, progress=False))
         state = JobState(clean, int(epochs))

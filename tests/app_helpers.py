@@ -1,0 +1,53 @@
+"""Shared helpers for the app's tests: one small trained checkpoint per test session, and test images."""
+from __future__ import annotations
+
+import functools
+import io
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+
+
+@functools.lru_cache(maxsize=1)
+def small_model_dir() -> Path:
+    """A folder holding `tiny.pt` (+ its val/test evaluation files): compact CNN, 1 epoch on 400 slice images."""
+    import torch
+
+    from aep_core.experiment import TrainJob, run_train_job
+    from aep_core.training import MethodSettings, TrainConfig
+
+    torch.set_num_threads(1)
+    d = Path(tempfile.mkdtemp(prefix="aep_app_models_"))
+    job = TrainJob(out=str(d / "tiny.pt"), dataset="fashion-mnist-slice", limit=400,
+                   method=MethodSettings(method="aep", weighting="linear"),
+                   train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
+    run_train_job(job, log=lambda s: None)
+    return d
+
+
+def png_bytes(mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str = "PNG", light_background: bool = True, **save) -> bytes:
+    """An image with a dark rectangle on a light background (or the reverse), encoded in `fmt`."""
+    w, h = size
+    a = np.full((h, w), 240 if light_background else 10, dtype=np.uint8)
+    a[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 20 if light_background else 230
+    im = Image.fromarray(a, "L").convert(mode) if mode not in ("I;16",) else Image.fromarray(a.astype(np.uint16) * 256)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **save)
+    return buf.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` pixels but carries no pixel data (for size checks)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
