@@ -1,0 +1,31 @@
+"""Shared helpers of the benchmark scripts: machine description, thread setting, data loading."""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "models" / "aep_hybrid.pt"
+
+
+def setup(threads: int) -> str:
+    """Set torch's thread count; return a line naming the machine and threads."""
+    torch.set_num_threads(threads)
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return (f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+            f"python {platform.python_version()}")
+
+
+def checkpoint_or_exit(path: str | Path) -> Path:
+    """The checkpoint path, or exit with a message saying how to get one."""
+    p = Path(path)
+    if not p.is_file():
+        raise SystemExit(f"checkpoint {p} not found: pass --checkpoint PATH (train one with `python -m aep_core train`).")
+    return p
