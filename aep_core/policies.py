@@ -162,6 +162,7 @@ class ExitRule:
     score_fn: ScoreFn
     lower_is_confident: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
+    local: bool = False  # the score at exit k depends on exit k's outputs only (no history needed)
 
     def scores(self, logits: np.ndarray, confidences: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(exits, n) scores and predictions of exits 0..e-1 given their outputs."""
@@ -237,13 +238,14 @@ def _weights(rec_or_n: ExitRecord | int, weights: Sequence[float] | np.ndarray |
 def max_probability_rule(num_exits: int, thresholds: Thresholds) -> ExitRule:
     """Stop when the exit's top softmax probability is >= the threshold (in [0, 1])."""
     t = as_thresholds(thresholds, num_exits, 0.0, 1.0, "max_probability")
-    return ExitRule("max_probability", t, _max_probability_scores, settings={"thresholds": t.tolist()})
+    return ExitRule("max_probability", t, _max_probability_scores, settings={"thresholds": t.tolist()}, local=True)
 
 
 def entropy_rule(num_exits: int, thresholds: Thresholds) -> ExitRule:
     """Stop when the exit's normalised entropy H(p)/log(classes) is <= the threshold (in [0, 1])."""
     t = as_thresholds(thresholds, num_exits, 0.0, 1.0, "entropy")
-    return ExitRule("entropy", t, _entropy_scores, lower_is_confident=True, settings={"thresholds": t.tolist()})
+    return ExitRule("entropy", t, _entropy_scores, lower_is_confident=True, settings={"thresholds": t.tolist()},
+                    local=True)
 
 
 def eenet_confidence_rule(num_exits: int, thresholds: Thresholds = 0.5, has_confidence: bool = True) -> ExitRule:
@@ -252,7 +254,7 @@ def eenet_confidence_rule(num_exits: int, thresholds: Thresholds = 0.5, has_conf
         raise ConfigError("eenet_confidence needs exits with a learned confidence branch (a model trained with "
                           "--method eenet); this model has none. Use max_probability, entropy or aep_ensemble instead.")
     t = as_thresholds(thresholds, num_exits, 0.0, 1.0, "eenet_confidence")
-    return ExitRule("eenet_confidence", t, _eenet_scores, settings={"thresholds": t.tolist()})
+    return ExitRule("eenet_confidence", t, _eenet_scores, settings={"thresholds": t.tolist()}, local=True)
 
 
 def aep_ensemble_rule(num_exits: int, thresholds: Thresholds, weights: Sequence[float] | np.ndarray | None = None) -> ExitRule:

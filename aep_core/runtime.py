@@ -70,13 +70,15 @@ class EarlyExitRunner:
         for k in range(self.model.num_exits):
             h = self.model.forward_segment(h, k)
             z, c = self.model.forward_head(h, k)
+            if self.rule.local:  # only this exit's outputs matter: keep no history
+                logits, confs = [], []
             logits.append(z.float().cpu().numpy())
             if c is not None:
                 confs.append(c.float().cpu().numpy())
-            score, pred = self.rule.scores(np.stack(logits), np.stack(confs) if confs else None)  # (k+1, alive)
-            stop = self.rule.passes(score[k], k)
+            score, pred = self.rule.scores(np.stack(logits), np.stack(confs) if confs else None)  # (visited, alive)
+            stop = self.rule.passes(score[-1], k)
             exit_index[alive[stop]] = k
-            prediction[alive[stop]] = pred[k, stop]
+            prediction[alive[stop]] = pred[-1, stop]
             if stop.all():
                 break
             if stop.any():
