@@ -20,9 +20,6 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 pg = st.navigation(PAGES)
-goto = st.session_state.pop("_goto", None)
-if goto and goto != (pg.url_path or "overview"):
-    st.switch_page(next(p for p in PAGES if (p.url_path or "overview") == goto))
 shared.restore_from_url(pg, PAGES)
 
 with st.sidebar:

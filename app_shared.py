@@ -46,10 +46,10 @@ torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
 
 def model_dirs() -> list[Path]:
     """Folders searched for checkpoints: shipped models, app-trained models, and the AEP_MODELS_DIR entries
-    (os.pathsep-separated). AEP_MODELS_ONLY=1 searches the AEP_MODELS_DIR entries only (tests, demos)."""
+    (os.pathsep-separated). AEP_MODELS_ONLY=1 leaves out the shipped models (tests, demos)."""
     extra = [Path(p) for p in os.environ.get("AEP_MODELS_DIR", "").split(os.pathsep) if p.strip()]
     if os.environ.get("AEP_MODELS_ONLY") == "1":
-        return extra
+        return [trained_dir(), *extra]
     return [SHIPPED_DIR, trained_dir(), *extra]
 
 
@@ -339,10 +339,13 @@ def sync_url(page: str) -> None:
 def ensure_entry(page: str) -> None:
     """Make sure the entry script (sidebar, navigation) runs around this page.
 
-    On a fresh server, Streamlit's first run treats `pages/` as a legacy multipage folder and may run
-    a page file on its own; hand over to app.py, which then opens this page."""
+    While `pages/` exists, Streamlit's legacy multipage mode may run a page file on its own (a fresh
+    server's first run; every AppTest run). Then run app.py here instead: its st.navigation switches
+    legacy mode off and runs this page inside it, with the widget state of this run intact."""
     from streamlit.runtime.pages_manager import PagesManager
 
     if PagesManager.uses_pages_directory:
-        st.session_state["_goto"] = page
-        st.switch_page("app.py")
+        import runpy
+
+        runpy.run_path(str(ROOT / "app.py"), run_name="__main__")
+        st.stop()
