@@ -1,0 +1,70 @@
+"""App speed, measured with Streamlit's AppTest (script run time, no browser): the first load of the
+entry page and of the Thresholds page in a fresh process, and the re-render after a threshold move.
+
+Usage: python benchmarks/app_speed.py [--model LABEL] [--moves 12]
+Uses the shipped model (assets/models/aep_hybrid.pt) when present; AEP_MODELS_DIR adds model folders.
+Targets: threshold move < 300 ms; first page load < 3 s.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="model label in the picker (default: the app's default model)")
+    ap.add_argument("--moves", type=int, default=12, help="threshold moves to time")
+    args = ap.parse_args()
+
+    t_start = time.perf_counter()
+    from streamlit.testing.v1 import AppTest
+
+    import app_shared
+
+    models = app_shared.discover_models()
+    if not models:
+        sys.exit("No model found: put one in assets/models/ or point AEP_MODELS_DIR at a folder of checkpoints.")
+    label = args.model or app_shared.default_model(list(models))
+    state = {"model": label}
+
+    t0 = time.perf_counter()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
+    for k, v in state.items():
+        at.session_state[k] = v
+    at.run()
+    first_entry = time.perf_counter() - t0
+    with_imports = time.perf_counter() - t_start
+    assert not at.exception, [e.value for e in at.exception]
+
+    t0 = time.perf_counter()
+    at.switch_page("pages/thresholds.py")
+    at.run()
+    first_thresholds = time.perf_counter() - t0
+    assert not at.exception, [e.value for e in at.exception]
+    n = at.metric[3].value
+
+    times = []
+    values = [round(0.30 + 0.05 * i, 2) for i in range(args.moves)]  # distinct values: no cache hits
+    for v in values:
+        slider = at.slider(key="thr_max_probability")
+        t0 = time.perf_counter()
+        slider.set_value(min(v, 0.99)).run()
+        times.append(time.perf_counter() - t0)
+        assert not at.exception, [e.value for e in at.exception]
+    print(f"model: {label} ({models[label]}), {n} replayed samples")
+    print(f"first load, entry page (Overview), fresh process: {1e3 * first_entry:7.0f} ms   (target < 3000 ms)")
+    print(f"  the same, counting the imports (streamlit, torch): {1e3 * with_imports:7.0f} ms")
+    print(f"first load, Thresholds page (sweep computed):      {1e3 * first_thresholds:7.0f} ms")
+    print(f"threshold move on Thresholds, {len(times)} moves:  median {1e3 * statistics.median(times):.0f} ms, "
+          f"max {1e3 * max(times):.0f} ms   (target < 300 ms)")
+
+
+if __name__ == "__main__":
+    main()
