@@ -102,23 +102,28 @@ def _top(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(a, idx[..., None], -1), idx
 
 
+def _sum_classes(a: np.ndarray) -> np.ndarray:
+    """Sum over the last axis ((e, n, c) -> (e, n)); einsum's loop is several times faster than .sum(-1) here."""
+    return np.einsum("...c->...", a)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over the last axis."""
     e = np.exp(logits - _top(logits)[0])
-    return e / e.sum(-1, keepdims=True)
+    return e / _sum_classes(e)[..., None]
 
 
 def _max_probability_scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     m, pred = _top(logits)  # (e, n, 1), (e, n)
-    return 1.0 / np.exp(logits - m).sum(-1), pred  # top probability = exp(0) / sum exp(z - max)
+    return 1.0 / _sum_classes(np.exp(logits - m)), pred  # top probability = exp(0) / sum exp(z - max)
 
 
 def _entropy_scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     m, pred = _top(logits)
     z = logits - m
     e = np.exp(z)
-    s = e.sum(-1)  # (e, n)
-    h = np.log(s) - (e * z).sum(-1) / s  # H(p) = log s - sum p z, with p = e / s
+    s = _sum_classes(e)  # (e, n)
+    h = np.log(s) - np.einsum("...c,...c->...", e, z) / s  # H(p) = log s - sum p z, with p = e / s
     return np.clip(h / math.log(logits.shape[-1]), 0.0, 1.0), pred  # normalised to [0, 1]
 
 
@@ -131,8 +136,9 @@ def _ensemble_score_fn(weights: np.ndarray) -> ScoreFn:
     def scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         w = weights[: logits.shape[0]].astype(logits.dtype)
         e = np.exp(logits - _top(logits)[0])  # (e, n, c) unnormalised softmax
-        e *= (w[:, None] / e.sum(-1))[..., None]  # w_k * softmax of exit k
-        np.cumsum(e, axis=0, out=e)  # (e, n, c) weighted sum over exits 0..k
+        e *= (w[:, None] / _sum_classes(e))[..., None]  # w_k * softmax of exit k
+        for k in range(1, len(e)):  # (e, n, c) weighted sum over exits 0..k; a loop over exits, faster than cumsum
+            e[k] += e[k - 1]
         top, pred = _top(e)
         return top[..., 0] / np.cumsum(w)[:, None], pred  # top probability of the weighted average
 
