@@ -333,7 +333,8 @@ def oracle(rec: ExitRecord) -> PolicyResult:
 
 @dataclass(frozen=True)
 class PolicyInfo:
-    """What the app needs to offer a rule: its setting's name and range, and whether it is per exit."""
+    """What the app needs to offer a rule: its setting's name and range, and whether it is per exit
+    (for patience and fixed_exit the range is further limited by the model's number of exits)."""
 
     label: str
     setting: str | None  # keyword of the setting, None for the oracle
