@@ -56,6 +56,8 @@ def setup(device: str = "cpu") -> DistEnv:
         return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
                        _rank_device(device, int(os.environ.get("LOCAL_RANK", 0))))
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for, but PyTorch sees no GPU here.")
         return DistEnv(device=device)
     if not dist.is_available():
         raise ConfigError("This PyTorch build has no torch.distributed support; train in one process instead.")
