@@ -60,7 +60,7 @@ def exit_probability_heatmap(probs: np.ndarray, class_names: Sequence[str], stop
                         "p": float(probs[k, j]), "text": f"{probs[k, j]:.2f}" if probs[k, j] >= 0.05 else ""}
                        for k in range(e) for j in range(c)])
     order = list(dict.fromkeys(df["exit"]))
-    base = alt.Chart(df).encode(x=alt.X("class:N", sort=list(class_names), title=None, axis=alt.Axis(labelAngle=-30)),
+    base = alt.Chart(df).encode(x=alt.X("class:N", sort=list(class_names), title=None, axis=alt.Axis(labelAngle=-35, labelOverlap=False)),
                                 y=alt.Y("exit:N", sort=order, title=None))
     heat = base.mark_rect().encode(color=alt.Color("p:Q", scale=alt.Scale(scheme="blues", domain=[0, 1]), title="probability"),
                                    tooltip=["exit", "class", alt.Tooltip("p:Q", format=".3f")])

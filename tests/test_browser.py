@@ -1,0 +1,153 @@
+"""The app in a real browser: start `streamlit run`, drive Chromium with Playwright, upload an image, see
+per-exit predictions, move a threshold and see the chart change, switch pages; save a screenshot of
+every page to docs/screenshots/ and test-artifacts/."""
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from app_helpers import ROOT, png_bytes, small_model_dir
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "docs" / "screenshots"
+ARTIFACTS = ROOT / "test-artifacts"
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Chromium not found at {CHROMIUM}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    env = dict(os.environ, AEP_APP_RUNS_DIR=str(tmp_path_factory.mktemp("app_runs")))
+    if not (ROOT / "assets" / "models" / "aep_hybrid.pt").exists():
+        env.update(AEP_MODELS_DIR=str(small_model_dir()), AEP_MODELS_ONLY="1")
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.25)
+        else:
+            pytest.fail("streamlit did not become healthy in 60 s")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(400)
+    page.wait_for_selector(IDLE, timeout=90_000)
+    page.wait_for_timeout(300)
+
+
+def _shot(page, name: str) -> None:
+    """Save a small palette PNG of the viewport to docs/screenshots and test-artifacts."""
+    from PIL import Image
+
+    raw = page.screenshot()
+    im = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=96, method=Image.Quantize.MEDIANCUT)
+    for d in (SHOTS, ARTIFACTS):
+        d.mkdir(parents=True, exist_ok=True)
+        im.save(d / f"{name}.png", optimize=True)
+
+
+def _goto(page, title: str) -> None:
+    page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
+    _idle(page)
+    page.wait_for_selector(f"h1:has-text('{title.split()[0]}')", timeout=60_000)
+
+
+def test_app_in_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(server)
+        _idle(page)
+        page.wait_for_selector("h1:has-text('Early-Exit Explorer')")
+        assert page.locator("[data-testid='stVegaLiteChart']").count() >= 1
+        _shot(page, "overview")
+
+        # Try an image: upload a photo-like PNG (dark garment on white), see every exit's answer
+        _goto(page, "Try an image")
+        page.locator("[data-testid='stRadio']").first.get_by_text("Upload", exact=True).click()
+        _idle(page)
+        img = tmp_path / "shirt.png"
+        img.write_bytes(png_bytes(size=(400, 300)))
+        uploader = page.locator("[data-testid='stFileUploader']", has_text="Upload an image").locator("input[type=file]")
+        uploader.set_input_files(str(img))
+        _idle(page)
+        page.wait_for_selector("text=this image stops at", timeout=60_000)
+        assert page.get_by_text("What the model sees").count() == 1
+        assert page.locator("[data-testid='stVegaLiteChart']").count() >= 2  # probabilities per exit + rule scores
+        assert page.get_by_text("inverted").count() >= 1
+        _shot(page, "try_image")
+
+        # a bad upload gets a message and the page keeps working
+        bad = tmp_path / "notes.png"
+        bad.write_bytes(b"not an image")
+        uploader.set_input_files(str(bad))
+        _idle(page)
+        page.wait_for_selector("text=cannot be used", timeout=30_000)
+
+        # Thresholds: move the sidebar threshold, the metrics and the chart change
+        _goto(page, "Thresholds")
+        chart = page.locator("[data-testid='stVegaLiteChart']").first
+        chart.wait_for()
+        page.wait_for_timeout(800)
+        macs_before = page.locator("[data-testid='stMetricValue']").nth(1).inner_text()
+        chart_before = chart.screenshot()
+        _shot(page, "thresholds")
+        thumb = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input[type=range]").first
+        thumb.focus()
+        thumb.press("Home")  # threshold 0: everything leaves at exit 0
+        _idle(page)
+        page.wait_for_timeout(800)
+        macs_after = page.locator("[data-testid='stMetricValue']").nth(1).inner_text()
+        assert macs_after != macs_before
+        assert chart.screenshot() != chart_before
+        assert "t=0" in page.url or "t=0.0" in page.url
+        thumb.focus()
+        for _ in range(50):
+            thumb.press("ArrowRight")  # back to a useful threshold (0.5)
+        _idle(page)
+
+        for title, name in [("Ensemble weights", "ensemble"), ("Pruning savings", "pruning"), ("Saliency", "saliency"),
+                            ("Train", "train")]:
+            _goto(page, title)
+            page.wait_for_timeout(800)
+            assert page.locator("[data-testid='stException']").count() == 0, name
+            _shot(page, name)
+        browser.close()
+    assert not errors, errors
