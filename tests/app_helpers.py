@@ -15,7 +15,8 @@ APP = str(ROOT / "app.py")
 
 @functools.lru_cache(maxsize=1)
 def small_model_dir() -> Path:
-    """A folder holding `tiny.pt` (+ its val/test evaluation files): compact CNN, 1 epoch on 400 slice images."""
+    """A folder holding `tiny.pt` (AEP) and `tiny_eenet.pt` (EENet heads), each with its val/test evaluation
+    files: compact CNN, 1 epoch on a few hundred slice images."""
     import torch
 
     from aep_core.experiment import TrainJob, run_train_job
@@ -26,6 +27,9 @@ def small_model_dir() -> Path:
     job = TrainJob(out=str(d / "tiny.pt"), dataset="fashion-mnist-slice", limit=400,
                    method=MethodSettings(method="aep", weighting="linear"),
                    train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
+    run_train_job(job, log=lambda s: None)
+    job = TrainJob(out=str(d / "tiny_eenet.pt"), dataset="fashion-mnist-slice", limit=200,
+                   method=MethodSettings(method="eenet"), train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
     run_train_job(job, log=lambda s: None)
     return d
 

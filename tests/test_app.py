@@ -244,3 +244,32 @@ def test_url_query_params_restore_and_record_settings(env):
     qp = at.query_params
     assert qp["model"] == ["tiny"] or qp["model"] == "tiny"
     assert "entropy" in str(qp["rule"])
+
+
+@pytest.mark.parametrize("page", ["try_image", "thresholds", "ensemble", "pruning"])
+def test_eenet_model_offers_its_confidence_rule(env, page):
+    at = _app(page, model="tiny_eenet", rule="eenet_confidence")
+    _ok(at)
+    assert "EENet confidence >= t" in at.sidebar.selectbox(key="rule").options
+    assert at.sidebar.selectbox(key="rule").value == "eenet_confidence"
+    assert not at.error, [e.value for e in at.error]
+    if page == "pruning":
+        assert any("EENet heads" in i.value for i in at.info)
+
+
+def test_aep_model_hides_eenet_rule(env):
+    at = _app(None, model="tiny", rule="eenet_confidence")
+    _ok(at)
+    assert "EENet confidence >= t" not in at.sidebar.selectbox(key="rule").options
+    assert at.sidebar.selectbox(key="rule").value == "max_probability"
+
+
+def test_two_sessions_keep_their_own_settings(env):
+    a = _app("thresholds", thr_max_probability=0.0)
+    b = _app("thresholds", thr_max_probability=1.0)
+    a_macs, b_macs = a.metric[1].value, b.metric[1].value
+    assert a_macs != b_macs
+    a.run()
+    b.slider(key="thr_max_probability").set_value(0.99).run()
+    assert a.metric[1].value == a_macs
+    assert a.session_state["thr_max_probability"] == 0.0
