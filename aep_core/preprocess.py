@@ -85,26 +85,42 @@ def _to_8bit(im: Image.Image, notes: list[str]) -> Image.Image:
     return im.convert("RGB")
 
 
-def _pad_square(a: np.ndarray) -> np.ndarray:
-    """Pad (h, w[, c]) to a square with the border's median colour, keeping the object's aspect ratio."""
+def _background(a: np.ndarray) -> np.ndarray:
+    """The median colour of the image's border pixels: a scalar for (h, w), (c,) for (h, w, c)."""
+    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]], axis=0)
+    return np.median(border, axis=0)
+
+
+def _crop_to_object(a: np.ndarray, background: np.ndarray, tolerance: int = 40) -> np.ndarray:
+    """Crop (h, w[, c]) to the bounding box of the pixels that differ from the background colour, so the
+    object fills the frame as in Fashion-MNIST (products trimmed, longest side scaled to the frame)."""
+    diff = np.abs(a.astype(np.float32) - background.astype(np.float32))
+    mask = (diff if diff.ndim == 2 else diff.max(axis=2)) > tolerance
+    if mask.sum() < 0.002 * mask.size:  # nothing stands out: keep the whole image
+        return a
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return a[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+
+
+def _pad_square(a: np.ndarray, fill: np.ndarray) -> np.ndarray:
+    """Pad (h, w[, c]) to a square with the background colour, keeping the object's aspect ratio."""
     h, w = a.shape[:2]
     if h == w:
         return a
     side = max(h, w)
-    border = np.concatenate([a[0], a[-1], a[:, 0], a[:, -1]], axis=0)
-    fill = np.median(border, axis=0).astype(a.dtype)
     out = np.empty((side, side, *a.shape[2:]), dtype=a.dtype)
-    out[...] = fill
+    out[...] = fill.astype(a.dtype)
     top, left = (side - h) // 2, (side - w) // 2
     out[top:top + h, left:left + w] = a
     return out
 
 
 def prepare_image(data: bytes, image_size: int = 28, in_channels: int = 1, mean: list[float] | None = None,
-                  std: list[float] | None = None, invert: bool | None = None) -> PreparedImage:
+                  std: list[float] | None = None, invert: bool | None = None, crop: bool = True) -> PreparedImage:
     """Decode untrusted image bytes into a normalised (1, c, s, s) tensor for a model trained on
     `image_size` x `image_size` images with `in_channels` channels. `invert=None` inverts light
-    backgrounds (Fashion-MNIST style); True/False forces it. Raises DataError with a clear message."""
+    backgrounds (Fashion-MNIST style); True/False forces it. `crop` trims the background around the
+    object first. Raises DataError with a clear message."""
     mean = mean or [0.5] * in_channels
     std = std or [0.5] * in_channels
     im = _open(data)
@@ -121,7 +137,11 @@ def prepare_image(data: bytes, image_size: int = 28, in_channels: int = 1, mean:
     original = im.size
     im = _to_8bit(im, notes)
     im = im.convert("L") if in_channels == 1 else im.convert("RGB")
-    a = _pad_square(np.asarray(im))
+    a = np.asarray(im)
+    bg = _background(a)
+    if crop:
+        a = _crop_to_object(a, bg)
+    a = _pad_square(a, bg)
     side = a.shape[0]
     # Shrink in two steps for big photos: a cheap reduce, then a high-quality resize.
     small = Image.fromarray(a)
@@ -130,8 +150,7 @@ def prepare_image(data: bytes, image_size: int = 28, in_channels: int = 1, mean:
     small = small.resize((image_size, image_size), Image.Resampling.LANCZOS)
     arr = np.asarray(small).astype(np.uint8)
     if invert is None:
-        edge = np.concatenate([arr[0].reshape(-1), arr[-1].reshape(-1), arr[:, 0].reshape(-1), arr[:, -1].reshape(-1)])
-        invert = bool(edge.mean() > 127)
+        invert = bool(np.mean(bg) > 127)
     if invert:
         arr = 255 - arr
         notes.append("Light background: colours inverted to match the training images (light object on dark).")

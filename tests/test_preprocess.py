@@ -49,9 +49,11 @@ def test_transparent_pixels_become_white_background():
     a[10:20, 10:20] = [0, 0, 0, 255]  # ...except an opaque black square
     buf = io.BytesIO()
     Image.fromarray(a, "RGBA").save(buf, "PNG")
-    p = prepare_image(buf.getvalue())
+    p = prepare_image(buf.getvalue(), crop=False)
     assert p.inverted and any("Transparent" in n for n in p.notes)
     assert p.preview[0, 0] < 30 and p.preview[14, 14] > 200
+    cropped = prepare_image(buf.getvalue())  # the square fills the frame once the background is trimmed
+    assert cropped.preview.mean() > 200
 
 
 def test_animated_gif_uses_first_frame():
@@ -107,3 +109,20 @@ def test_prepare_array_matches_dataset_normalisation():
     x = prepare_array(img, MEAN, STD)
     assert x.shape == (1, 1, 28, 28)
     assert np.allclose(x[0, 0].numpy(), (img / 255 - MEAN[0]) / STD[0], atol=1e-5)
+
+
+def test_photo_of_garment_on_white_recovers_the_training_look():
+    """A Fashion-MNIST image shown as a photo (dark garment on white, large, JPEG, off-centre aspect) comes
+    back close to the original training image."""
+    from aep_core.data import load_slice
+
+    original = load_slice()["images"][3]
+    photo = Image.fromarray(255 - original).resize((420, 420), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (420, 560), 255)  # portrait photo: extra white above and below
+    canvas.paste(photo, (0, 70))
+    buf = io.BytesIO()
+    canvas.convert("RGB").save(buf, "JPEG", quality=90)
+    p = prepare_image(buf.getvalue())
+    assert p.inverted
+    r = np.corrcoef(p.preview.ravel().astype(float), original.ravel().astype(float))[0, 1]
+    assert r > 0.85, r
