@@ -103,9 +103,11 @@ def exit_distribution(fractions: Sequence[float], exit_accuracy: Sequence[float]
 
 
 def pareto_curve(macs_ratio: Sequence[float], accuracy: Sequence[float], current: tuple[float, float] | None = None,
-                 exits: tuple[Sequence[float], Sequence[float]] | None = None, frontier: Sequence[bool] | None = None) -> alt.LayerChart:
+                 exits: tuple[Sequence[float], Sequence[float]] | None = None, frontier: Sequence[bool] | None = None,
+                 oracle: tuple[float, float] | None = None) -> alt.LayerChart:
     """Accuracy against the share of the full network's MACs over a threshold sweep (line), each
-    single exit (grey squares), and the current setting (large point)."""
+    single exit (grey squares), the oracle that reads the labels (a reference star), and the current
+    setting (large point)."""
     df = pd.DataFrame({"macs": [float(m) for m in macs_ratio], "accuracy": [float(a) for a in accuracy]})
     if frontier is not None:
         df = df[np.asarray(frontier, dtype=bool)]
@@ -119,6 +121,10 @@ def pareto_curve(macs_ratio: Sequence[float], accuracy: Sequence[float], current
         ex = pd.DataFrame({"macs": [float(m) for m in exits[0]], "accuracy": [float(a) for a in exits[1]],
                            "exit": [f"exit {k} alone" for k in range(len(exits[0]))]})
         layers.append(alt.Chart(ex).mark_square(size=70, color="#888").encode(x=x, y=y, tooltip=["exit", alt.Tooltip("accuracy:Q", format=".2%")]))
+    if oracle is not None:
+        ora = pd.DataFrame({"macs": [float(oracle[0])], "accuracy": [float(oracle[1])], "what": ["oracle (reads the labels)"]})
+        layers.append(alt.Chart(ora).mark_point(shape="diamond", size=140, filled=True, color="#2a9d8f").encode(
+            x=x, y=y, tooltip=["what", alt.Tooltip("macs:Q", format=".1%"), alt.Tooltip("accuracy:Q", format=".2%")]))
     if current is not None:
         cur = pd.DataFrame({"macs": [float(current[0])], "accuracy": [float(current[1])], "what": ["current setting"]})
         layers.append(alt.Chart(cur).mark_point(size=260, filled=True, color=ACCENT, stroke="black").encode(

@@ -108,8 +108,13 @@ st.caption(f"Rule: {s.describe()}. Replayed on {rec.num_samples:,} saved {rec.in
 c1, c2 = st.columns([3, 2])
 sw = sweep(lm.key, s.rule, rec)
 cost = np.asarray(rec.cum_macs, dtype=float) / full
+ora = shared.policy_summary(lm.key, "test", "oracle", (), rec)
 c1.altair_chart(charts.pareto_curve(sw["macs"], sw["acc"], (res["macs_ratio"], res["accuracy"]),
-                                    (cost.tolist(), rec.exit_accuracy().tolist()), sw["pareto"]), width="stretch")
+                                    (cost.tolist(), rec.exit_accuracy().tolist()), sw["pareto"],
+                                    (ora["macs_ratio"], ora["accuracy"])), width="stretch")
+c1.caption("Line: the rule over a sweep of global thresholds (Pareto points). Grey squares: each exit alone. "
+           "Green diamond: the oracle, which stops each sample at the first exit that is right (reads the labels: a "
+           "bound, not a rule). Red dot: the current setting.")
 pea = [np.nan if v is None else v for v in res["per_exit_accuracy"]]
 c2.altair_chart(charts.exit_distribution(res["exit_distribution"], pea), width="stretch")
 names = rec.info.get("class_names") or lm.class_names

@@ -84,10 +84,10 @@ def test_threshold_moves_change_metrics_and_current_point(env):
     at = _app("thresholds", **{"thr_max_probability": 0.0})
     _ok(at)
     acc_low, macs_low = at.metric[0].value, at.metric[1].value
-    point_low = [d for d in _spec(at)["datasets"].values() if d and "what" in d[0]][0][0]
+    point_low = [d for d in _spec(at)["datasets"].values() if d and d[0].get("what") == "current setting"][0][0]
     at.slider(key="thr_max_probability").set_value(1.0).run()
     _ok(at)
-    point_high = [d for d in _spec(at)["datasets"].values() if d and "what" in d[0]][0][0]
+    point_high = [d for d in _spec(at)["datasets"].values() if d and d[0].get("what") == "current setting"][0][0]
     assert at.metric[1].value != macs_low
     assert point_high["macs"] > point_low["macs"]
     assert acc_low != at.metric[0].value or point_high["accuracy"] != point_low["accuracy"]

@@ -42,8 +42,10 @@ def test_pareto_curve_has_sweep_exits_and_current_point():
     data = _datasets(spec)
     sweep = next(d for d in data if len(d) == 2 and "exit" not in d[0] and "what" not in d[0])
     assert [r["macs"] for r in sweep] == [0.3, 0.9]  # sorted, dominated point dropped
-    current = next(d for d in data if d and "what" in d[0])
+    current = next(d for d in data if d and d[0].get("what") == "current setting")
     assert current == [{"macs": 0.6, "accuracy": 0.7, "what": "current setting"}]
+    spec = charts.pareto_curve([0.3], [0.5], current=(0.3, 0.5), oracle=(0.35, 0.9)).to_dict()
+    assert any(r.get("what", "").startswith("oracle") and r["accuracy"] == 0.9 for d in _datasets(spec) for r in d)
 
 
 def test_exit_distribution_and_per_class():
