@@ -273,3 +273,23 @@ def test_two_sessions_keep_their_own_settings(env):
     b.slider(key="thr_max_probability").set_value(0.99).run()
     assert a.metric[1].value == a_macs
     assert a.session_state["thr_max_probability"] == 0.0
+
+
+def test_url_with_page_opens_that_page_with_its_settings(env):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"page": "thresholds", "rule": "max_probability", "t": "0.5", "pe": "0.1,0.2,0.3,0.4"})
+    at.run()
+    _ok(at)
+    assert at.title[0].value == "Thresholds"
+    assert at.session_state["per_exit_thresholds"] == [0.1, 0.2, 0.3, 0.4]
+    assert "per-exit t = 0.10, 0.20, 0.30, 0.40" in _texts(at)
+    assert str(at.query_params["page"]).strip("[]'") == "thresholds"
+
+
+@pytest.mark.parametrize("rule", ["max_probability", "entropy", "aep_ensemble", "patience"])
+@pytest.mark.parametrize("page", ["try_image", "thresholds"])
+def test_every_rule_on_image_and_thresholds_pages(env, rule, page):
+    at = _app(page, rule=rule)
+    _ok(at)
+    assert not at.error, [e.value for e in at.error]
+    assert rule in _texts(at)
