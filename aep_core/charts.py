@@ -123,7 +123,7 @@ def pareto_curve(macs_ratio: Sequence[float], accuracy: Sequence[float], current
         layers.append(alt.Chart(ex).mark_square(size=70, color="#888").encode(x=x, y=y, tooltip=["exit", alt.Tooltip("accuracy:Q", format=".2%")]))
     if oracle is not None:
         ora = pd.DataFrame({"macs": [float(oracle[0])], "accuracy": [float(oracle[1])], "what": ["oracle (reads the labels)"]})
-        layers.append(alt.Chart(ora).mark_point(shape="diamond", size=140, filled=True, color="#2a9d8f").encode(
+        layers.append(alt.Chart(ora).mark_point(shape="diamond", size=160, filled=True, color="#2ca02c").encode(
             x=x, y=y, tooltip=["what", alt.Tooltip("macs:Q", format=".1%"), alt.Tooltip("accuracy:Q", format=".2%")]))
     if current is not None:
         cur = pd.DataFrame({"macs": [float(current[0])], "accuracy": [float(current[1])], "what": ["current setting"]})

@@ -35,7 +35,9 @@ def _free_port() -> int:
 def server(tmp_path_factory):
     port = _free_port()
     env = dict(os.environ, AEP_APP_RUNS_DIR=str(tmp_path_factory.mktemp("app_runs")))
-    if not (ROOT / "assets" / "models" / "aep_hybrid.pt").exists():
+    if os.environ.get("AEP_BROWSER_MODELS_DIR"):  # e.g. a better-trained model for the docs' screenshots
+        env.update(AEP_MODELS_DIR=os.environ["AEP_BROWSER_MODELS_DIR"], AEP_MODELS_ONLY="1")
+    elif not (ROOT / "assets" / "models" / "aep_hybrid.pt").exists():
         env.update(AEP_MODELS_DIR=str(small_model_dir()), AEP_MODELS_ONLY="1")
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
