@@ -20,7 +20,7 @@ from aep_core.checkpoint import load_checkpoint
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord, collect_outputs, evaluation_path, load_evaluation
 from aep_core.models import EarlyExitNet
-from aep_core.policies import POLICY_INFO, PolicyResult, apply_policy, decide, make_rule
+from aep_core.policies import POLICY_INFO, apply_policy, decide, make_rule
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED_DIR = ROOT / "assets" / "models"
@@ -249,11 +249,6 @@ def policy_summary(model_key: str, split: str, rule: str, kwargs_items: tuple, _
 def frozen_kwargs(kwargs: dict[str, Any]) -> tuple:
     """Policy kwargs as a hashable, sorted tuple."""
     return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()))
-
-
-def run_policy(lm: LoadedModel, rec: ExitRecord, s: Settings, split: str = "test") -> PolicyResult:
-    """The full PolicyResult for the current settings (fast: replay on saved outputs)."""
-    return apply_policy(rec, s.rule, **s.policy_kwargs())
 
 
 def stop_exit_for(lm: LoadedModel, logits: np.ndarray, confidences: np.ndarray | None, s: Settings) -> tuple[int, np.ndarray]:
