@@ -207,7 +207,8 @@ def test_pruning_page_highlights_cut_and_offers_download(env):
 def test_saliency_methods_and_targets(env):
     at = _app("saliency")
     _ok(at)
-    assert len(at.get("imgs")) or at.get("image")
+    captions = [c.caption for img in at.get("image") for c in img.proto.imgs]
+    assert len(captions) == 6 and captions[1].startswith("exit 0: ")
     at.selectbox(key="sal_method").set_value("grad_cam").run()
     _ok(at)
     at.selectbox(key="sal_target").set_value("Trouser").run()
@@ -293,3 +294,20 @@ def test_every_rule_on_image_and_thresholds_pages(env, rule, page):
     _ok(at)
     assert not at.error, [e.value for e in at.error]
     assert rule in _texts(at)
+
+
+def test_saliency_upload_good_and_bad(env):
+    at = _app("saliency", sal_source="Upload")
+    _ok(at)
+    at.file_uploader(key="sal_upload").set_value(("shoe.webp", png_bytes(fmt="WEBP", size=(120, 80)), "image/webp")).run()
+    _ok(at)
+    assert not at.error and len(at.get("image")) == 6  # the input and one map per exit
+    at.file_uploader(key="sal_upload").set_value(("huge.png", _huge_png(), "image/png")).run()
+    _ok(at)
+    assert at.error and "huge.png" in at.error[0].value and "pixels" in at.error[0].value
+
+
+def _huge_png() -> bytes:
+    from app_helpers import png_header
+
+    return png_header(30000, 30000)
