@@ -55,3 +55,18 @@ def png_header(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def garment_photo(label: int = 7, size: tuple[int, int] = (480, 600)) -> bytes:
+    """A shipped Fashion-MNIST image of class `label` shown like a photo: dark garment on a white
+    background, enlarged, off-square, JPEG-compressed."""
+    from aep_core.data import load_slice
+
+    s = load_slice()
+    img = s["images"][int(np.flatnonzero(s["labels"] == label)[0])]
+    garment = Image.fromarray(255 - img).resize((size[0] - 80, size[0] - 80), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", size, 248)
+    canvas.paste(garment, (40, (size[1] - garment.height) // 2))
+    buf = io.BytesIO()
+    canvas.convert("RGB").save(buf, "JPEG", quality=88)
+    return buf.getvalue()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app_helpers import ROOT, png_bytes, small_model_dir
+from app_helpers import ROOT, garment_photo, small_model_dir
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "screenshots"
@@ -100,12 +100,12 @@ def test_app_in_browser(server, tmp_path):
         assert page.locator("[data-testid='stVegaLiteChart']").count() >= 1
         _shot(page, "overview")
 
-        # Try an image: upload a photo-like PNG (dark garment on white), see every exit's answer
+        # Try an image: upload a photo of a sneaker on white, see every exit's answer
         _goto(page, "Try an image")
         page.locator("[data-testid='stRadio']").first.get_by_text("Upload", exact=True).click()
         _idle(page)
-        img = tmp_path / "shirt.png"
-        img.write_bytes(png_bytes(size=(400, 300)))
+        img = tmp_path / "sneaker.jpg"
+        img.write_bytes(garment_photo(7))
         uploader = page.locator("[data-testid='stFileUploader']", has_text="Upload an image").locator("input[type=file]")
         uploader.set_input_files(str(img))
         _idle(page)
