@@ -83,8 +83,10 @@ if tuning:
         cols = st.columns(E - 1)
         vals = []
         for k in range(E - 1):
-            ss.setdefault(f"pe_{k}", float(stored[k]))
-            vals.append(cols[k].slider(f"exit {k}", 0.0, 1.0, step=0.005, key=f"pe_{k}"))
+            ss.setdefault(f"pe_{k}", round(float(stored[k]), 3))
+            v = cols[k].slider(f"exit {k}", 0.0, 1.0, step=0.001, format="%.3f", key=f"pe_{k}")
+            # keep a preset's exact threshold until this slider is moved
+            vals.append(float(stored[k]) if v == round(float(stored[k]), 3) else v)
         ss["per_exit_thresholds"] = vals
 else:
     st.caption("The patience rule has one setting, t, in the sidebar.")

@@ -114,6 +114,11 @@ def test_presets_apply_solver_thresholds(env):
     assert at.success and "Preset applied" in at.success[0].value
     assert at.session_state["per_exit_on"] is True
     assert len(at.session_state["per_exit_thresholds"]) == 4
+    # the page then shows exactly the outcome the preset announced
+    announced = at.success[0].value.split("Preset applied: ")[1].split("%")[0]
+    assert at.metric[0].value == f"{announced}%"
+    at.run()
+    assert at.metric[0].value == f"{announced}%"
     at.button(key="preset_accuracy").click().run()
     _ok(at)
     assert at.success or at.error  # a floor the tiny model cannot meet is explained, not a crash

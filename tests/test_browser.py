@@ -73,7 +73,7 @@ def _shot(page, name: str) -> None:
     from PIL import Image
 
     raw = page.screenshot()
-    im = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=96, method=Image.Quantize.MEDIANCUT)
+    im = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=128, method=Image.Quantize.FASTOCTREE)
     for d in (SHOTS, ARTIFACTS):
         d.mkdir(parents=True, exist_ok=True)
         im.save(d / f"{name}.png", optimize=True)
@@ -129,7 +129,6 @@ def test_app_in_browser(server, tmp_path):
         page.wait_for_timeout(800)
         macs_before = page.locator("[data-testid='stMetricValue']").nth(1).inner_text()
         chart_before = chart.screenshot()
-        _shot(page, "thresholds")
         thumb = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input[type=range]").first
         thumb.focus()
         thumb.press("Home")  # threshold 0: everything leaves at exit 0
@@ -141,8 +140,17 @@ def test_app_in_browser(server, tmp_path):
         assert "t=0" in page.url or "t=0.0" in page.url
         thumb.focus()
         for _ in range(50):
-            thumb.press("ArrowRight")  # back to a useful threshold (0.5)
+            thumb.press("ArrowRight")  # on to a middle threshold (0.5)
         _idle(page)
+        page.wait_for_timeout(800)
+        assert page.locator("[data-testid='stMetricValue']").nth(1).inner_text() != macs_after
+        # one-click preset: per-exit thresholds from the budget solver
+        page.get_by_role("button", name="Cheapest within 0.5 points of the final exit").click()
+        _idle(page)
+        page.wait_for_selector("text=Preset applied", timeout=60_000)
+        assert "pe=" in page.url
+        page.wait_for_timeout(800)
+        _shot(page, "thresholds")
 
         for title, name in [("Ensemble weights", "ensemble"), ("Pruning savings", "pruning"), ("Saliency", "saliency"),
                             ("Train", "train")]:
