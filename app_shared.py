@@ -178,7 +178,7 @@ class Settings:
     def describe(self) -> str:
         """One line for captions, e.g. 'max_probability, t = 0.90'."""
         if self.per_exit:
-            return f"{self.rule}, per-exit t = " + ", ".join(f"{t:.2f}" for t in self.per_exit)
+            return f"{self.rule}, per-exit t = " + ", ".join(f"{t:.3f}" for t in self.per_exit)
         if POLICY_INFO[self.rule].setting == "thresholds":
             return f"{self.rule}, t = {self.threshold:.2f}"
         return f"{self.rule}, {POLICY_INFO[self.rule].setting} = {int(self.threshold)}"

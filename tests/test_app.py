@@ -288,7 +288,7 @@ def test_url_with_page_opens_that_page_with_its_settings(env):
     _ok(at)
     assert at.title[0].value == "Thresholds"
     assert at.session_state["per_exit_thresholds"] == [0.1, 0.2, 0.3, 0.4]
-    assert "per-exit t = 0.10, 0.20, 0.30, 0.40" in _texts(at)
+    assert "per-exit t = 0.100, 0.200, 0.300, 0.400" in _texts(at)
     assert str(at.query_params["page"]).strip("[]'") == "thresholds"
 
 
