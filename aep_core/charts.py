@@ -166,8 +166,9 @@ def weights_bar(weights: Sequence[float]) -> alt.Chart:
     w = w / w.sum() if w.sum() > 0 else w
     df = pd.DataFrame({"exit": [f"exit {k}" for k in range(len(w))], "weight": w})
     return alt.Chart(df).mark_bar(color=ACCENT).encode(
-        x=alt.X("exit:N", sort=None, title=None), y=alt.Y("weight:Q", axis=alt.Axis(format="%"), title="normalised weight"),
-        tooltip=["exit", alt.Tooltip("weight:Q", format=".1%")]).properties(height=125, width="container")
+        x=alt.X("exit:N", sort=None, title=None), y=alt.Y("weight:Q", axis=alt.Axis(format="%"), title="weight"),
+        tooltip=["exit", alt.Tooltip("weight:Q", format=".2%")]).properties(height=240, width="container",
+                                                                            title="Normalised weights")
 
 
 def pruning_savings(cuts: Sequence[str], params: Sequence[float], macs: Sequence[float], latency_ms: Sequence[float],

@@ -33,20 +33,26 @@ PRESETS = {
 def set_preset(name: str) -> None:
     w = PRESETS[name]()
     w = w / w.max()  # sliders show weights relative to the largest
+    ss["ens_exact"] = [float(v) for v in w]
     for k in range(E):
         ss[f"w_{k}"] = round(float(w[k]), 3)
 
 
-if f"w_{E - 1}" not in ss or f"w_{E}" in ss:
-    for k in range(E + 8):
-        ss.pop(f"w_{k}", None)
+if len(ss.get("ens_exact", [])) != E or ss.get("ens_model") != lm.key:
+    ss["ens_model"] = lm.key
     set_preset("trained")
 cols = st.columns(len(PRESETS))
 for c, name in zip(cols, PRESETS):
     c.button(name, on_click=set_preset, args=(name,), key=f"preset_{name}", width="stretch",
              help="The model's own training weights" if name == "trained" else f"aep_core.training.weighting: {name} scheme")
 wcols = st.columns(E)
-w = np.array([wcols[k].slider(f"exit {k}", 0.0, 1.0, step=0.01, key=f"w_{k}") for k in range(E)])
+exact = ss["ens_exact"]
+values = []
+for k in range(E):
+    ss.setdefault(f"w_{k}", round(exact[k], 3))
+    v = wcols[k].slider(f"exit {k}", 0.0, 1.0, step=0.001, format="%.3f", key=f"w_{k}")
+    values.append(exact[k] if v == round(exact[k], 3) else v)  # a preset's exact weight until the slider moves
+w = np.array(values)
 if w.sum() <= 0 or w[0] <= 0:
     st.warning("Give exit 0 a positive weight (the ensemble of exits 0..0 needs it).")
     w[0] = max(w[0], 1e-6)
@@ -62,5 +68,5 @@ gain = (f"The biggest gain over a single exit is at exit {best}: {100 * (ens[bes
         "the early exits more weight, or another preset.")
 st.markdown(f"Cut after exit **{E - 1}**: the ensemble reaches **{100 * ens[-1]:.2f}%** against **{100 * single[-1]:.2f}%** "
             f"for the final exit alone. {gain}")
-st.dataframe({"exit": list(range(E)), "weight": np.round(w / w.sum(), 3), "exit alone": np.round(single, 4),
+st.dataframe({"exit": list(range(E)), "weight": np.round(w / w.sum(), 4), "exit alone": np.round(single, 4),
               "ensemble 0..k": np.round(ens, 4), "MACs share": np.round(cost, 3)}, hide_index=True)
