@@ -180,10 +180,10 @@ def pruning_savings(cuts: Sequence[str], params: Sequence[float], macs: Sequence
 
     def bar(field: str, fmt: str) -> alt.Chart:
         return alt.Chart(df).mark_bar().encode(
-            x=alt.X("cut:N", sort=alt.EncodingSortField("k"), title=None, axis=alt.Axis(labelAngle=-40)),
+            x=alt.X("cut:N", sort=alt.EncodingSortField("k"), title=None, axis=alt.Axis(labelAngle=-60, labelOverlap=False)),
             y=alt.Y(f"{field}:Q", title=field, axis=alt.Axis(format=fmt), scale=alt.Scale(zero=field != "accuracy")),
             color=alt.condition("datum.chosen", alt.value(ACCENT), alt.value(BASE)),
-            tooltip=["cut", alt.Tooltip(f"{field}:Q", format=fmt)]).properties(width=150, height=180, title=field)
+            tooltip=["cut", alt.Tooltip(f"{field}:Q", format=fmt)]).properties(width=120, height=180, title=field)
 
     return alt.hconcat(bar("parameters", "~s"), bar("MACs", "~s"), bar("latency (ms)", ".2f"), bar("accuracy", ".1%"))
 
