@@ -1,7 +1,8 @@
 """App speed, measured with Streamlit's AppTest (script run time, no browser): the first load of the
 entry page and of the Thresholds page in a fresh process, and the re-render after a threshold move.
 
-Usage: python benchmarks/app_speed.py [--model LABEL] [--moves 12]
+Usage: python benchmarks/app_speed.py [--model LABEL] [--moves 12] [--browser]
+--browser also starts `streamlit run` and times the first page load in Chromium (cold and warm server).
 Uses the shipped model (assets/models/aep_hybrid.pt) when present; AEP_MODELS_DIR adds model folders.
 Targets: threshold move < 300 ms; first page load < 3 s.
 """
@@ -21,7 +22,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model label in the picker (default: the app's default model)")
     ap.add_argument("--moves", type=int, default=12, help="threshold moves to time")
+    ap.add_argument("--browser", action="store_true", help="also time page loads in Chromium (needs /usr/bin/chromium)")
     args = ap.parse_args()
+    if args.browser:
+        browser_loads()
 
     t_start = time.perf_counter()
     from streamlit.testing.v1 import AppTest
@@ -64,6 +68,44 @@ def main() -> None:
     print(f"first load, Thresholds page (sweep computed):      {1e3 * first_thresholds:7.0f} ms")
     print(f"threshold move on Thresholds, {len(times)} moves:  median {1e3 * statistics.median(times):.0f} ms, "
           f"max {1e3 * max(times):.0f} ms   (target < 300 ms)")
+
+
+def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
+    """Start the app on a free port and time page loads in Chromium until the script is idle and a chart is drawn."""
+    import socket
+    import subprocess
+    import urllib.request
+
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
+                             "--server.port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            for label, path in [("browser, first visitor of a fresh server", "/"), ("browser, next visitor", "/"),
+                                ("browser, Thresholds page opened directly", "/thresholds")]:
+                page = b.new_page(viewport={"width": 1280, "height": 900})
+                t0 = time.perf_counter()
+                page.goto(url + path)
+                page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)
+                page.wait_for_selector(idle, timeout=60_000)
+                print(f"{label + ':':50}{1e3 * (time.perf_counter() - t0):7.0f} ms")
+            b.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 if __name__ == "__main__":
