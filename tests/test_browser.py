@@ -1,6 +1,6 @@
 """The app in a real browser: start `streamlit run`, drive Chromium with Playwright, upload an image, see
 per-exit predictions, move a threshold and see the chart change, switch pages; save a screenshot of
-every page to docs/screenshots/ and test-artifacts/."""
+every page to test-artifacts/ (and docs/screenshots/ with AEP_UPDATE_SCREENSHOTS=1)."""
 from __future__ import annotations
 
 import io
@@ -69,12 +69,13 @@ def _idle(page) -> None:
 
 
 def _shot(page, name: str) -> None:
-    """Save a small palette PNG of the viewport to docs/screenshots and test-artifacts."""
+    """Save a small palette PNG of the viewport to test-artifacts, and to docs/screenshots when
+    AEP_UPDATE_SCREENSHOTS=1 (so a test run leaves the repository clean)."""
     from PIL import Image
 
     raw = page.screenshot()
     im = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=128, method=Image.Quantize.FASTOCTREE)
-    for d in (SHOTS, ARTIFACTS):
+    for d in (SHOTS, ARTIFACTS) if os.environ.get("AEP_UPDATE_SCREENSHOTS") == "1" else (ARTIFACTS,):
         d.mkdir(parents=True, exist_ok=True)
         im.save(d / f"{name}.png", optimize=True)
 
