@@ -40,7 +40,7 @@ pretrained: venv data
 	bash scripts/train_pretrained.sh
 
 bench: venv data
-	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+	for m in policy_replay early_exit_speed pruning_savings training_overhead; do $(BIN)/python -m benchmarks.$$m || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
