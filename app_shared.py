@@ -344,3 +344,12 @@ def ensure_entry(page: str) -> None:
 
         runpy.run_path(str(ROOT / "app.py"), run_name="__main__")
         st.stop()
+
+
+def model_and_record() -> tuple[LoadedModel, ExitRecord]:
+    """The current model and its test-split evaluation file; stops the page (after its message) if either is missing."""
+    lm = current_model()
+    rec = require_record(lm) if lm is not None else None
+    if lm is None or rec is None:
+        st.stop()
+    return lm, rec

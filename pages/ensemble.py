@@ -11,12 +11,7 @@ shared.ensure_entry("ensemble")
 st.title("Ensemble weights (AEP)")
 st.markdown("AEP predicts with a **weighted average of the softmax outputs of exits 0..k**. Deeper exits are "
             "usually better, so they usually weigh more; the training weights come from the model's weighting scheme.")
-lm = shared.current_model()
-if lm is None:
-    st.stop()
-rec = shared.require_record(lm)
-if rec is None:
-    st.stop()
+lm, rec = shared.model_and_record()
 E = rec.num_exits
 ss = st.session_state
 cost = [e["macs_fraction"] for e in lm.meta["cost"]["exits"]]

@@ -18,12 +18,7 @@ shared.ensure_entry("pruning")
 st.title("Pruning savings (AEP)")
 st.markdown("AEP keeps the exits up to the cut whose **ensemble** is best on the validation split and drops every "
             "block and head after it: a smaller model for good, not just for easy inputs.")
-lm = shared.current_model()
-if lm is None:
-    st.stop()
-rec = shared.require_record(lm)
-if rec is None:
-    st.stop()
+lm, rec = shared.model_and_record()
 if lm.model.head_kind != "aep":
     st.info("AEP pruning needs a model with AEP exit heads (trained with the AEP method or a survey method); "
             "this one has EENet heads.")

@@ -11,12 +11,7 @@ from aep_core.thresholds import accuracy_floor, pareto_sweep, solve_accuracy, so
 
 shared.ensure_entry("thresholds")
 st.title("Thresholds")
-lm = shared.current_model()
-if lm is None:
-    st.stop()
-rec = shared.require_record(lm)
-if rec is None:
-    st.stop()
+lm, rec = shared.model_and_record()
 ss = st.session_state
 s = shared.settings()
 E = rec.num_exits
