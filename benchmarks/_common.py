@@ -29,3 +29,13 @@ def checkpoint_or_exit(path: str | Path) -> Path:
     if not p.is_file():
         raise SystemExit(f"checkpoint {p} not found: pass --checkpoint PATH (train one with `python -m aep_core train`).")
     return p
+
+
+def load_model_and_records(path: str | Path):
+    """The checkpoint at `path` (exits with a message if missing), its model, metadata and val/test evaluation files."""
+    from aep_core.checkpoint import load_checkpoint
+    from aep_core.evaluation import evaluation_path, load_evaluation
+
+    ckpt = checkpoint_or_exit(path)
+    model, meta = load_checkpoint(ckpt)
+    return ckpt, model, meta, load_evaluation(evaluation_path(ckpt, "val")), load_evaluation(evaluation_path(ckpt, "test"))

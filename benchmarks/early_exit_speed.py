@@ -11,14 +11,12 @@ import argparse
 import numpy as np
 import torch
 
-from aep_core.checkpoint import load_checkpoint
 from aep_core.data import load_dataset
-from aep_core.evaluation import evaluation_path, load_evaluation
 from aep_core.policies import make_rule, oracle
 from aep_core.runtime import EarlyExitRunner, run_without_exits
 from aep_core.thresholds import accuracy_floor, solve_accuracy
 
-from ._common import DEFAULT_CHECKPOINT, checkpoint_or_exit, setup
+from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
 
 
 def throughput(model, rule, x: torch.Tensor, batch_size: int, rounds: int) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -47,9 +45,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     print(setup(a.threads))
-    ckpt = checkpoint_or_exit(a.checkpoint)
-    model, meta = load_checkpoint(ckpt)
-    val, test = load_evaluation(evaluation_path(ckpt, "val")), load_evaluation(evaluation_path(ckpt, "test"))
+    ckpt, model, meta, val, test = load_model_and_records(a.checkpoint)
     ds = meta["dataset"]
     bundle = load_dataset(ds["name"], None, ds.get("val_size"), ds.get("val_seed", 0))
     final_acc = float(test.exit_accuracy()[-1])

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from aep_core.checkpoint import load_checkpoint
-from aep_core.evaluation import evaluation_path, load_evaluation
 from aep_core.pruning import choose_cut, prune_model, prune_report
 
-from ._common import DEFAULT_CHECKPOINT, checkpoint_or_exit, setup
+from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
 
 
 def main() -> None:
@@ -23,9 +21,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     print(setup(a.threads))
-    ckpt = checkpoint_or_exit(a.checkpoint)
-    model, meta = load_checkpoint(ckpt)
-    val, test = load_evaluation(evaluation_path(ckpt, "val")), load_evaluation(evaluation_path(ckpt, "test"))
+    ckpt, model, meta, val, test = load_model_and_records(a.checkpoint)
     w = meta["training"]["ensemble_weights"]
     cut = choose_cut(val, w, a.tolerance / 100) if a.cut is None else a.cut
     pruned, pmeta = prune_model(model, meta, cut)
