@@ -60,6 +60,8 @@ def discover_models() -> dict[str, str]:
         if not d.is_dir():
             continue
         for p in sorted(d.glob("*.pt")):
+            if p.name.endswith(".resume.pt"):  # an interrupted or running training's state, not a model
+                continue
             label = p.stem if p.stem not in found else f"{p.parent.name}/{p.stem}"
             found[label] = str(p)
     return found

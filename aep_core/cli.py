@@ -33,6 +33,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--widths", default=None, help="compact_cnn stage widths, e.g. 32,64,128")
     g.add_argument("--exits", default="blocks", help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3")
     g.add_argument("--num-exits", type=int, default=None, help="number of early exits for cost-fraction placements")
+    g.add_argument("--head-pool", type=int, default=1,
+                   help="exit heads average-pool to a N x N grid before their linear layer (1: global pooling)")
     g.add_argument("--init", default=None, help="initialise from this checkpoint's backbone and final classifier")
     g = p.add_argument_group("method")
     g.add_argument("--method", default="aep", choices=METHODS, help="training method")
@@ -84,7 +86,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     job = TrainJob(
         out=a.out, dataset=a.dataset, data_dir=a.data_dir, val_size=a.val_size, limit=a.limit,
         image_size=a.image_size, in_channels=a.in_channels, model=a.model, model_config=cfg, placement=exits,
-        num_early_exits=a.num_exits, init=a.init,
+        num_early_exits=a.num_exits, head_pool=a.head_pool, init=a.init,
         method=MethodSettings(a.method, a.weighting, a.geometric_base, a.eenet_loss, a.lam, a.two_stage,
                               a.temperature, a.alpha, a.freeze_epochs),
         train=TrainConfig(a.epochs, a.batch_size, a.lr, a.optimizer, a.weight_decay, a.seed, not a.no_augment,

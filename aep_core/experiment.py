@@ -39,6 +39,7 @@ class TrainJob:
     model_config: dict[str, Any] = field(default_factory=dict)
     placement: str | list[int] = "blocks"
     num_early_exits: int | None = None
+    head_pool: int = 1
     init: str | None = None  # start from this checkpoint's weights (matching layers)
     method: MethodSettings = field(default_factory=MethodSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -49,7 +50,8 @@ def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, Mode
     """The model a job trains: baseline gets the final classifier only, other methods get exits."""
     spec = ModelSpec(backbone=job.model, backbone_config=dict(job.model_config), in_channels=bundle.in_channels,
                      image_size=bundle.image_size, num_classes=len(bundle.class_names),
-                     head=head_for(job.method.method), placement=job.placement, num_early_exits=job.num_early_exits)
+                     head=head_for(job.method.method), placement=job.placement, num_early_exits=job.num_early_exits,
+                     head_pool=job.head_pool)
     if job.method.method == "baseline":
         spec.placement, spec.num_early_exits = [], None
     model = build_model(spec)

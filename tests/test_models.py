@@ -78,3 +78,25 @@ def test_cost_fraction_placements_follow_the_formulas():
     assert place_exits([2, 0], [0, 0, 1, 1]) == [0, 2, 3]
     with pytest.raises(ConfigError):
         place_exits([7], [0, 0, 1])
+
+
+@pytest.mark.parametrize("head", ["aep", "eenet"])
+def test_head_pool_keeps_a_spatial_grid_and_survives_a_checkpoint(head, tmp_path):
+    from aep_core.checkpoint import load_checkpoint, save_checkpoint
+
+    spec = ModelSpec(backbone_config={"widths": [8, 16, 32]}, head=head, head_pool=3)
+    model = build_model(spec).eval()
+    first = model.heads[0]
+    linear = first.fc if head == "aep" else first.classifier
+    assert linear.in_features == 8 * 3 * 3  # channels x pooled grid
+    x = torch.randn(2, 1, 28, 28)
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, {"model": spec.to_dict()})
+    loaded, meta = load_checkpoint(path)
+    assert meta["model"]["head_pool"] == 3
+    torch.testing.assert_close(loaded.eval()(x).logits[0], model(x).logits[0])
+
+
+def test_head_pool_below_one_is_a_clear_error():
+    with pytest.raises(ConfigError, match="at least 1x1"):
+        build_model(ModelSpec(head_pool=0))

@@ -28,12 +28,40 @@ def test_fixed_schemes_match_their_formulas():
 
 
 @pytest.mark.parametrize("scheme", ["learned", "hybrid"])
-def test_learned_weights_receive_gradients(scheme):
+def test_learned_weights_fit_the_ensemble_loss_not_the_joint_loss(scheme):
     weighting = ExitWeighting(scheme, 3)
-    logits = [torch.randn(5, 4) for _ in range(3)]
+    logits = [torch.randn(5, 4, requires_grad=True) for _ in range(3)]
     y = torch.tensor([0, 1, 2, 3, 0])
-    losses.weighted_exit_loss(logits, y, weighting()).backward()
+    losses.weighted_exit_loss([z * 1.0 for z in logits], y, weighting.loss_weights()).backward()
+    assert weighting.theta.grad is None  # the joint loss never moves the weights
+    for z in logits:
+        z.grad = None
+    losses.ensemble_weight_loss(logits, y, weighting()).backward()
     assert weighting.theta.grad is not None and weighting.theta.grad.abs().sum() > 0
+    assert all(z.grad is None for z in logits)  # the ensemble loss does not train the exits
+
+
+def test_learned_weights_move_towards_the_exit_that_helps_the_ensemble():
+    # Exit 1 always predicts the label, exits 0 and 2 are uniform: the ensemble loss must favour exit 1.
+    y = torch.arange(4)
+    good = torch.eye(4) * 8.0
+    logits = [torch.zeros(4, 4), good, torch.zeros(4, 4)]
+    weighting = ExitWeighting("learned", 3)
+    opt = torch.optim.SGD(weighting.parameters(), lr=1.0)
+    for _ in range(50):
+        opt.zero_grad()
+        losses.ensemble_weight_loss(logits, y, weighting()).backward()
+        opt.step()
+    w = weighting()
+    assert w[1] > 0.9
+
+
+def test_hybrid_joint_loss_keeps_its_prior_while_ensemble_weights_move():
+    weighting = ExitWeighting("hybrid", 4)
+    with torch.no_grad():
+        weighting.theta.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))
+    torch.testing.assert_close(weighting.loss_weights(), torch.tensor([1, 2, 3, 4]) / 10.0)
+    assert weighting()[3] > 0.95
 
 
 def test_unknown_scheme_is_clear():

@@ -25,7 +25,8 @@ class ExitOutputs(NamedTuple):
 class EarlyExitNet(nn.Module):
     """A backbone with exit heads after the blocks listed in `exit_blocks` (the last one is the final block)."""
 
-    def __init__(self, backbone: Backbone, exit_blocks: list[int], head: str, num_classes: int) -> None:
+    def __init__(self, backbone: Backbone, exit_blocks: list[int], head: str, num_classes: int,
+                 head_pool: int = 1) -> None:
         super().__init__()
         if not exit_blocks or exit_blocks != sorted(set(exit_blocks)):
             raise ValueError(f"exit_blocks must be strictly increasing, got {exit_blocks}")
@@ -35,7 +36,8 @@ class EarlyExitNet(nn.Module):
         self.exit_blocks = list(exit_blocks)
         self.head_kind = head
         self.num_classes = num_classes
-        self.heads = nn.ModuleList(make_head(head, backbone.block_channels[b], num_classes) for b in exit_blocks)
+        self.heads = nn.ModuleList(make_head(head, backbone.block_channels[b], num_classes, head_pool)
+                                   for b in exit_blocks)
 
     @property
     def num_exits(self) -> int:

@@ -67,6 +67,7 @@ class ModelSpec:
     image_size: int = 28
     num_classes: int = 10
     head: str = "aep"
+    head_pool: int = 1  # side of the pooled grid every exit head classifies (1: global average pooling)
     placement: str | list[int] = "blocks"
     num_early_exits: int | None = None  # for cost-fraction placements
     exit_blocks: list[int] | None = None  # resolved block indices (filled by build_model)
@@ -116,4 +117,6 @@ def build_model(spec: ModelSpec) -> EarlyExitNet:
     spec.num_blocks = len(backbone.blocks)
     if spec.head not in ("aep", "eenet"):
         raise ConfigError(f"Unknown exit head '{spec.head}'. Choose 'aep' or 'eenet'.")
-    return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes)
+    if spec.head_pool < 1:
+        raise ConfigError(f"The exit heads' pooled grid must be at least 1x1, got {spec.head_pool}.")
+    return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes, spec.head_pool)

@@ -22,6 +22,12 @@ def ensemble_probs(logits: Sequence[torch.Tensor], weights: torch.Tensor, upto: 
     return (w[:, None, None] * probs).sum(0) / w.sum()
 
 
+def ensemble_weight_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Loss that fits trainable ensemble weights: CE(y, log ensemble_probs(z)), exits' outputs detached."""
+    probs = ensemble_probs([z.detach() for z in logits], weights)
+    return F.nll_loss(probs.clamp_min(EPS).log(), y)
+
+
 def eenet_cumulative(probs: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor],
                      cost_rates: Sequence[float]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """EENet cumulative predictions and costs, from the last exit N backwards:

@@ -105,7 +105,10 @@ class Method(nn.Module):
         if s.method == "baseline":
             return F.cross_entropy(z[-1], y)
         if s.method == "aep":
-            return losses.weighted_exit_loss(z, y, self.weighting())
+            loss = losses.weighted_exit_loss(z, y, self.weighting.loss_weights())
+            if self.weighting.trainable:
+                loss = loss + losses.ensemble_weight_loss(z, y, self.weighting())
+            return loss
         if s.method == "eenet":
             if s.two_stage and epoch < self.epochs // 2:
                 return losses.per_exit_loss(z, y)

@@ -2,6 +2,11 @@
 L = sum_i w_i * CE(y, z_i), also used for the ensemble prediction sum_i w_i softmax(z_i) / sum_i w_i.
 
 Every scheme returns weights that are positive and sum to 1.
+
+The trainable schemes ('learned', 'hybrid') learn their weights from the ensemble's own loss,
+CE(y, log sum_i w_i softmax(z_i)), with the exits' outputs detached. Descending the joint loss in w
+instead is degenerate: it moves all the weight onto the exit with the lowest loss (the last one) and
+leaves the early exits untrained.
 """
 from __future__ import annotations
 
@@ -43,7 +48,9 @@ def cost_weights(costs: Sequence[float]) -> torch.Tensor:
 class ExitWeighting(nn.Module):
     """The weights of a named scheme. 'learned' and 'hybrid' hold trainable logits theta (init 0):
     learned: w = softmax(theta);  hybrid: w_i = prior_i * softmax(theta)_i / sum_j prior_j * softmax(theta)_j,
-    with the linear scheme as prior (the fixed part anchors deep exits, the learned part adapts it)."""
+    with the linear scheme as prior. Both fit theta on the ensemble loss (see the module docstring).
+    'learned' also weighs the joint loss by w (detached); 'hybrid' weighs the joint loss by the fixed
+    prior, so every exit keeps training however the ensemble weights move."""
 
     def __init__(self, scheme: str, num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> None:
         super().__init__()
@@ -63,9 +70,20 @@ class ExitWeighting(nn.Module):
         self.register_buffer("prior", fixed)
         self.theta = nn.Parameter(torch.zeros(num_exits)) if scheme in ("learned", "hybrid") else None
 
+    @property
+    def trainable(self) -> bool:
+        """Whether the weights have trainable logits."""
+        return self.theta is not None
+
     def forward(self) -> torch.Tensor:
-        """The current weights, shape (num_exits,), summing to 1."""
+        """The current ensemble weights, shape (num_exits,), summing to 1."""
         if self.theta is None:
             return self.prior
         w = self.prior * torch.softmax(self.theta, dim=0)
         return w / w.sum()
+
+    def loss_weights(self) -> torch.Tensor:
+        """The weights of the joint loss, shape (num_exits,): constants, never a path for gradients to theta."""
+        if self.scheme == "hybrid":
+            return self.prior
+        return self.forward().detach()
