@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .calibration import calibrate_checkpoint
 from .checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
 from .cost import exit_costs
 from .data import DataBundle, load_dataset
@@ -169,6 +170,7 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     save_checkpoint(out, model, meta)
     for split, rec in records.items():
         save_evaluation(evaluation_path(out, split), rec)
+    calibrate_checkpoint(out, records["val"])  # per-exit temperatures fitted on the validation split
     atomic_write_bytes(out.with_suffix(".log.json"), json.dumps({"job": asdict(job), **result.to_dict()}, indent=1).encode())
     if state_path.exists():
         state_path.unlink()  # the run finished: its final checkpoint supersedes the resumable state
