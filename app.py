@@ -14,6 +14,7 @@ PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/school:", url_path="overview", default=True),
     st.Page("pages/try_image.py", title="Try an image", icon=":material/image:", url_path="try_image"),
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:", url_path="thresholds"),
+    st.Page("pages/calibration.py", title="Calibration", icon=":material/speed:", url_path="calibration"),
     st.Page("pages/ensemble.py", title="Ensemble weights", icon=":material/stacked_bar_chart:", url_path="ensemble"),
     st.Page("pages/pruning.py", title="Pruning savings", icon=":material/content_cut:", url_path="pruning"),
     st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:", url_path="saliency"),
@@ -70,6 +71,8 @@ with st.sidebar:
         st.session_state[key] = int(min(top, max(1, int(st.session_state.get(key, info.default)))))
         st.slider("Patience t (exits that must agree)", 1, top, step=1, key=key, help=shared.RULE_HELP[rule])
     st.caption(shared.RULE_HELP[rule])
+    st.toggle("Calibrated outputs", key="calibrated", help="Divide each exit's logits by its temperature (fitted on the "
+              "validation split) before every exit rule, the AEP ensemble and every chart. See the Calibration page.")
 
 shared.sync_url(pg.url_path)
 pg.run()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import streamlit as st
 import torch
 
+from aep_core.calibration import fit_temperatures, scale_logits, scale_record, stored_temperatures
 from aep_core.checkpoint import load_checkpoint
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord, collect_outputs, evaluation_path, load_evaluation
@@ -84,6 +85,7 @@ class LoadedModel:
     test: ExitRecord | None
     path: str | None = None
     notes: list[str] = field(default_factory=list)
+    temperatures: list[float] | None = None  # per-exit temperatures already applied to val/test (calibrated outputs)
 
     @property
     def class_names(self) -> list[str]:
@@ -167,6 +169,7 @@ class Settings:
     rule: str
     threshold: float  # global threshold (or patience t)
     per_exit: list[float] | None = None  # per-early-exit thresholds, when set on the Thresholds page
+    calibrated: bool = False  # exits' outputs temperature-scaled before every rule (sidebar switch)
 
     def policy_kwargs(self) -> dict[str, Any]:
         """Keyword settings for aep_core.policies.apply_policy / make_rule."""
@@ -178,12 +181,13 @@ class Settings:
         return {info.setting: int(self.threshold)}
 
     def describe(self) -> str:
-        """One line for captions, e.g. 'max_probability, t = 0.90'."""
+        """One line for captions, e.g. 'max_probability, t = 0.90' (+ ', calibrated outputs')."""
+        cal = ", calibrated outputs" if self.calibrated else ""
         if self.per_exit:
-            return f"{self.rule}, per-exit t = " + ", ".join(f"{t:.3f}" for t in self.per_exit)
+            return f"{self.rule}, per-exit t = " + ", ".join(f"{t:.3f}" for t in self.per_exit) + cal
         if POLICY_INFO[self.rule].setting == "thresholds":
-            return f"{self.rule}, t = {self.threshold:.2f}"
-        return f"{self.rule}, {POLICY_INFO[self.rule].setting} = {int(self.threshold)}"
+            return f"{self.rule}, t = {self.threshold:.2f}{cal}"
+        return f"{self.rule}, {POLICY_INFO[self.rule].setting} = {int(self.threshold)}{cal}"
 
 
 def threshold_key(rule: str) -> str:
@@ -206,7 +210,7 @@ def settings() -> Settings:
     rule = ss.get("rule") if ss.get("rule") in RULES else "max_probability"
     thr = ss.get(threshold_key(rule), default_threshold(rule))
     per_exit = ss.get("per_exit_thresholds") if ss.get("per_exit_on") and POLICY_INFO[rule].setting == "thresholds" else None
-    return Settings(model, rule, float(thr), list(per_exit) if per_exit else None)
+    return Settings(model, rule, float(thr), list(per_exit) if per_exit else None, bool(ss.get("calibrated", False)))
 
 
 def default_model(models: list[str]) -> str | None:
@@ -217,18 +221,62 @@ def default_model(models: list[str]) -> str | None:
     return models[0] if models else None
 
 
-def current_model() -> LoadedModel | None:
-    """The selected model, or None after showing a message in the page (no model / unreadable model)."""
+def current_model(calibrated: bool | None = None) -> LoadedModel | None:
+    """The selected model, or None after showing a message in the page (no model / unreadable model).
+    With calibrated outputs (the sidebar switch, or `calibrated=True`) its records are temperature-scaled."""
     s = settings()
     if s.model is None:
         st.warning("No model found. Train one on the **Train** page, upload a checkpoint in the sidebar, or put a "
                    "checkpoint in `assets/models/` (`python -m aep_core train --out assets/models/m.pt`).")
         return None
     try:
-        return load_model(s.model)
+        lm = load_model(s.model)
+        if not (s.calibrated if calibrated is None else calibrated):
+            return lm
+        cal = calibrated_model(lm)
     except AepError as e:
         st.error(f"Model '{s.model}' cannot be used: {e}")
         return None
+    if cal.temperatures is None:
+        st.caption(":material/speed: Calibrated outputs are on, but this model stores no temperatures and has no "
+                   "validation outputs to fit them on: showing uncalibrated outputs.")
+    else:
+        st.caption(":material/speed: Calibrated outputs: each exit's logits divided by its temperature ("
+                   + ", ".join(f"{t:.2f}" for t in cal.temperatures) + "), " + temperature_source(lm)[1] + ".")
+    return cal
+
+
+# ---- calibrated outputs ------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Fitting per-exit temperatures on the validation split...", max_entries=32)
+def _fit_on_val(model_key: str, _val: ExitRecord) -> list[float]:
+    return fit_temperatures(_val).tolist()
+
+
+def temperature_source(lm: LoadedModel) -> tuple[list[float] | None, str]:
+    """The model's per-exit temperatures and where they come from: stored in the checkpoint, or fitted
+    now on its validation record (cached) when it stores none; (None, reason) when neither is possible.
+    Raises AepError if the stored ones are malformed."""
+    stored = stored_temperatures(lm.meta)
+    if stored is not None:
+        return stored, "fitted on the validation split and stored in the checkpoint"
+    if lm.val is None:
+        return None, "no stored temperatures and no validation outputs to fit them on"
+    where = f"`python -m aep_core calibrate {lm.path}`" if lm.path else "`python -m aep_core calibrate CHECKPOINT`"
+    return _fit_on_val(lm.key, lm.val), f"fitted now on the validation split (the checkpoint stores none; {where} stores them)"
+
+
+def calibrated_model(lm: LoadedModel) -> LoadedModel:
+    """The model with temperature-scaled val/test records and its own cache key (itself, unchanged, if no
+    temperatures can be had)."""
+    if lm.temperatures is not None:
+        return lm
+    temps, _ = temperature_source(lm)
+    if temps is None:
+        return lm
+    return replace(lm, key=f"{lm.key}|T=" + ",".join(f"{t:.6g}" for t in temps),
+                   val=None if lm.val is None else scale_record(lm.val, temps),
+                   test=None if lm.test is None else scale_record(lm.test, temps), temperatures=list(temps))
 
 
 def require_record(lm: LoadedModel) -> ExitRecord | None:
@@ -266,13 +314,30 @@ def stop_exit_for(lm: LoadedModel, logits: np.ndarray, confidences: np.ndarray |
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def image_outputs(model_key: str, image_digest: str, _model: EarlyExitNet, _x: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-exit logits (exits, classes) and confidences (exits,) or None for one input image."""
+def image_outputs(model_key: str, image_digest: str, _model: EarlyExitNet, _x: torch.Tensor,
+                  temperatures: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-exit logits (exits, classes) and confidences (exits,) or None for one input image; logits
+    divided by their exit's temperature when `temperatures` is given (calibrated outputs)."""
     with torch.inference_mode():
         out = _model(_x)
     logits = torch.stack(out.logits)[:, 0].numpy()
+    if temperatures is not None:
+        logits = scale_logits(logits, temperatures)
     conf = None if out.confidences is None else torch.stack(out.confidences)[:, 0].numpy()
     return logits, conf
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def ood_threshold(model_key: str, _lm: LoadedModel) -> tuple[float, str] | None:
+    """The "I don't know" flagging threshold: the 95th percentile of the score on the model's validation
+    outputs (else its test record), with a description of where it comes from; None without records."""
+    from aep_core.ood import DEFAULT_QUANTILE, ood_score
+    from aep_core.ood import ood_threshold as threshold
+
+    rec, split = (_lm.val, "validation") if _lm.val is not None else (_lm.record, "evaluation")
+    if rec is None:
+        return None
+    return threshold(ood_score(rec.logits), DEFAULT_QUANTILE), f"{100 * DEFAULT_QUANTILE:g}% of {rec.num_samples:,} {split} images score below it"
 
 
 def digest(data: bytes) -> str:
@@ -305,6 +370,8 @@ def restore_from_url(current_page: Any, pages: list[Any]) -> None:
     rule = qp.get("rule")
     if rule in RULES:
         ss["rule"] = rule
+    if qp.get("cal") == "1":
+        ss["calibrated"] = True
     try:
         if qp.get("t") is not None and ss.get("rule", "max_probability") in RULES:
             ss[threshold_key(ss.get("rule", "max_probability"))] = float(qp["t"])
@@ -329,6 +396,8 @@ def sync_url(page: str) -> None:
     params["t"] = f"{s.threshold:g}"
     if s.per_exit:
         params["pe"] = ",".join(f"{t:g}" for t in s.per_exit)
+    if s.calibrated:
+        params["cal"] = "1"
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)
 
@@ -349,7 +418,8 @@ def ensure_entry(page: str) -> None:
 
 
 def model_and_record() -> tuple[LoadedModel, ExitRecord]:
-    """The current model and its test-split evaluation file; stops the page (after its message) if either is missing."""
+    """The current model and its test-split evaluation file (temperature-scaled when calibrated outputs are on);
+    stops the page (after its message) if either is missing."""
     lm = current_model()
     rec = require_record(lm) if lm is not None else None
     if lm is None or rec is None:

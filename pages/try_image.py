@@ -7,6 +7,7 @@ import streamlit as st
 import app_shared as shared
 from aep_core import charts
 from aep_core.errors import AepError
+from aep_core.ood import disagreement, final_confidence, ood_score
 from aep_core.policies import POLICY_INFO
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
 
@@ -50,7 +51,7 @@ else:
     label = int(labels[idx])
     x, preview, key = prepare_array(images[idx], ds["mean"], ds["std"]), images[idx], f"sample{idx}"
 
-logits, conf = shared.image_outputs(lm.key, key, lm.model, x)
+logits, conf = shared.image_outputs(lm.key, key, lm.model, x, None if lm.temperatures is None else tuple(lm.temperatures))
 probs = np.exp(logits - logits.max(1, keepdims=True))
 probs /= probs.sum(1, keepdims=True)
 try:
@@ -74,6 +75,29 @@ with right:
     m2.metric("MACs spent", f"{cum[stop] / 1e6:.2f} M", f"{100 * cum[stop] / full:.0f}% of the full network", delta_color="off", delta_arrow="off")
     m3.metric("Speed-up vs full network", f"{full / cum[stop]:.2f}x")
     st.altair_chart(charts.exit_probability_heatmap(probs, names, stop, label), width="stretch")
+
+# "I don't know": exits that keep changing their mind, and an unsure final exit, mean an unfamiliar input.
+one = logits[:, None, :]  # (exits, 1, classes)
+ood, changes, final_p = float(ood_score(one)[0]), float(disagreement(one)[0]), float(final_confidence(one)[0])
+ood_thr = shared.ood_threshold(lm.key, lm)
+with st.container(border=True):
+    o1, o2 = st.columns([1, 3])
+    o1.metric("\"I don't know\" score", f"{ood:.3f}", None if ood_thr is None else f"threshold {ood_thr[0]:.3f}",
+              delta_color="off", delta_arrow="off",
+              help="0.5 x the share of consecutive exits that change class + 0.5 x (1 - the final exit's top "
+                   "probability). Higher: less like the training images.")
+    steps = len(logits) - 1
+    why = (f"the predicted class changes at {round(changes * steps)} of {steps} steps between exits and " if steps else "") \
+        + f"the final exit is {100 * final_p:.0f}% sure of its answer"
+    if ood_thr is None:
+        o2.caption(f"No evaluation outputs to set a threshold from; {why}.")
+    elif ood > ood_thr[0]:
+        o2.warning(f"**This does not look like anything the model was trained on**: {why}. Its answer is a guess.",
+                   icon=":material/help:")
+        o2.caption(f"Flagged because the score is above the threshold ({ood_thr[1]}).")
+    else:
+        o2.success(f"This looks like the images the model was trained on: {why}.", icon=":material/check:")
+        o2.caption(f"Threshold: {ood_thr[1]}.")
 
 info = POLICY_INFO[s.rule]
 score_name = {"max_probability": "max probability", "entropy": "normalised entropy", "aep_ensemble": "ensemble max probability",

@@ -1,0 +1,181 @@
+"""The app's calibration features through AppTest: the Calibration page's table and charts match
+aep_core on the model's files, the sidebar's "Calibrated outputs" switch changes what the Thresholds page
+reports (and goes into the URL), and Try an image flags a noise image as unlike the training data.
+Expected values are computed from the shipped model's files, copied into a temporary folder."""
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import APP, ROOT
+from aep_core import ood
+from aep_core.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
+from aep_core.checkpoint import load_checkpoint, read_checkpoint
+from aep_core.data import load_slice
+from aep_core.evaluation import evaluation_path, load_evaluation
+from aep_core.policies import apply_policy
+from aep_core.preprocess import prepare_array, prepare_image
+
+SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """`plain.pt`: the shipped model without stored temperatures; `stored.pt`: the same with temperatures stored."""
+    d = tmp_path_factory.mktemp("cal_models")
+    payload = read_checkpoint(SHIPPED)
+    payload["meta"].pop("calibration", None)
+    for name in ("plain", "stored"):
+        torch.save(payload, d / f"{name}.pt")
+        for split in ("val", "test"):
+            shutil.copy(evaluation_path(SHIPPED, split), evaluation_path(d / f"{name}.pt", split))
+    calibrate_checkpoint(d / "stored.pt")
+    return d
+
+
+@pytest.fixture
+def env(models, monkeypatch, tmp_path):
+    monkeypatch.setenv("AEP_MODELS_DIR", str(models))
+    monkeypatch.setenv("AEP_MODELS_ONLY", "1")
+    monkeypatch.setenv("AEP_APP_RUNS_DIR", str(tmp_path / "app_runs"))
+    torch.set_num_threads(1)
+    return models
+
+
+def _app(page: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    for k, v in state.items():
+        at.session_state[k] = v
+    if page:
+        at.switch_page(f"pages/{page}.py")
+    return at.run()
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _texts(at: AppTest) -> str:
+    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
+                     + [w.value for w in at.warning] + [s.value for s in at.success])
+
+
+def _chart_rows(at: AppTest, i: int) -> list[dict]:
+    proto = at.get("vega_lite_chart")[i].proto
+    return [r for d in proto.datasets for r in convert_arrow_bytes_to_pandas_df(d.data.data).to_dict("records")]
+
+
+def _table(at: AppTest):
+    return at.dataframe[0].value
+
+
+@pytest.mark.parametrize("name,source", [("plain", "fitted now on the validation split"),
+                                         ("stored", "stored in the checkpoint")])
+def test_calibration_page_matches_aep_core(env, name, source):
+    at = _app("calibration", model=name)
+    _ok(at)
+    assert at.title[0].value == "Calibration"
+    assert source in _texts(at)
+    test = load_evaluation(evaluation_path(env / f"{name}.pt", "test"))
+    temps = fit_temperatures(load_evaluation(evaluation_path(env / f"{name}.pt", "val")))
+    for bins in (15, 4):
+        if bins != 15:
+            at.number_input(key="cal_bins").set_value(bins).run()
+            _ok(at)
+        before, after = exit_calibration(test, bins), exit_calibration(scale_record(test, temps), bins)
+        df = _table(at)
+        assert len(df) == test.num_exits
+        assert df["ECE %"].tolist() == pytest.approx([round(100 * m.ece, 2) for m in before])
+        assert df["ECE % scaled"].tolist() == pytest.approx([round(100 * m.ece, 2) for m in after])
+        assert df["NLL scaled"].tolist() == pytest.approx([round(m.nll, 4) for m in after])
+        assert df["temperature"].tolist() == pytest.approx([round(t, 3) for t in temps], abs=1e-3)
+        ece_rows = _chart_rows(at, 0)
+        assert sorted(r["ECE"] for r in ece_rows) == pytest.approx(sorted([m.ece for m in before] + [m.ece for m in after]))
+        # the reliability grid: one point per non-empty bin, per exit, before and after
+        points = [r for r in _chart_rows(at, 1) if "count" in r]
+        expected = sum(int((m.bins.count > 0).sum()) for m in before + after)
+        assert len(points) == expected
+        assert sum(r["count"] for r in points) == 2 * test.num_exits * test.num_samples
+
+
+def _thresholds_numbers(at: AppTest) -> tuple[str, str]:
+    return at.metric[0].value, at.metric[1].value
+
+
+def test_calibrated_switch_changes_the_thresholds_page(env):
+    at = _app("thresholds", model="stored", thr_max_probability=0.9)
+    _ok(at)
+    test = load_evaluation(evaluation_path(env / "stored.pt", "test"))
+    temps = read_checkpoint(env / "stored.pt")["meta"]["calibration"]["temperatures"]
+    raw = apply_policy(test, "max_probability", thresholds=0.9)
+    cal = apply_policy(scale_record(test, temps), "max_probability", thresholds=0.9)
+    assert (raw.accuracy, raw.expected_macs) != (cal.accuracy, cal.expected_macs), "scaling should move this rule"
+    assert _thresholds_numbers(at) == (f"{100 * raw.accuracy:.2f}%", f"{raw.expected_macs / 1e6:.2f} M")
+    at.sidebar.toggle(key="calibrated").set_value(True).run()
+    _ok(at)
+    assert at.title[0].value == "Thresholds"
+    assert _thresholds_numbers(at) == (f"{100 * cal.accuracy:.2f}%", f"{cal.expected_macs / 1e6:.2f} M")
+    assert "Calibrated outputs: each exit's logits divided by its temperature" in _texts(at)
+    assert "calibrated outputs" in _texts(at)  # the rule's description says so
+    assert str(at.query_params["cal"]).strip("[]'") == "1"
+    at.sidebar.toggle(key="calibrated").set_value(False).run()
+    assert _thresholds_numbers(at) == (f"{100 * raw.accuracy:.2f}%", f"{raw.expected_macs / 1e6:.2f} M")
+
+
+def test_calibrated_switch_restores_from_the_url(env):
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.query_params.update({"page": "thresholds", "model": "plain", "cal": "1"})
+    at.run()
+    _ok(at)
+    assert at.session_state["calibrated"] is True
+    assert "fitted now on the validation split" in _texts(at)
+
+
+def _noise_png(seed: int) -> bytes:
+    a = np.random.default_rng(seed).integers(0, 256, (28, 28), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a, "L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _score(model, x: torch.Tensor) -> float:
+    with torch.inference_mode():
+        logits = torch.stack(model(x).logits).numpy()  # (exits, 1, classes)
+    return float(ood.ood_score(logits)[0])
+
+
+def test_try_image_flags_a_noise_image_and_not_a_test_image(env):
+    model, meta = load_checkpoint(env / "plain.pt")
+    d = meta["dataset"]
+    thr = ood.ood_threshold(ood.ood_score(load_evaluation(evaluation_path(env / "plain.pt", "val")).logits))
+    flagged = [s for s in range(20) if _score(model, prepare_image(_noise_png(s), 28, 1, d["mean"], d["std"]).tensor) > thr]
+    assert flagged, "some noise image should score above the validation threshold"
+    images = load_slice()["images"]
+    familiar = next(i for i in range(len(images)) if _score(model, prepare_array(images[i], d["mean"], d["std"])) <= thr)
+
+    at = _app("try_image", model="plain", img_source="Upload")
+    at.file_uploader(key="img_upload").set_value(("noise.png", _noise_png(flagged[0]), "image/png")).run()
+    _ok(at)
+    assert any("does not look like anything the model was trained on" in w.value for w in at.warning)
+    assert f"{thr:.3f}" in " ".join(str(m.delta) for m in at.metric)
+
+    at = _app("try_image", model="plain", img_source="Shipped sample", img_sample=familiar)
+    _ok(at)
+    assert not any("does not look like anything" in w.value for w in at.warning)
+    assert any("looks like the images the model was trained on" in s.value for s in at.success)
+
+
+@pytest.mark.parametrize("page", ["overview", "try_image", "thresholds", "calibration", "ensemble", "pruning"])
+def test_every_replay_page_works_with_calibrated_outputs(env, page):
+    at = _app(page, model="plain", calibrated=True)
+    _ok(at)
+    assert at.sidebar.toggle(key="calibrated").value is True
+    if page not in ("calibration", "overview"):
+        assert "Calibrated outputs: each exit's logits divided by its temperature" in _texts(at)
