@@ -195,6 +195,8 @@ def stored_temperatures(meta: dict[str, Any]) -> list[float] | None:
         return None
     t = cal.get("temperatures") if isinstance(cal, dict) else None
     exits = len(meta.get("cost", {}).get("exits", [])) or None
+    if meta.get("pruning") and isinstance(t, list) and exits is not None and len(t) > exits:
+        t = t[:exits]  # a pruned model keeps exits 0..cut unchanged, and their temperatures with them
     try:
         return _check_temperatures(t, exits if exits is not None else len(t)).tolist()
     except (ConfigError, TypeError, ValueError) as e:

@@ -133,6 +133,8 @@ def test_stored_temperatures_absent_or_malformed():
     assert cal.stored_temperatures({"cost": {"exits": [{}, {}]}, "calibration": {"temperatures": [1.0, 2.0]}}) == [1.0, 2.0]
     with pytest.raises(CheckpointError, match="malformed"):
         cal.stored_temperatures({"cost": {"exits": [{}, {}]}, "calibration": {"temperatures": [1.0]}})
+    pruned = {"cost": {"exits": [{}, {}]}, "pruning": {"cut": 1}, "calibration": {"temperatures": [1.0, 2.0, 3.0]}}
+    assert cal.stored_temperatures(pruned) == [1.0, 2.0]
     with pytest.raises(CheckpointError, match="malformed"):
         cal.stored_temperatures({"cost": {"exits": [{}]}, "calibration": {"temperatures": ["x"]}})
 
@@ -167,3 +169,11 @@ def test_calibrate_command_bad_inputs(tmp_path, capsys):
     assert main(["calibrate", str(tmp_path / "bad.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_calibrate_command_refuses_a_checkpoint_without_exits(tmp_path, capsys):
+    payload = read_checkpoint(SHIPPED)
+    payload["meta"]["cost"] = {**payload["meta"]["cost"], "exits": []}
+    torch.save(payload, tmp_path / "none.pt")
+    assert main(["calibrate", str(tmp_path / "none.pt")]) == 2
+    assert "describes no exits" in capsys.readouterr().err
