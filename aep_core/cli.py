@@ -33,8 +33,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--widths", default=None, help="compact_cnn stage widths, e.g. 32,64,128")
     g.add_argument("--exits", default="blocks", help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3")
     g.add_argument("--num-exits", type=int, default=None, help="number of early exits for cost-fraction placements")
-    g.add_argument("--head-pool", type=int, default=1,
-                   help="exit heads average-pool to a N x N grid before their linear layer (1: global pooling)")
+    g.add_argument("--head-pool", type=int, default=4,
+                   help="exit heads average-pool to an N x N grid before their linear layer (default 4; 1: global pooling as in the AEP and EENet papers)")
     g.add_argument("--init", default=None, help="initialise from this checkpoint's backbone and final classifier")
     g = p.add_argument_group("method")
     g.add_argument("--method", default="aep", choices=METHODS, help="training method")

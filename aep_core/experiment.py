@@ -40,7 +40,7 @@ class TrainJob:
     model_config: dict[str, Any] = field(default_factory=dict)
     placement: str | list[int] = "blocks"
     num_early_exits: int | None = None
-    head_pool: int = 1
+    head_pool: int = 4  # exit heads pool to a 4x4 grid: early exits keep where features are, not only what
     init: str | None = None  # start from this checkpoint's weights (matching layers)
     method: MethodSettings = field(default_factory=MethodSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
