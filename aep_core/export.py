@@ -1,0 +1,262 @@
+"""Export for deployment across tiers: one ONNX file per segment (the blocks and exit heads a tier runs),
+checked with onnxruntime against PyTorch, and a TorchScript file of a (pruned) single model.
+
+Segment i takes what enters it (the image for the first; the previous segment's features otherwise) and
+returns (features at its last exit, logits of its exits (exits, b, classes)[, EENet confidences
+(exits, b)]), so a device runs segment 0, stops the samples its exits are sure of, and hands the
+features of the others to the next tier. A tier that should stop between its exits can run one segment
+per exit: export with a split after every exit.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import atomic_write_bytes
+from .errors import ConfigError
+from .models import EarlyExitNet
+
+
+class Segment(nn.Module):
+    """Exits first..last of an early-exit network as one module (it shares the network's weights)."""
+
+    def __init__(self, model: EarlyExitNet, first: int, last: int) -> None:
+        super().__init__()
+        self.first, self.last = first, last
+        self.stem = model.backbone.stem if first == 0 else nn.Identity()
+        self.parts = nn.ModuleList(nn.Sequential(*(model.backbone.blocks[b] for b in model.segment_blocks(k)))
+                                   for k in range(first, last + 1))
+        self.heads = nn.ModuleList(model.heads[k] for k in range(first, last + 1))
+        self.has_confidence = model.has_confidence
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.stem(h)
+        logits, confs = [], []
+        for part, head in zip(self.parts, self.heads):
+            h = part(h)
+            z, c = head(h)
+            logits.append(z)
+            confs.append(c)
+        if self.has_confidence:
+            return h, torch.stack(logits), torch.stack(confs)  # (b, c, h, w), (exits, b, classes), (exits, b)
+        return h, torch.stack(logits)
+
+
+def segment_ranges(num_exits: int, splits: list[int] | tuple[int, ...]) -> list[range]:
+    """The exits of each segment for split points (the last exit of every segment but the last)."""
+    s = [int(v) for v in splits]
+    if s != sorted(set(s)) or any(not 0 <= v <= num_exits - 2 for v in s):
+        raise ConfigError(f"Export split points are increasing exit indices in 0..{num_exits - 2}, one per segment "
+                          f"boundary (a tier without exits runs nothing, so it needs no file); got {s}.")
+    bounds = [-1, *s, num_exits - 1]
+    return [range(bounds[i] + 1, bounds[i + 1] + 1) for i in range(len(bounds) - 1)]
+
+
+def make_segments(model: EarlyExitNet, splits: list[int] | tuple[int, ...]) -> list[Segment]:
+    """One Segment per tier for the given split points, in eval mode."""
+    return [Segment(model, r.start, r.stop - 1).eval() for r in segment_ranges(model.num_exits, splits)]
+
+
+def _output_names(seg: Segment) -> list[str]:
+    return ["features", "logits", *(["confidences"] if seg.has_confidence else [])]
+
+
+@torch.no_grad()
+def segment_inputs(model: EarlyExitNet, splits: list[int] | tuple[int, ...], x: torch.Tensor) -> list[torch.Tensor]:
+    """What enters each segment when the network sees `x`: the image, then each split's features."""
+    out, h = [x], x
+    for r in segment_ranges(model.num_exits, splits)[:-1]:
+        for k in r:
+            h = model.forward_segment(h, k)
+        out.append(h)
+    return out
+
+
+def export_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], out_dir: str | Path,
+                input_shape: tuple[int, int, int], stem: str = "segment") -> list[Path]:
+    """Write `<stem>_<i>.onnx` for every segment (batch size free), weights inside each file; return the paths."""
+    model.eval()
+    segs = make_segments(model, splits)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    inputs = segment_inputs(model, splits, torch.zeros(2, *input_shape))
+    paths = []
+    for i, (seg, x) in enumerate(zip(segs, inputs)):
+        path = out_dir / f"{stem}_{i}.onnx"
+        torch.onnx.export(seg, (x,), str(path), dynamo=True, external_data=False, verbose=False,
+                          input_names=["input" if i == 0 else "features_in"], output_names=_output_names(seg),
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+        paths.append(path)
+    return paths
+
+
+@dataclass
+class SegmentCheck:
+    """Largest absolute difference between onnxruntime and PyTorch on each output of one segment."""
+
+    file: str
+    exits: list[int]
+    max_abs_diff: dict[str, float]
+    ok: bool
+
+
+@dataclass
+class ExportCheck:
+    """Each segment alone, and the segments chained from the image against the full model's per-exit outputs."""
+
+    segments: list[SegmentCheck]
+    chain_max_abs_diff: dict[str, float]
+    chain_ok: bool
+    atol: float
+    rtol: float
+    batch: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.chain_ok and all(s.ok for s in self.segments)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-type view."""
+        return {**asdict(self), "ok": self.ok}
+
+    def format(self) -> str:
+        """The check as text."""
+        lines = [f"{'segment':<22}{'exits':<10}" + "max |onnxruntime - torch|"]
+        for s in self.segments:
+            diffs = "  ".join(f"{k} {v:.2e}" for k, v in s.max_abs_diff.items())
+            lines.append(f"{s.file:<22}{','.join(map(str, s.exits)):<10}{diffs}  {'ok' if s.ok else 'MISMATCH'}")
+        diffs = "  ".join(f"{k} {v:.2e}" for k, v in self.chain_max_abs_diff.items())
+        lines.append(f"{'chained vs full model':<32}{diffs}  {'ok' if self.chain_ok else 'MISMATCH'}")
+        lines.append(f"({self.batch} random inputs; tolerance |diff| <= {self.atol:g} + {self.rtol:g} * |torch|)")
+        return "\n".join(lines)
+
+
+def _close(a: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> bool:
+    return bool(np.all(np.abs(a - ref) <= atol + rtol * np.abs(ref)))
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def verify_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], paths: list[Path],
+                input_shape: tuple[int, int, int], batch: int = 8, atol: float = 1e-4, rtol: float = 1e-3,
+                seed: int = 0) -> ExportCheck:
+    """Run every exported segment with onnxruntime on random inputs and compare with PyTorch: each segment on
+    the features PyTorch feeds it, and the chain of ONNX segments from the image against the full model."""
+    model.eval()
+    segs = make_segments(model, splits)
+    if len(paths) != len(segs):
+        raise ConfigError(f"{len(segs)} segments for splits {list(splits)}, but {len(paths)} files were given.")
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
+    sessions = [_session(p) for p in paths]
+    checks = []
+    for seg, sess, h, p in zip(segs, sessions, segment_inputs(model, splits, x), paths):
+        ref = [t.numpy() for t in seg(h)]
+        got = sess.run(None, {sess.get_inputs()[0].name: h.numpy()})
+        names = _output_names(seg)
+        diffs = {n: float(np.abs(g - r).max()) for n, g, r in zip(names, got, ref)}
+        checks.append(SegmentCheck(p.name, list(range(seg.first, seg.last + 1)), diffs,
+                                   all(_close(g, r, atol, rtol) for g, r in zip(got, ref))))
+    full = model(x)
+    ref_logits = torch.stack(full.logits).numpy()
+    h, logits, confs = x.numpy(), [], []
+    for sess in sessions:
+        out = sess.run(None, {sess.get_inputs()[0].name: h})
+        h = out[0]
+        logits.append(out[1])
+        if len(out) > 2:
+            confs.append(out[2])
+    chain_logits = np.concatenate(logits)
+    chain = {"logits": float(np.abs(chain_logits - ref_logits).max())}
+    ok = _close(chain_logits, ref_logits, atol, rtol)
+    if full.confidences is not None:
+        ref_conf = torch.stack(full.confidences).numpy()
+        chain["confidences"] = float(np.abs(np.concatenate(confs) - ref_conf).max())
+        ok = ok and _close(np.concatenate(confs), ref_conf, atol, rtol)
+    return ExportCheck(checks, chain, ok, atol, rtol, batch)
+
+
+def write_manifest(out_dir: str | Path, model: EarlyExitNet, splits: list[int] | tuple[int, ...], paths: list[Path],
+                   input_shape: tuple[int, int, int], check: ExportCheck | None, source: str = "") -> Path:
+    """`manifest.json` beside the segments: which exits and blocks each file runs, its inputs and outputs, the
+    bytes a sample hands on at each split, and the verification result."""
+    from .deploy import PRECISION_BYTES, feature_sizes
+
+    sizes = feature_sizes(model, input_shape)
+    segs = []
+    for i, (r, p) in enumerate(zip(segment_ranges(model.num_exits, splits), paths)):
+        shape_in = list(input_shape) if i == 0 else list(sizes.exit_shapes[r.start - 1])
+        segs.append({"file": p.name, "exits": list(r), "blocks": [b for k in r for b in model.segment_blocks(k)],
+                     "input": {"name": "input" if i == 0 else "features_in", "shape": ["batch", *shape_in]},
+                     "outputs": {"features": ["batch", *sizes.exit_shapes[r.stop - 1]],
+                                 "logits": [len(r), "batch", model.num_classes],
+                                 **({"confidences": [len(r), "batch"]} if model.has_confidence else {})},
+                     "handover_bytes": ({p_: int(sizes.exit_bytes(p_)[r.stop - 1]) for p_ in PRECISION_BYTES}
+                                        if i < len(paths) - 1 else None)})
+    manifest = {"source": source, "splits": [int(v) for v in splits], "num_exits": model.num_exits,
+                "exit_blocks": list(model.exit_blocks), "input_shape": list(input_shape), "segments": segs,
+                "check": None if check is None else check.to_dict()}
+    path = Path(out_dir) / "manifest.json"
+    atomic_write_bytes(path, json.dumps(manifest, indent=1).encode())
+    return path
+
+
+class AllExits(nn.Module):
+    """A network as one traceable module: image -> logits of every exit (exits, b, classes), then the EENet
+    confidences (exits, b) if it has them, then the AEP ensemble probabilities (b, classes) if weights are given."""
+
+    def __init__(self, model: EarlyExitNet, weights: list[float] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        w = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+        if w is not None and (w.numel() != model.num_exits or (w < 0).any() or w.sum() <= 0):
+            raise ConfigError(f"Ensemble weights must be {model.num_exits} non-negative numbers with a positive sum; "
+                              f"got {weights}.")
+        self.register_buffer("weights", None if w is None else w / w.sum())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(x)
+        logits = torch.stack(out.logits)  # (exits, b, classes)
+        res: tuple[torch.Tensor, ...] = (logits,)
+        if out.confidences is not None:
+            res += (torch.stack(out.confidences),)
+        if self.weights is not None:
+            res += ((self.weights[:, None, None] * logits.softmax(-1)).sum(0),)  # (b, classes)
+        return res
+
+
+@torch.no_grad()
+def export_torchscript(model: EarlyExitNet, path: str | Path, input_shape: tuple[int, int, int],
+                       weights: list[float] | None = None, batch: int = 4, atol: float = 1e-5) -> float:
+    """Trace the model (all exits, plus the AEP ensemble when weights are given) to a TorchScript file, load it
+    back and return the largest difference from PyTorch on random inputs; raises ConfigError above `atol`."""
+    model.eval()
+    wrapper = AllExits(model, weights).eval()
+    example = torch.zeros(2, *input_shape)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\..* is deprecated", category=FutureWarning)
+        traced = torch.jit.trace(wrapper, example)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(traced, str(path))
+        loaded = torch.jit.load(str(path))
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    diff = max(float((a - b).abs().max()) for a, b in zip(loaded(x), wrapper(x)))
+    if diff > atol:
+        raise ConfigError(f"The TorchScript file {path} differs from the model by {diff:.2e} (> {atol:g}).")
+    return diff
