@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/ensemble.py", title="Ensemble weights", icon=":material/stacked_bar_chart:", url_path="ensemble"),
     st.Page("pages/pruning.py", title="Pruning savings", icon=":material/content_cut:", url_path="pruning"),
     st.Page("pages/saliency.py", title="Saliency", icon=":material/visibility:", url_path="saliency"),
+    st.Page("pages/deploy.py", title="Deploy", icon=":material/lan:", url_path="deploy"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="train"),
 ]
 pg = st.navigation(PAGES)

@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import cli_exits
 
     COMMANDS.update(cli_exits.add_commands(sub))
+    from . import cli_deploy
+    COMMANDS.update(cli_deploy.add_commands(sub))
     from . import cli_calibration
     COMMANDS.update(cli_calibration.add_commands(sub))
     return p

@@ -195,6 +195,12 @@ def make_deployment(speeds: Sequence[float], bandwidth_mbps: Sequence[float], la
     return Deployment(tiers, links, tuple(int(v) for v in splits), precision)
 
 
+# Starting points for the remote tiers (GMAC/s; the device's speed is measured) and links (Mbit/s, ms), by tier count:
+# a device, an edge box on the local network, a cloud server across the internet.
+DEFAULT_GMACS = {1: [], 2: [1000.0], 3: [100.0, 1000.0], 4: [50.0, 200.0, 1000.0]}
+DEFAULT_LINKS = {1: [], 2: [(20.0, 30.0)], 3: [(20.0, 5.0), (100.0, 30.0)], 4: [(20.0, 2.0), (100.0, 5.0), (1000.0, 30.0)]}
+
+
 def default_splits(num_exits: int, num_tiers: int) -> list[int]:
     """Split points spreading the exits evenly over the tiers."""
     k = max(1, min(num_tiers, MAX_TIERS))
