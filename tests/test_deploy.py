@@ -1,6 +1,8 @@
 """The split-computing simulator: a hand-worked two-tier example checked exactly, feature sizes measured
 from a model, the search against brute-force replays, and clear errors for impossible settings."""
 import itertools
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +216,35 @@ def test_impossible_deployments_are_refused(kwargs, match):
 def test_sizes_must_match_the_record():
     with pytest.raises(ConfigError, match="feature sizes cover 2 exits"):
         exit_timings([1, 2, 3], FeatureSizes((1,), ((1,), (1,))), hand_deployment())
+
+
+SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "aep_hybrid.pt"
+
+
+@pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model is not present")
+def test_cli_deploy_prints_the_simulation_and_the_search(capsys):
+    from aep_core.checkpoint import load_checkpoint
+    from aep_core.cli import main
+    from aep_core.evaluation import evaluation_path, load_evaluation
+
+    model, _ = load_checkpoint(SHIPPED)
+    rec = load_evaluation(evaluation_path(SHIPPED, "test"))
+    sizes = feature_sizes(model, (1, 28, 28))
+    dep = make_deployment([2e9, 1e11, 1e12], [20, 100], [5, 30], [1, 3], "fp16", [3.0, None, None])
+    r = simulate(rec, sizes, dep, "entropy", thresholds=0.3)
+    args = ["deploy", str(SHIPPED), "--splits", "1,3", "--speeds-gmacs", "2,100,1000", "--bandwidth-mbps", "20,100",
+            "--link-ms", "5,30", "--precision", "fp16", "--power-w", "3,,", "--rule", "entropy", "--thresholds", "0.3"]
+    assert main(args + ["--deadline-ms", "40", "--stat", "p95"]) == 0
+    out = capsys.readouterr().out
+    st = r.latency_stats()
+    assert f"accuracy {100 * r.accuracy:.2f}%   latency ms: mean {1e3 * st['mean']:.3f}" in out
+    assert f"p95 {1e3 * st['p95']:.3f}" in out and f"energy {1e3 * r.energy_j.mean():.3f} mJ" in out
+    res = search(decision_grid(rec, "entropy"), rec.cum_macs, sizes, dep, 0.04, "p95")
+    assert f"best: splits {res.point(res.best)['splits']}" in out and f"{100 * res.accuracy[res.best]:.2f}%" in out
+    assert main(args + ["--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["simulation"]
+    assert summary["accuracy"] == pytest.approx(r.accuracy) and summary["tier_share"] == pytest.approx(r.tier_share.tolist())
+    assert main(args + ["--deadline-ms", "0.001"]) == 2
+    assert "fastest reachable" in capsys.readouterr().err
+    assert main(["deploy", str(SHIPPED), "--splits", "3,1", "--speeds-gmacs", "1,1,1"]) == 2
+    assert "non-decreasing" in capsys.readouterr().err

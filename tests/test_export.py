@@ -102,3 +102,24 @@ def test_torchscript_of_a_pruned_model(tmp_path):
     torch.testing.assert_close(probs, ens)
     with pytest.raises(ConfigError, match="Ensemble weights"):
         export_torchscript(pruned, path, (1, 12, 12), [1.0])
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:FutureWarning")
+def test_cli_export_writes_checked_segments_and_torchscript(tmp_path, capsys):
+    from aep_core.checkpoint import save_checkpoint
+    from aep_core.cli import main
+
+    model, spec = tiny()
+    meta = {"model": spec.to_dict(), "dataset": {"in_channels": 1, "image_size": 12},
+            "training": {"ensemble_weights": [0.2] * 5}, "metrics": {}}
+    save_checkpoint(tmp_path / "tiny.pt", model, meta)
+    out = tmp_path / "export"
+    assert main(["export", str(tmp_path / "tiny.pt"), "--splits", "1", "--out", str(out), "--prune", "--cut", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "MISMATCH" not in text and text.count(" ok") == 3
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "segment_0.onnx", "segment_1.onnx",
+                                                     "tiny.pruned.torchscript.pt"]
+    logits, probs = torch.jit.load(str(out / "tiny.pruned.torchscript.pt"))(torch.zeros(2, 1, 12, 12))
+    assert logits.shape == (3, 2, 10) and probs.shape == (2, 10)
+    assert main(["export", str(tmp_path / "tiny.pt"), "--splits", "4", "--out", str(out)]) == 2
+    assert "increasing exit indices" in capsys.readouterr().err
