@@ -74,7 +74,7 @@ def _deployment(a: argparse.Namespace, model, shape, num_exits: int):
     for s in items:
         if s == "local":
             if local is None:
-                local = measure_macs_per_second(model, shape, repeats=a.repeats)
+                local = measure_macs_per_second(model, shape, repeats=a.repeats, threads=a.threads or 1)
             speeds.append(local)
         else:
             v = (_numbers(s, "--speeds-gmacs (GMAC/s or 'local')") or [None])[0]
@@ -102,7 +102,7 @@ def _ms(s: float) -> str:
     return f"{1e3 * s:.3f}"
 
 
-def format_result(r: Any, local: float | None = None) -> str:
+def format_result(r: Any, local: float | None = None, local_threads: int = 1) -> str:
     """A simulated deployment as text: per-tier and per-link tables, then accuracy, latency and traffic."""
     dep = r.deployment
     e = len(r.timings.tier)
@@ -129,7 +129,7 @@ def format_result(r: Any, local: float | None = None) -> str:
               f"sent per sample: {r.bytes_sent.mean():,.0f} bytes on average ({dep.precision} features)"
               + ("" if r.energy_j is None else f"   energy {1e3 * r.energy_j.mean():.3f} mJ per sample")]
     if local is not None:
-        lines.append(f"* measured on this machine: {local / 1e9:.3g} GMAC/s (batch 1)")
+        lines.append(f"* measured on this machine: {local / 1e9:.3g} GMAC/s (batch 1, {local_threads} thread{'s' if local_threads > 1 else ''})")
     lines.append("(compute and transfer: mean per sample over all samples; tiers after the last exit are never reached)")
     return "\n".join(lines)
 
@@ -155,7 +155,7 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
     if not a.json:
         print(f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.policy} {r.settings}, "
               f"splits {list(dep.splits)}")
-        print(format_result(r, local))
+        print(format_result(r, local, a.threads or 1))
     if a.deadline_ms is not None:
         grid = decision_grid(rec, a.rule, points=a.points, weights=settings.get("weights"))
         res = search(grid, rec.cum_macs, sizes, dep, a.deadline_ms / 1e3, a.stat)
@@ -250,7 +250,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     d.add_argument("--stat", default="mean", choices=list(STATS), help="latency statistic the deadline bounds")
     d.add_argument("--points", type=int, default=64, help="score quantiles added to the 0.01-step threshold grid")
     d.add_argument("--repeats", type=int, default=10, help="timing repeats when measuring the local speed")
-    d.add_argument("--threads", type=int, default=None, help="CPU threads (for the local speed measurement)")
+    d.add_argument("--threads", type=int, default=None, help="CPU threads the local speed is measured on (default 1)")
     d.add_argument("--json", action="store_true", help="print JSON")
     x = sub.add_parser("export", help="export each tier's segment to ONNX and check it with onnxruntime; optionally "
                                       "TorchScript of the (pruned) model", formatter_class=fmt)

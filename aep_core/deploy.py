@@ -86,15 +86,21 @@ def feature_sizes(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> 
     return FeatureSizes(tuple(input_shape), tuple(shapes))
 
 
-def measure_macs_per_second(model: torch.nn.Module, input_shape: tuple[int, int, int], repeats: int = 10) -> float:
+def measure_macs_per_second(model: torch.nn.Module, input_shape: tuple[int, int, int], repeats: int = 10,
+                            threads: int | None = 1) -> float:
     """This machine's speed on the model in MACs per second: MACs of one image through every exit divided
-    by the median time of that forward pass (batch 1)."""
-    was_training = model.training
+    by the median time of that forward pass (batch 1, on `threads` CPU threads; None: the current setting)."""
+    was_training, before = model.training, torch.get_num_threads()
     model.eval()
     x = torch.zeros(1, *input_shape)
     macs = count_macs(model, x)
-    seconds = measure_latency(lambda: model(x), repeats=repeats, warmup=2)
-    model.train(was_training)
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        seconds = measure_latency(lambda: model(x), repeats=repeats, warmup=2)
+    finally:
+        torch.set_num_threads(before)
+        model.train(was_training)
     return macs / max(seconds, 1e-9)
 
 

@@ -72,7 +72,7 @@ with st.container(border=True):
                                                  "next tier. 'input': this tier runs nothing and sends the image."))
     else:
         c3.caption("One tier: everything runs on the device.")
-    st.markdown("**Tier speeds** (GMAC/s; the device starts at this machine's measured speed, batch 1)")
+    st.markdown("**Tier speeds** (GMAC/s; the device starts at this machine's measured speed: batch 1, one thread)")
     cols = st.columns(k)
     speeds = []
     for t in range(k):
@@ -139,7 +139,7 @@ c2.altair_chart(deploy_charts.tier_share(names, share, tacc, exits_text), width=
 b = res.breakdown()
 table = pd.DataFrame({"tier": names, "GMAC/s": speeds, "holds": exits_text,
                       "answered %": (100 * share).round(1),
-                      "accuracy %": [None if math.isnan(a) else round(100 * a, 2) for a in tacc],
+                      "accuracy %": ["–" if math.isnan(a) else f"{100 * a:.2f}" for a in tacc],
                       "mean compute (ms)": (1e3 * b["compute"]).round(3)})
 st.dataframe(table, hide_index=True, width="stretch")
 if k > 1:
