@@ -2,7 +2,6 @@
 own evaluation file, the widgets change them, the search's best configuration can be applied, and
 impossible settings give messages. Expectations are computed from the shipped files, never written in."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
