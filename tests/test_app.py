@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import APP, png_bytes, small_model_dir
 
-PAGES = ["overview", "try_image", "thresholds", "ensemble", "pruning", "saliency", "train"]
+PAGES = ["overview", "try_image", "thresholds", "calibration", "ensemble", "pruning", "saliency", "deploy", "train"]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_no_model_gives_a_message(monkeypatch, tmp_path):
     monkeypatch.setenv("AEP_MODELS_ONLY", "1")
     monkeypatch.setenv("AEP_MODELS_DIR", str(tmp_path))
     monkeypatch.setenv("AEP_APP_RUNS_DIR", str(tmp_path / "none"))
-    for page in [None, "thresholds", "try_image"]:
+    for page in [None] + [p for p in PAGES if p not in ("overview", "train")]:
         at = _app(page)
         _ok(at)
         assert any("No model" in w.value for w in at.warning)
