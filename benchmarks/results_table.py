@@ -70,38 +70,35 @@ def rules_for(rec: ExitRecord) -> list[str]:
     return rules + (["eenet_confidence"] if rec.confidences is not None else [])
 
 
-def best_under_budget(val: ExitRecord, test: ExitRecord, budget: float) -> dict | None:
-    """The rule and thresholds with the best validation accuracy within a MACs budget, reported on test."""
+def best_rule(val: ExitRecord, test: ExitRecord, solve, better) -> dict | None:
+    """Across the rules worth trying, the solution of `solve(val, rule, test)` that `better(a, b)` prefers
+    on validation, reported on test; None for a single exit or when no rule has a solution."""
     if val.num_exits == 1:
         return None
     best = None
     for name in rules_for(val):
         try:
-            sol = solve_budget(val, name, budget, test, grid_points=32, passes=2)
+            sol = solve(val, name, test)
         except AepError:
             continue
-        if best is None or sol.val.accuracy > best.val.accuracy:
+        if best is None or better(sol, best):
             best = sol
     if best is None:
         return None
     return {"rule": best.policy, "test_accuracy": best.test.accuracy, "test_macs_ratio": best.test.macs_ratio}
+
+
+def best_under_budget(val: ExitRecord, test: ExitRecord, budget: float) -> dict | None:
+    """The rule and thresholds with the best validation accuracy within a MACs budget, reported on test."""
+    return best_rule(val, test, lambda v, n, t: solve_budget(v, n, budget, t, grid_points=32, passes=2),
+                     lambda a, b: a.val.accuracy > b.val.accuracy)
 
 
 def cheapest_within(val: ExitRecord, test: ExitRecord, drop_points: float) -> dict | None:
     """The cheapest rule and thresholds keeping validation accuracy within `drop_points` of the final exit."""
-    if val.num_exits == 1:
-        return None
-    best = None
-    for name in rules_for(val):
-        try:
-            sol = solve_accuracy(val, name, accuracy_floor(val, drop_points), test, grid_points=32, passes=2)
-        except AepError:
-            continue
-        if best is None or sol.val.macs_ratio < best.val.macs_ratio:
-            best = sol
-    if best is None:
-        return None
-    return {"rule": best.policy, "test_accuracy": best.test.accuracy, "test_macs_ratio": best.test.macs_ratio}
+    floor = accuracy_floor(val, drop_points)
+    return best_rule(val, test, lambda v, n, t: solve_accuracy(v, n, floor, t, grid_points=32, passes=2),
+                     lambda a, b: a.val.macs_ratio < b.val.macs_ratio)
 
 
 def measure(path: Path, latency: bool) -> dict:
@@ -204,7 +201,7 @@ def tables(results: dict[str, list[dict]], rows: list[Row]) -> str:
 
 def per_exit_table(results: dict[str, list[dict]], rows: list[Row]) -> str:
     """Test accuracy of every exit on its own (seed 0), with the MACs share at which it answers."""
-    first = next(iter(results.values()))[0]
+    first = max((rs[0] for rs in results.values()), key=lambda r: r["exits"])
     macs = " | ".join(f"exit {i} ({100 * m:.0f}%)" for i, m in enumerate(first["exit_macs_ratio"]))
     lines = [f"| Method | {macs} |", "|---|" + "---|" * len(first["exit_macs_ratio"])]
     for row in rows:

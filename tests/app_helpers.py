@@ -34,6 +34,25 @@ def small_model_dir() -> Path:
     return d
 
 
+def run_app(page: str | None = None, timeout: int = 60, **state):
+    """The app run once under AppTest, with `state` in the session and `pages/<page>.py` opened."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    for k, v in state.items():
+        at.session_state[k] = v
+    if page:
+        at.switch_page(f"pages/{page}.py")
+    return at.run()
+
+
+def assert_no_exception(at, errors_too: bool = False) -> None:
+    """No uncaught exception on the page (and no st.error either when `errors_too`)."""
+    assert not at.exception, [e.value for e in at.exception]
+    if errors_too:
+        assert not at.error, [e.value for e in at.error]
+
+
 def png_bytes(mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str = "PNG", light_background: bool = True, **save) -> bytes:
     """An image with a dark rectangle on a light background (or the reverse), encoded in `fmt`."""
     w, h = size

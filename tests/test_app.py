@@ -9,7 +9,7 @@ import torch
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP, png_bytes, small_model_dir
+from app_helpers import APP, assert_no_exception, png_bytes, run_app, small_model_dir
 
 PAGES = ["overview", "try_image", "thresholds", "calibration", "ensemble", "pruning", "saliency", "deploy", "train"]
 
@@ -27,17 +27,8 @@ def env(models, monkeypatch, tmp_path):
     return models
 
 
-def _app(page: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for k, v in state.items():
-        at.session_state[k] = v
-    if page:
-        at.switch_page(f"pages/{page}.py")
-    return at.run()
-
-
-def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
+_app = run_app
+_ok = assert_no_exception
 
 
 def _texts(at: AppTest) -> str:

@@ -13,7 +13,7 @@ from PIL import Image
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP, ROOT
+from app_helpers import APP, ROOT, assert_no_exception, run_app
 from aep_core import ood
 from aep_core.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
 from aep_core.checkpoint import load_checkpoint, read_checkpoint
@@ -48,18 +48,11 @@ def env(models, monkeypatch, tmp_path):
     return models
 
 
-def _app(page: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=60)
-    for k, v in state.items():
-        at.session_state[k] = v
-    if page:
-        at.switch_page(f"pages/{page}.py")
-    return at.run()
+_app = run_app
 
 
 def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    assert_no_exception(at, errors_too=True)
 
 
 def _texts(at: AppTest) -> str:

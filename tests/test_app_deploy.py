@@ -8,7 +8,7 @@ import pytest
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP, ROOT
+from app_helpers import ROOT, assert_no_exception, run_app
 from aep_core.checkpoint import load_checkpoint
 from aep_core.deploy import decision_grid, feature_sizes, make_deployment, search, simulate
 from aep_core.evaluation import evaluation_path, load_evaluation
@@ -33,16 +33,11 @@ def env(monkeypatch, tmp_path):
 
 
 def _page(**state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=90)
-    for k, v in state.items():
-        at.session_state[k] = v
-    at.switch_page("pages/deploy.py")
-    return at.run()
+    return run_app("deploy", timeout=90, **state)
 
 
 def _ok(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-    assert not at.error, [e.value for e in at.error]
+    assert_no_exception(at, errors_too=True)
 
 
 def _metrics(at: AppTest) -> dict[str, str]:
