@@ -161,8 +161,8 @@ def test_app_in_browser(server, tmp_path):
         page.wait_for_timeout(800)
         _shot(page, "thresholds")
 
-        for title, name in [("Ensemble weights", "ensemble"), ("Pruning savings", "pruning"), ("Saliency", "saliency"),
-                            ("Train", "train")]:
+        for title, name in [("Calibration", "calibration"), ("Ensemble weights", "ensemble"), ("Pruning savings", "pruning"),
+                            ("Saliency", "saliency"), ("Deploy", "deploy"), ("Train", "train")]:
             _goto(page, title)
             page.wait_for_timeout(800)
             assert page.locator("[data-testid='stException']").count() == 0, name
