@@ -7,7 +7,7 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PORT    ?= 8501
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: app test test-fast data browser venv pretrained bench clean
+.PHONY: app test test-fast data browser venv pretrained results bench clean
 
 $(STAMP): requirements.txt
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,10 @@ test-fast: venv
 
 pretrained: venv data
 	bash scripts/train_pretrained.sh
+
+# docs/RESULTS.md tables, docs/results.json and the accuracy-vs-MACs plot, from the trained models
+results: venv data
+	$(BIN)/python -m benchmarks.results_table
 
 bench: venv data
 	for m in policy_replay early_exit_speed pruning_savings training_overhead; do $(BIN)/python -m benchmarks.$$m || exit 1; done
