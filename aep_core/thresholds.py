@@ -71,12 +71,19 @@ def threshold_grid(score: np.ndarray, points: int) -> np.ndarray:
     return np.unique(np.clip(np.concatenate([[0.0, 1.0], q]), 0.0, 1.0))
 
 
+def _require_early_exits(rec: ExitRecord) -> None:
+    if rec.num_exits < 2:
+        raise ConfigError("This model has a single exit (its final classifier): every sample runs the whole network, "
+                          "so there are no thresholds to sweep or solve for.")
+
+
 def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, points: int = 100,
                  weights: Sequence[float] | None = None) -> Sweep:
     """Accuracy against MACs ratio for `name` over a grid: global thresholds (default: `points` quantiles
     of the scores) for threshold rules, t = 1..exits for patience, k = 0..exits-1 for fixed_exit."""
     if name not in POLICIES:
         raise ConfigError(f"Unknown exit policy '{name}'. Choose one of: {', '.join(POLICIES)}.")
+    _require_early_exits(rec)
     if name in THRESHOLD_POLICIES:
         rule, score, correct = _scored(rec, name, weights)
         ts = threshold_grid(score, points) if grid is None else np.asarray(grid, dtype=np.float64)
@@ -157,6 +164,7 @@ def _solve(val: ExitRecord, name: str, key, goal: str, test: ExitRecord | None, 
            feasible, infeasible_message, grid_points: int, passes: int) -> Solution:
     if name == "oracle":
         raise ConfigError("The oracle has no settings to choose: it reads the labels.")
+    _require_early_exits(val)
     if name in THRESHOLD_POLICIES:
         rule, score, correct = _scored(val, name, weights)
         cost = np.asarray(val.cum_macs, dtype=np.float64) / val.full_macs

@@ -90,14 +90,14 @@ def best_rule(val: ExitRecord, test: ExitRecord, solve, better) -> dict | None:
 
 def best_under_budget(val: ExitRecord, test: ExitRecord, budget: float) -> dict | None:
     """The rule and thresholds with the best validation accuracy within a MACs budget, reported on test."""
-    return best_rule(val, test, lambda v, n, t: solve_budget(v, n, budget, t, grid_points=32, passes=2),
+    return best_rule(val, test, lambda v, n, t: solve_budget(v, n, budget, t),
                      lambda a, b: a.val.accuracy > b.val.accuracy)
 
 
 def cheapest_within(val: ExitRecord, test: ExitRecord, drop_points: float) -> dict | None:
     """The cheapest rule and thresholds keeping validation accuracy within `drop_points` of the final exit."""
     floor = accuracy_floor(val, drop_points)
-    return best_rule(val, test, lambda v, n, t: solve_accuracy(v, n, floor, t, grid_points=32, passes=2),
+    return best_rule(val, test, lambda v, n, t: solve_accuracy(v, n, floor, t),
                      lambda a, b: a.val.macs_ratio < b.val.macs_ratio)
 
 
@@ -177,6 +177,11 @@ def tables(results: dict[str, list[dict]], rows: list[Row]) -> str:
             f"{mean_sd([r['ensemble_accuracy'] for r in rs])} (exits 0..{rs[0]['ensemble_cut']}) | "
             + " | ".join(fmt_budget([r["budgets"][str(b)] for r in rs]) for b in BUDGETS)
             + f" | {wtxt} | {100 * np.mean([r['oracle_macs_ratio'] for r in rs]):.1f}% |")
+    cheapest = min(r[0]["exit_macs_ratio"][0] for r in results.values())
+    unreachable = [b for b in BUDGETS if b < cheapest]
+    if unreachable:
+        lines += ["", f"— at {', '.join(f'{100 * b:.0f}%' for b in unreachable)} of the MACs: no setting reaches that cost, "
+                  f"since exit 0 alone costs {100 * cheapest:.1f}% of the network without exits."]
     lines += ["", "Pruned at the cut with the best validation ensemble (seed 0; parameters and MACs include the kept "
               "exit heads, latency is the fastest of 20 runs in one process, alternating the models):", "",
               "| Method | cut | params (vs no exits) | MACs (vs no exits) | latency b1 ms (vs no exits) | "

@@ -12,6 +12,10 @@ from aep_core.thresholds import accuracy_floor, pareto_sweep, solve_accuracy, so
 shared.ensure_entry("thresholds")
 st.title("Thresholds")
 lm, rec = shared.model_and_record()
+if rec.num_exits < 2:
+    st.info(f"{lm.label} has no early exits: every sample runs the whole network, so there is no threshold to tune. "
+            "Pick a model trained with exits (AEP, EENet, distillation) in the sidebar.")
+    st.stop()
 ss = st.session_state
 s = shared.settings()
 E = rec.num_exits

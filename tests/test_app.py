@@ -9,7 +9,7 @@ import torch
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP, assert_no_exception, png_bytes, run_app, small_model_dir
+from app_helpers import APP, ROOT, assert_no_exception, png_bytes, run_app, small_model_dir
 
 PAGES = ["overview", "try_image", "thresholds", "calibration", "ensemble", "pruning", "saliency", "deploy", "train"]
 
@@ -307,3 +307,18 @@ def _huge_png() -> bytes:
     from app_helpers import png_header
 
     return png_header(30000, 30000)
+
+
+SHIPPED = sorted(p.stem for p in (ROOT / "assets" / "models").glob("*.pt") if not p.name.endswith(".resume.pt"))
+
+
+@pytest.mark.parametrize("model", SHIPPED)
+def test_every_page_works_with_every_shipped_model(model, monkeypatch, tmp_path):
+    monkeypatch.delenv("AEP_MODELS_ONLY", raising=False)
+    monkeypatch.delenv("AEP_MODELS_DIR", raising=False)
+    monkeypatch.setenv("AEP_APP_RUNS_DIR", str(tmp_path / "none"))
+    for page in PAGES:
+        at = run_app(page, model=model)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        assert at.session_state["model"] == model

@@ -126,3 +126,17 @@ def test_solution_thresholds_replay_to_the_same_result():
     sol = solve_budget(val, "max_probability", 0.5)
     r = max_probability(val, sol.settings["thresholds"])
     assert np.array_equal(r.exit_index, sol.val.exit_index)
+
+
+def test_a_single_exit_model_has_nothing_to_sweep_or_solve():
+    import numpy as np
+
+    from aep_core.errors import ConfigError
+    from aep_core.evaluation import ExitRecord
+    from aep_core.thresholds import pareto_sweep, solve_accuracy, solve_budget
+
+    rec = ExitRecord(np.zeros((1, 4, 3), dtype=np.float32), np.zeros(4, dtype=np.int64), np.array([10]), 10)
+    for call in (lambda: pareto_sweep(rec, "max_probability"), lambda: solve_budget(rec, "entropy", 0.5),
+                 lambda: solve_accuracy(rec, "max_probability", 0.5)):
+        with pytest.raises(ConfigError, match="single exit"):
+            call()
