@@ -12,6 +12,7 @@ import torch
 
 from aep_core.cost import exit_costs
 from aep_core.data import augment_shift_flip, load_dataset, make_loader
+from aep_core.experiment import TrainJob
 from aep_core.models import ModelSpec, build_model
 from aep_core.training import MethodSettings, TrainConfig
 from aep_core.training.loop import make_optimizer
@@ -51,13 +52,14 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20, help="timed steps per run")
     ap.add_argument("--rounds", type=int, default=4, help="alternating runs of each; the best is kept")
+    ap.add_argument("--head-pool", type=int, default=TrainJob().head_pool, help="exit heads' pooled grid (as trained)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     print(setup(a.threads))
     b = load_dataset(a.dataset, limit=a.batch_size * (a.steps + 1))
     batches = list(make_loader(b.train, a.batch_size, shuffle=True))[: a.steps + 1]
     spec_kw = {"backbone": a.model, "in_channels": b.in_channels, "image_size": b.image_size,
-               "num_classes": len(b.class_names)}
+               "num_classes": len(b.class_names), "head_pool": a.head_pool}
     rates: dict[str, list[float]] = {"baseline": [], "aep": []}
     for _ in range(a.rounds):  # alternate so background load hits both alike
         for m in rates:
