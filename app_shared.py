@@ -274,9 +274,17 @@ def calibrated_model(lm: LoadedModel) -> LoadedModel:
     temps, _ = temperature_source(lm)
     if temps is None:
         return lm
-    return replace(lm, key=f"{lm.key}|T=" + ",".join(f"{t:.6g}" for t in temps),
-                   val=None if lm.val is None else scale_record(lm.val, temps),
-                   test=None if lm.test is None else scale_record(lm.test, temps), temperatures=list(temps))
+    key = f"{lm.key}|T=" + ",".join(f"{t:.6g}" for t in temps)
+    val, test = _scaled_records(key, tuple(temps), lm.val, lm.test)
+    return replace(lm, key=key, val=val, test=test, temperatures=list(temps))
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _scaled_records(key: str, temps: tuple[float, ...], _val: ExitRecord | None,
+                    _test: ExitRecord | None) -> tuple[ExitRecord | None, ExitRecord | None]:
+    # Once per model and temperatures, not on every rerun; the records are read-only from here on.
+    return (None if _val is None else scale_record(_val, list(temps)),
+            None if _test is None else scale_record(_test, list(temps)))
 
 
 def require_record(lm: LoadedModel) -> ExitRecord | None:

@@ -101,8 +101,8 @@ def cheapest_within(val: ExitRecord, test: ExitRecord, drop_points: float) -> di
                      lambda a, b: a.val.macs_ratio < b.val.macs_ratio)
 
 
-def measure(path: Path, latency: bool) -> dict:
-    """All figures of one checkpoint."""
+def measure(path: Path, latency: bool, with_curve: bool = False) -> dict:
+    """All figures of one checkpoint (and its accuracy-vs-MACs curve under "curve" when asked)."""
     _, model, meta, val, test = load_model_and_records(path)
     w = meta["training"].get("ensemble_weights") or [1.0] * model.num_exits
     cut = choose_cut(val, w)
@@ -126,12 +126,13 @@ def measure(path: Path, latency: bool) -> dict:
         ds = meta["dataset"]
         lat = measure_prune_latency(model, pruned, (ds["in_channels"], ds["image_size"], ds["image_size"]), repeats=20)
         out["pruned"]["latency_ms"] = lat
+    if with_curve:
+        out["curve"] = curve(val, test)
     return out
 
 
-def curve(path: Path) -> list[dict]:
+def curve(val: ExitRecord, test: ExitRecord) -> list[dict]:
     """Test accuracy against test MACs ratio, thresholds chosen on validation for each budget."""
-    _, _, _, val, test = load_model_and_records(path)
     pts = []
     for b in PLOT_BUDGETS:
         r = best_under_budget(val, test, b)
@@ -251,8 +252,9 @@ def main() -> None:
         if not paths:
             print(f"{row.name}: no checkpoint yet, skipped")
             continue
-        results[row.name] = [measure(p, latency=(i == 0 and not a.no_latency)) for i, p in enumerate(paths)]
-        curves[row.name] = curve(paths[0])
+        results[row.name] = [measure(p, latency=(i == 0 and not a.no_latency), with_curve=(i == 0))
+                             for i, p in enumerate(paths)]
+        curves[row.name] = results[row.name][0].pop("curve")
         print(f"{row.name}: {len(paths)} seed(s) measured")
     text = tables(results, rows) + "\n\nPer-exit test accuracy (%), each exit on its own:\n\n" + per_exit_table(results, rows)
     print(text)
