@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from .allocator import keep_freed_buffers
 from .errors import AepError
 
 
@@ -211,6 +212,7 @@ COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "info": _cmd_info, "
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
+    keep_freed_buffers()
     try:
         return COMMANDS[args.command](args)
     except AepError as e:

@@ -93,6 +93,43 @@ class PolicyResult:
                 "per_class_mean_exit": [None if math.isnan(v) else v for v in self.per_class_mean_exit.tolist()]}
 
 
+# ---- stepwise scoring: the runtime's form of a rule ----------------------------------------------
+
+class StepScorer:
+    """A rule's scores computed one exit at a time for the samples still running: `step` takes exit k's
+    outputs and returns the (n,) scores and predictions that row k of the rule's `scores` gives on exits
+    0..k; `keep` drops the samples that stopped."""
+
+    def step(self, logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def keep(self, mask: np.ndarray) -> None:
+        raise NotImplementedError
+
+
+class HistoryScorer(StepScorer):
+    """Any rule, stepwise: keeps the outputs of the exits visited so far (none for a local rule) and
+    scores them with the rule's own vectorised score function."""
+
+    def __init__(self, rule: ExitRule) -> None:
+        self.rule = rule
+        self.logits: list[np.ndarray] = []  # per visited exit: (n, classes)
+        self.confidences: list[np.ndarray] = []
+
+    def step(self, logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if self.rule.local:
+            self.logits, self.confidences = [], []
+        self.logits.append(logits)
+        if confidences is not None:
+            self.confidences.append(confidences)
+        score, pred = self.rule.scores(np.stack(self.logits), np.stack(self.confidences) if self.confidences else None)
+        return score[-1], pred[-1]
+
+    def keep(self, mask: np.ndarray) -> None:
+        self.logits = [a[mask] for a in self.logits]
+        self.confidences = [a[mask] for a in self.confidences]
+
+
 # ---- scores: each is causal (row k uses exits 0..k only) -------------------------------------------
 
 def _top(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +169,31 @@ def _eenet_scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[n
     return confidences, logits.argmax(-1)
 
 
+class EnsembleScorer(StepScorer):
+    """The AEP ensemble rule, stepwise: a running weighted sum of the exits' softmax outputs, with the
+    same float32 operations in the same order as the vectorised score (so the numbers are equal)."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        self.weights = weights
+        self.k = 0
+        self.total: np.ndarray | None = None  # (n, classes) weighted sum of the softmax of exits 0..k-1
+
+    def step(self, logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        w = self.weights[: self.k + 1].astype(logits.dtype)
+        e = np.exp(logits - _top(logits)[0])  # (n, c) unnormalised softmax
+        e *= (w[-1] / _sum_classes(e))[..., None]
+        if self.total is not None:
+            e += self.total
+        self.total = e
+        self.k += 1
+        top, pred = _top(e)
+        return top[..., 0] / np.cumsum(w)[-1], pred
+
+    def keep(self, mask: np.ndarray) -> None:
+        if self.total is not None:
+            self.total = self.total[mask]
+
+
 def _ensemble_score_fn(weights: np.ndarray) -> ScoreFn:
     def scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         w = weights[: logits.shape[0]].astype(logits.dtype)
@@ -169,6 +231,11 @@ class ExitRule:
     lower_is_confident: bool = False
     settings: dict[str, Any] = field(default_factory=dict)
     local: bool = False  # the score at exit k depends on exit k's outputs only (no history needed)
+    step_scorer: Callable[[], StepScorer] | None = None  # a faster one-exit-at-a-time form, if the rule has one
+
+    def scorer(self) -> StepScorer:
+        """A fresh scorer that takes the exits' outputs one at a time (for a runtime that stops early)."""
+        return self.step_scorer() if self.step_scorer is not None else HistoryScorer(self)
 
     def scores(self, logits: np.ndarray, confidences: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(exits, n) scores and predictions of exits 0..e-1 given their outputs."""
@@ -268,7 +335,8 @@ def aep_ensemble_rule(num_exits: int, thresholds: Thresholds, weights: Sequence[
     >= the threshold; predict with that ensemble."""
     t = as_thresholds(thresholds, num_exits, 0.0, 1.0, "aep_ensemble")
     w = _weights(num_exits, weights)
-    return ExitRule("aep_ensemble", t, _ensemble_score_fn(w), settings={"thresholds": t.tolist(), "weights": w.tolist()})
+    return ExitRule("aep_ensemble", t, _ensemble_score_fn(w), settings={"thresholds": t.tolist(), "weights": w.tolist()},
+                    step_scorer=lambda: EnsembleScorer(w))
 
 
 def patience_rule(num_exits: int, t: int) -> ExitRule:

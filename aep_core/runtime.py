@@ -3,6 +3,10 @@
 At batch size 1 the remaining segments are simply skipped; in a batch, samples that exit are removed
 and the rest continue through the next segment. Decisions use the same `ExitRule` as the replayed
 policy (scores from exits 0..k only), so on the same per-exit outputs they agree exactly.
+
+By default every function here runs a copy of the model prepared for inference (BatchNorm folded,
+channels-last; `models.inference`), and the network without exits gets the same preparation, so
+speed-ups compare like with like.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import torch
 from .errors import ConfigError
 from .evaluation import ExitRecord
 from .models import EarlyExitNet
+from .models.inference import as_model_input, prepare_for_inference
 from .policies import ExitRule, PolicyResult
 
 
@@ -47,53 +52,63 @@ def _check_inputs(model: EarlyExitNet, x: torch.Tensor, batch_size: int) -> None
 
 
 class EarlyExitRunner:
-    """Runs a model under an exit rule, computing each sample only up to the exit it stops at."""
+    """Runs a model under an exit rule, computing each sample only up to the exit it stops at (on a copy
+    prepared for inference unless `optimize` is False)."""
 
-    def __init__(self, model: EarlyExitNet, rule: ExitRule) -> None:
+    def __init__(self, model: EarlyExitNet, rule: ExitRule, optimize: bool = True) -> None:
         if len(rule.thresholds) != model.num_exits - 1:
             raise ConfigError(f"The rule is for {len(rule.thresholds) + 1} exits; the model has {model.num_exits}.")
         if rule.name == "eenet_confidence" and not model.has_confidence:
             raise ConfigError("eenet_confidence needs a model with confidence branches (trained with --method eenet).")
-        self.model = model.eval()
+        self.model = prepare_for_inference(model) if optimize else model.eval()
+        self.optimize = optimize
         self.rule = rule
 
     @torch.inference_mode()
     def run_batch(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(b,) exit index and prediction for one batch; exited samples leave the batch."""
+        if len(x) == 1:
+            return self._run_one(x)
         b = len(x)
         exit_index = np.full(b, -1, dtype=np.int64)
         prediction = np.full(b, -1, dtype=np.int64)
         alive = np.arange(b)  # positions in x of the samples still running
-        logits: list[np.ndarray] = []  # per visited exit: (len(alive), classes)
-        confs: list[np.ndarray] = []
+        scorer = self.rule.scorer()
         h = x
         for k in range(self.model.num_exits):
             h = self.model.forward_segment(h, k)
             z, c = self.model.forward_head(h, k)
-            if self.rule.local:  # only this exit's outputs matter: keep no history
-                logits, confs = [], []
-            logits.append(z.float().cpu().numpy())
-            if c is not None:
-                confs.append(c.float().cpu().numpy())
-            score, pred = self.rule.scores(np.stack(logits), np.stack(confs) if confs else None)  # (visited, alive)
-            stop = self.rule.passes(score[-1], k)
+            score, pred = scorer.step(z.float().cpu().numpy(), None if c is None else c.float().cpu().numpy())
+            stop = self.rule.passes(score, k)
             exit_index[alive[stop]] = k
-            prediction[alive[stop]] = pred[-1, stop]
+            prediction[alive[stop]] = pred[stop]
             if stop.all():
                 break
             if stop.any():
                 keep = ~stop
                 alive = alive[keep]
                 h = h[torch.from_numpy(keep).to(h.device)]
-                logits = [a[keep] for a in logits]
-                confs = [a[keep] for a in confs]
+                scorer.keep(keep)
         return exit_index, prediction
+
+    def _run_one(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """run_batch for a single sample, without the bookkeeping of removing samples from a batch."""
+        scorer = self.rule.scorer()
+        h = x
+        for k in range(self.model.num_exits):
+            h = self.model.forward_segment(h, k)
+            z, c = self.model.forward_head(h, k)
+            score, pred = scorer.step(z.float().cpu().numpy(), None if c is None else c.float().cpu().numpy())
+            if self.rule.passes(score, k)[0]:
+                break
+        return np.array([k]), pred.astype(np.int64)
 
     def run(self, x: torch.Tensor, batch_size: int = 1) -> RunResult:
         """Exit index and prediction of every input, processed in batches of `batch_size`, with wall time."""
         _check_inputs(self.model, x, batch_size)
         idx, pred = [], []
         t0 = time.perf_counter()
+        x = as_model_input(x, self.optimize)
         for i in range(0, len(x), batch_size):
             a, p = self.run_batch(x[i:i + batch_size])
             idx.append(a)
@@ -103,12 +118,14 @@ class EarlyExitRunner:
 
 
 @torch.inference_mode()
-def run_without_exits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1) -> tuple[np.ndarray, float]:
+def run_without_exits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1,
+                      optimize: bool = True) -> tuple[np.ndarray, float]:
     """Predictions of the network without exits (all blocks, final classifier) and the wall time."""
     _check_inputs(model, x, batch_size)
-    model.eval()
+    model = prepare_for_inference(model) if optimize else model.eval()
     preds = []
     t0 = time.perf_counter()
+    x = as_model_input(x, optimize)
     for i in range(0, len(x), batch_size):
         preds.append(model.forward_final(x[i:i + batch_size]).argmax(1).cpu().numpy())
     return np.concatenate(preds), time.perf_counter() - t0
@@ -116,11 +133,12 @@ def run_without_exits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1)
 
 @torch.inference_mode()
 def record_outputs(model: EarlyExitNet, x: torch.Tensor, labels: np.ndarray | torch.Tensor, cum_macs: list[int] | np.ndarray,
-                   full_macs: int, batch_size: int = 1, info: dict | None = None) -> ExitRecord:
+                   full_macs: int, batch_size: int = 1, info: dict | None = None, optimize: bool = True) -> ExitRecord:
     """Every exit's outputs for the inputs, computed in batches of `batch_size` (to replay policies on the
-    very numbers a runner at that batch size sees)."""
+    very numbers a runner at that batch size, with the same `optimize`, sees)."""
     _check_inputs(model, x, batch_size)
-    model.eval()
+    model = prepare_for_inference(model) if optimize else model.eval()
+    x = as_model_input(x, optimize)
     logits, confs = [], []
     for i in range(0, len(x), batch_size):
         out = model(x[i:i + batch_size])

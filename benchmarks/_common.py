@@ -11,7 +11,11 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "models" /
 
 
 def setup(threads: int) -> str:
-    """Set torch's thread count; return a line naming the machine and threads."""
+    """Set torch's thread count and keep freed buffers (as the CLI and the app do); return a line naming
+    the machine, threads and allocator setting."""
+    from aep_core.allocator import keep_freed_buffers
+
+    kept = keep_freed_buffers()
     torch.set_num_threads(threads)
     cpu = platform.processor() or platform.machine()
     try:
@@ -20,7 +24,8 @@ def setup(threads: int) -> str:
     except OSError:
         pass
     return (f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-            f"python {platform.python_version()}")
+            f"python {platform.python_version()}; "
+            f"freed buffers {'kept (glibc thresholds raised)' if kept else 'returned to the system'}")
 
 
 def checkpoint_or_exit(path: str | Path) -> Path:

@@ -100,3 +100,41 @@ def test_head_pool_keeps_a_spatial_grid_and_survives_a_checkpoint(head, tmp_path
 def test_head_pool_below_one_is_a_clear_error():
     with pytest.raises(ConfigError, match="at least 1x1"):
         build_model(ModelSpec(head_pool=0))
+
+
+@pytest.mark.parametrize("size,pool", [(28, 4), (14, 4), (7, 4), (7, 3), (5, 1), (9, 2)])
+def test_grid_pooling_equals_adaptive_average_pooling(size, pool):
+    from aep_core.models.heads import GridAvgPool
+
+    x = torch.randn(3, 5, size, size, requires_grad=True)
+    ours, ref = GridAvgPool(pool)(x), torch.nn.functional.adaptive_avg_pool2d(x, pool)
+    assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-6)
+    g = torch.randn_like(ref)
+    (grad_ours,) = torch.autograd.grad(ours, x, g)
+    (grad_ref,) = torch.autograd.grad(ref, x, g)
+    assert torch.allclose(grad_ours, grad_ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["compact_cnn", "resnet"])
+def test_inference_preparation_folds_batchnorm_and_keeps_outputs(name):
+    from aep_core.models.inference import as_model_input, fold_batchnorm, prepare_for_inference
+
+    torch.manual_seed(0)
+    channels, size = (3, 32) if name == "resnet" else (1, 28)
+    m = build_model(ModelSpec(backbone=name, backbone_config=SMALL[name], in_channels=channels, image_size=size,
+                              head_pool=2)).eval()
+    for mod in m.modules():  # non-trivial statistics, so a wrong fold would show
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.2, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(6, channels, size, size)
+    n_bn = sum(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules())
+    fast = prepare_for_inference(m)
+    assert sum(isinstance(mod, torch.nn.BatchNorm2d) for mod in fast.modules()) == 0
+    assert sum(isinstance(mod, torch.nn.BatchNorm2d) for mod in m.modules()) == n_bn  # the original is untouched
+    assert fold_batchnorm(fast) == 0
+    with torch.no_grad():
+        ref, out = m(x), fast(as_model_input(x))
+    for a, b in zip(ref.logits, out.logits):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

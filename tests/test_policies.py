@@ -167,3 +167,25 @@ def test_replay_matches_a_per_sample_loop():
 def test_make_rule_refuses_the_oracle():
     with pytest.raises(AepError, match="labels"):
         make_rule("oracle", 3)
+
+
+@pytest.mark.parametrize("name,settings", [
+    ("max_probability", {"thresholds": 0.5}), ("entropy", {"thresholds": 0.4}),
+    ("aep_ensemble", {"thresholds": 0.5, "weights": [0.1, 0.3, 0.2, 0.4]}), ("patience", {"t": 2}),
+    ("fixed_exit", {"k": 1}), ("eenet_confidence", {"thresholds": 0.5}),
+])
+def test_stepwise_scorer_gives_the_vectorised_scores_bit_for_bit(name, settings):
+    """The runtime's exit-by-exit scores, with samples dropped along the way, equal the replay's."""
+    rng = np.random.default_rng(1)
+    logits = (rng.normal(size=(4, 200, 10)) * 3).astype(np.float32)
+    conf = rng.uniform(size=(4, 200)).astype(np.float32)
+    rule = make_rule(name, 4, has_confidence=True, **settings)
+    score, pred = rule.scores(logits, conf)
+    scorer = rule.scorer()
+    alive = np.arange(200)
+    for k in range(4):
+        s, p = scorer.step(logits[k, alive], conf[k, alive])
+        assert np.array_equal(s, score[k, alive]) and np.array_equal(p, pred[k, alive]), (name, k)
+        keep = rng.uniform(size=len(alive)) < 0.7  # drop about 30% of the samples at every exit
+        alive = alive[keep]
+        scorer.keep(keep)

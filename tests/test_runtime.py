@@ -54,16 +54,17 @@ def _rules(rec, model):
     return rules
 
 
+@pytest.mark.parametrize("optimize", [True, False], ids=["prepared", "as-is"])
 @pytest.mark.parametrize("batch_size", [1, 16])
-def test_runner_agrees_with_replay_for_every_rule(model, inputs, batch_size):
+def test_runner_agrees_with_replay_for_every_rule(model, inputs, batch_size, optimize):
     x, y = inputs
-    # Replay inputs computed at the runner's batch size, so both see the same numbers.
-    rec = record_outputs(model, x, y, [1, 2, 3, 4, 5], 5, batch_size=batch_size)
+    # Replay inputs computed at the runner's batch size and preparation, so both see the same numbers.
+    rec = record_outputs(model, x, y, [1, 2, 3, 4, 5], 5, batch_size=batch_size, optimize=optimize)
     rules = _rules(rec, model)
     assert len(rules) == (6 if model.has_confidence else 5)
     for name, rule in rules.items():
         replay = rule.replay(rec)
-        run = EarlyExitRunner(model, rule).run(x, batch_size)
+        run = EarlyExitRunner(model, rule, optimize=optimize).run(x, batch_size)
         assert np.array_equal(run.exit_index, replay.exit_index), name
         assert np.array_equal(run.prediction, replay.prediction), name
         assert run.seconds > 0 and run.batch_size == batch_size
