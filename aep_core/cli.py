@@ -1,4 +1,5 @@
-"""Command line: python -m aep_core {train, evaluate, info, list-models, make-slice}.
+"""Command line: python -m aep_core {train, evaluate, info, list-models, make-slice} and the sub-commands
+of cli_exits, cli_deploy, cli_calibration and cli_run.
 
 User errors (missing data, bad checkpoints, impossible settings) print one clear line and exit 2.
 """
@@ -202,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     COMMANDS.update(cli_deploy.add_commands(sub))
     from . import cli_calibration
     COMMANDS.update(cli_calibration.add_commands(sub))
+    from . import cli_run
+    COMMANDS.update(cli_run.add_commands(sub))
     return p
 
 

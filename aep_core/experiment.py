@@ -179,20 +179,29 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     return out
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | None = None, data_dir: str | None = None,
-                        out: str | Path | None = None) -> tuple[ExitRecord, Path]:
-    """Evaluate a checkpoint on a split of its own dataset (or another one with the same classes) and save the file."""
-    model, meta = load_checkpoint(path)
+def checkpoint_dataset(meta: dict[str, Any], dataset: str | None = None, data_dir: str | None = None) -> DataBundle:
+    """The dataset a checkpoint was trained on, with the same validation split (or another dataset with the
+    same number of classes). Raises ConfigError or DataError with a clear message."""
     ds = meta["dataset"]
     name = dataset or ds["name"]
     if name.startswith("folder:"):
         data_dir, name = data_dir or name.split(":", 1)[1], "folder"
-    if split not in ("train", "val", "test"):
-        raise ConfigError(f"Split must be train, val or test, got '{split}'.")
     bundle = load_dataset(name, data_dir, ds.get("val_size") if name == ds["name"] else None, ds.get("val_seed", 0),
                           image_size=ds["image_size"], in_channels=ds["in_channels"])
-    if len(bundle.class_names) != model.num_classes:
-        raise ConfigError(f"{name} has {len(bundle.class_names)} classes, the model predicts {model.num_classes}.")
+    classes = meta["model"].get("num_classes", len(ds["class_names"]))
+    if len(bundle.class_names) != classes:
+        raise ConfigError(f"{name} has {len(bundle.class_names)} classes, the model predicts {classes}.")
+    return bundle
+
+
+def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | None = None, data_dir: str | None = None,
+                        out: str | Path | None = None) -> tuple[ExitRecord, Path]:
+    """Evaluate a checkpoint on a split of its own dataset (or another one with the same classes) and save the file."""
+    model, meta = load_checkpoint(path)
+    if split not in ("train", "val", "test"):
+        raise ConfigError(f"Split must be train, val or test, got '{split}'.")
+    bundle = checkpoint_dataset(meta, dataset, data_dir)
+    name = bundle.name
     c = meta["cost"]
     rec = collect_outputs(model, getattr(bundle, split), [e["cum_macs"] for e in c["exits"]], c["full_macs"],
                           info={"split": split, "checkpoint": Path(path).name, "class_names": bundle.class_names,

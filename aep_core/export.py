@@ -90,11 +90,10 @@ def export_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], out_di
     paths = []
     for i, (seg, x) in enumerate(zip(segs, inputs)):
         path = out_dir / f"{stem}_{i}.onnx"
-        with torch.no_grad():
-            seg(x)  # builds the heads' pooling matrices for this input size, so export finds them as constants
-        torch.onnx.export(seg, (x,), str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=["input" if i == 0 else "features_in"], output_names=_output_names(seg),
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+        with torch.no_grad():  # an inference graph (the heads' pooling takes its forward-only form)
+            torch.onnx.export(seg, (x,), str(path), dynamo=True, external_data=False, verbose=False,
+                              input_names=["input" if i == 0 else "features_in"], output_names=_output_names(seg),
+                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
         paths.append(path)
     return paths
 

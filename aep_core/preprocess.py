@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -167,3 +168,35 @@ def prepare_array(image: np.ndarray, mean: list[float], std: list[float]) -> tor
         x = x[None]
     x = (x - torch.tensor(mean).view(-1, 1, 1)) / torch.tensor(std).view(-1, 1, 1)
     return x[None].contiguous()
+
+
+@dataclass
+class PreparedFolder:
+    """Every readable image under a folder as one batch, with the files that could not be used and why."""
+
+    tensor: torch.Tensor  # (n, c, h, w)
+    files: list[str]  # (n,) paths relative to the folder
+    skipped: list[tuple[str, str]]  # (path, reason)
+
+
+def prepare_folder(root: str | Path, image_size: int, in_channels: int, mean: list[float], std: list[float],
+                   limit: int | None = None) -> PreparedFolder:
+    """Prepare every image file under `root` (recursively, sorted) like an upload; unreadable ones are skipped
+    with their reason. Raises DataError if the folder is missing or holds no usable image."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root} is not a folder.")
+    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower().lstrip(".") in UPLOAD_TYPES)
+    if limit is not None:
+        paths = paths[:limit]
+    tensors, files, skipped = [], [], []
+    for p in paths:
+        try:
+            tensors.append(prepare_image(p.read_bytes(), image_size, in_channels, mean, std).tensor)
+            files.append(str(p.relative_to(root)))
+        except (DataError, OSError) as e:
+            skipped.append((str(p.relative_to(root)), str(e)))
+    if not tensors:
+        why = f"; {len(skipped)} could not be read" if skipped else ""
+        raise DataError(f"No usable image ({', '.join(UPLOAD_TYPES)}) under {root}{why}.")
+    return PreparedFolder(torch.cat(tensors), files, skipped)

@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 EPOCHS=${EPOCHS:-6}
-DEFAULT_EPOCHS=${DEFAULT_EPOCHS:-15}
+DEFAULT_EPOCHS=${DEFAULT_EPOCHS:-30}
 SEEDS=${SEEDS:-0 1 2}
 SHIP=${SHIP:-assets/models}
 RUNS=${RUNS:-runs/compare}

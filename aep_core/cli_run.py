@@ -1,0 +1,182 @@
+"""Command-line sub-command `run`: real early-exit inference with `aep_core.runtime` on a split of the
+checkpoint's dataset or on a folder of images, with measured throughput and, optionally, the speed-up over
+the same network without exits."""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .cli_exits import _settings
+from .errors import ConfigError
+
+
+def _choose_settings(a: argparse.Namespace, ckpt: Path, num_exits: int) -> tuple[dict[str, Any], str]:
+    """The rule's settings: given on the command line, or chosen on the validation file for a goal."""
+    settings = _settings(a)
+    goals = [g for g in (a.max_drop, a.budget) if g is not None]
+    if len(goals) > 1:
+        raise ConfigError("Give at most one goal: --max-drop or --budget.")
+    if not goals:
+        from .policies import POLICY_INFO
+
+        needed = POLICY_INFO[a.rule].setting
+        if needed is not None and needed not in settings:
+            flag = "--thresholds" if needed == "thresholds" else f"--{needed}"
+            goal = " or a goal that chooses them on validation (--max-drop, --budget)" if needed == "thresholds" else ""
+            raise ConfigError(f"{a.rule} needs {flag}{goal}.")
+        return settings, "as given"
+    if "thresholds" in settings:
+        raise ConfigError("Give either --thresholds or a goal (--max-drop, --budget) that chooses them, not both.")
+    from .evaluation import evaluation_path, load_evaluation
+    from .thresholds import THRESHOLD_POLICIES, accuracy_floor, solve_accuracy, solve_budget
+
+    if a.rule not in THRESHOLD_POLICIES:
+        raise ConfigError(f"--max-drop and --budget choose thresholds; {a.rule} has none. "
+                          f"Use one of: {', '.join(THRESHOLD_POLICIES)}.")
+    val = load_evaluation(evaluation_path(ckpt, "val"))
+    weights = settings.get("weights")
+    if a.max_drop is not None:
+        sol = solve_accuracy(val, a.rule, accuracy_floor(val, a.max_drop), None, weights)
+    else:
+        sol = solve_budget(val, a.rule, a.budget, None, weights)
+    return dict(sol.settings), f"chosen on validation for {sol.goal}"
+
+
+def _inputs(a: argparse.Namespace, meta: dict[str, Any]):
+    """(images, labels or None, names or None, skipped files) from the split or the folder asked for."""
+    import numpy as np
+
+    if a.images:
+        from .preprocess import prepare_folder
+
+        ds = meta["dataset"]
+        folder = prepare_folder(a.images, ds["image_size"], ds["in_channels"], ds["mean"], ds["std"], a.limit)
+        return folder.tensor, None, folder.files, folder.skipped
+    from .experiment import checkpoint_dataset
+
+    subset = getattr(checkpoint_dataset(meta, a.dataset, a.data_dir), a.split)
+    n = len(subset) if a.limit is None else min(a.limit, len(subset))
+    if n == 0:
+        raise ConfigError(f"The {a.split} split is empty: there is nothing to run.")
+    x, y = subset[list(range(n))]
+    return x, np.asarray(y), None, []
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .policies import make_rule
+    from .runtime import EarlyExitRunner, run_without_exits
+
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
+    if a.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {a.batch_size}.")
+    ckpt = Path(a.checkpoint)
+    model, meta = load_checkpoint(ckpt)
+    settings, how = _choose_settings(a, ckpt, model.num_exits)
+    rule = make_rule(a.rule, model.num_exits, model.has_confidence, **settings)
+    x, labels, files, skipped = _inputs(a, meta)
+    runner = EarlyExitRunner(model, rule)
+    res = runner.run(x, a.batch_size)
+    cost = meta["cost"]
+    cum_macs = np.array([e["cum_macs"] for e in cost["exits"]], dtype=np.float64)
+    counts = np.bincount(res.exit_index, minlength=model.num_exits)
+    out: dict[str, Any] = {
+        "rule": a.rule, "settings": {k: v for k, v in rule.settings.items()}, "settings_from": how,
+        "samples": int(len(res.exit_index)), "batch_size": a.batch_size, "threads": torch.get_num_threads(),
+        "seconds": res.seconds, "samples_per_s": res.samples_per_s,
+        "exit_distribution": (counts / counts.sum()).tolist(),
+        "macs_ratio": float(cum_macs[res.exit_index].mean() / cost["full_macs"]),
+    }
+    if labels is not None:
+        out["accuracy"] = float((res.prediction == labels).mean())
+    if a.compare:
+        full_pred, seconds = run_without_exits(model, x, a.batch_size)
+        out["without_exits"] = {"seconds": seconds, "samples_per_s": len(x) / seconds,
+                                "accuracy": float((full_pred == labels).mean()) if labels is not None else None}
+        out["speed_up"] = seconds / res.seconds
+        out["same_prediction_as_without_exits"] = float((full_pred == res.prediction).mean())
+    if skipped:
+        out["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
+    if a.out:
+        _write_predictions(a.out, res, files, labels, meta["dataset"]["class_names"])
+    if a.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(_format(out, a, files is not None))
+    for f, r in skipped:
+        print(f"skipped {f}: {r}", file=sys.stderr)
+    if a.out:
+        print(f"wrote one row per input to {a.out}")
+    return 0
+
+
+def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
+    shown = {k: ([round(x, 4) for x in v] if isinstance(v, list) else v) for k, v in out["settings"].items()
+             if k != "weights"}
+    source = f"images under {a.images}" if folder else f"the {a.split} split"
+    lines = [f"{out['rule']} {shown} ({out['settings_from']})",
+             f"{out['samples']} inputs from {source}, batch {out['batch_size']}, {out['threads']} thread(s)"]
+    if "accuracy" in out:
+        lines.append(f"accuracy {100 * out['accuracy']:.2f}%")
+    lines.append("exit distribution %  " + " ".join(f"{100 * v:5.1f}" for v in out["exit_distribution"]))
+    lines.append(f"MACs spent: {100 * out['macs_ratio']:.1f}% of the network without exits")
+    lines.append(f"early exit: {out['samples_per_s']:.0f} samples/s ({out['seconds']:.3f} s)")
+    if "without_exits" in out:
+        w = out["without_exits"]
+        acc = f", accuracy {100 * w['accuracy']:.2f}%" if w["accuracy"] is not None else ""
+        lines.append(f"without exits: {w['samples_per_s']:.0f} samples/s ({w['seconds']:.3f} s){acc}")
+        lines.append(f"speed-up {out['speed_up']:.2f}x; {100 * out['same_prediction_as_without_exits']:.1f}% of the "
+                     f"predictions equal the network without exits'")
+    return "\n".join(lines)
+
+
+def _write_predictions(path: str, res, files: list[str] | None, labels, class_names: list[str]) -> None:
+    from .checkpoint import atomic_write_bytes
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["input", "exit", "prediction", "class"] + (["label"] if labels is not None else []))
+    for i, (k, p) in enumerate(zip(res.exit_index, res.prediction)):
+        name = files[i] if files is not None else str(i)
+        w.writerow([name, int(k), int(p), class_names[int(p)]] + ([int(labels[i])] if labels is not None else []))
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """Register `run` on `sub`; return name -> handler."""
+    from .policies import POLICIES
+
+    p = sub.add_parser("run", help="really run early-exit inference (a sample stops computing where it exits) on a "
+                                   "split or a folder of images; report throughput, optionally against no exits",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint")
+    p.add_argument("--rule", default="max_probability", choices=[n for n in POLICIES if n != "oracle"], help="exit rule")
+    p.add_argument("--thresholds", default=None, help="one threshold, or one per early exit (comma-separated)")
+    p.add_argument("--t", type=int, default=None, help="patience: exits that must agree")
+    p.add_argument("--k", type=int, default=None, help="fixed_exit: the exit everyone stops at")
+    p.add_argument("--weights", default=None, help="aep_ensemble weights, comma-separated (default: from training)")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="choose the thresholds on validation: at most this many points below the final exit")
+    p.add_argument("--budget", type=float, default=None,
+                   help="choose the thresholds on validation: at most this fraction of the MACs")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split of the checkpoint's dataset")
+    p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
+    p.add_argument("--data-dir", default=None, help="dataset directory")
+    p.add_argument("--images", default=None, metavar="DIR", help="run on every image under DIR instead of a split")
+    p.add_argument("--limit", type=int, default=None, help="only the first N inputs")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (exited samples leave the batch)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--compare", action="store_true", help="also time the network without exits, same weights")
+    p.add_argument("--out", default=None, help="write one CSV row per input: exit, prediction, class (and label)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return {"run": _cmd_run}

@@ -1,0 +1,68 @@
+"""`python -m aep_core run`: real early-exit inference from the command line on a split or a folder of images."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from aep_core.checkpoint import load_checkpoint
+from aep_core.data import load_dataset, load_slice
+from aep_core.policies import make_rule
+from aep_core.runtime import record_outputs
+
+from test_cli import ROOT, run
+
+CKPT = ROOT / "assets" / "models" / "aep_hybrid.pt"
+
+
+def test_run_on_a_split_matches_the_replayed_rule():
+    out = json.loads(run("run", str(CKPT), "--dataset", "fashion-mnist-slice", "--split", "test", "--limit", "200",
+                         "--thresholds", "0.9", "--batch-size", "32", "--threads", "1", "--compare", "--json").stdout)
+    model, meta = load_checkpoint(CKPT)
+    torch.set_num_threads(1)
+    x, y = load_dataset("fashion-mnist-slice").test[list(range(200))]
+    cum = [e["cum_macs"] for e in meta["cost"]["exits"]]
+    rec = record_outputs(model, x, y.numpy(), cum, meta["cost"]["full_macs"], batch_size=32)
+    replay = make_rule("max_probability", model.num_exits, thresholds=0.9).replay(rec)
+    assert out["samples"] == 200 and out["batch_size"] == 32
+    assert np.allclose(out["exit_distribution"], replay.exit_distribution)
+    assert out["accuracy"] == pytest.approx(replay.accuracy)
+    assert out["macs_ratio"] == pytest.approx(replay.macs_ratio)
+    assert out["without_exits"]["samples_per_s"] > 0 and out["speed_up"] > 0
+    assert 0.9 <= out["same_prediction_as_without_exits"] <= 1.0
+
+
+def test_run_chooses_thresholds_on_validation_for_a_goal():
+    p = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", "--limit", "64", "--rule", "entropy",
+            "--max-drop", "0.5", "--threads", "1")
+    assert "chosen on validation" in p.stdout and "accuracy" in p.stdout and "samples/s" in p.stdout
+
+
+def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp_path):
+    images = load_slice()["images"]
+    (tmp_path / "imgs" / "sub").mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray(images[i]).save(tmp_path / "imgs" / f"img{i}.png")
+    (tmp_path / "imgs" / "sub" / "broken.png").write_bytes(b"not an image")
+    out_csv = tmp_path / "preds.csv"
+    p = run("run", str(CKPT), "--images", str(tmp_path / "imgs"), "--thresholds", "0.8", "--batch-size", "2",
+            "--out", str(out_csv))
+    assert "5 inputs from images" in p.stdout and "skipped sub/broken.png" in p.stderr
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["input"] for r in rows] == [f"img{i}.png" for i in range(5)]
+    assert all(0 <= int(r["exit"]) <= 4 and r["class"] for r in rows)
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--limit", "5"], "needs --thresholds"),
+    (["--rule", "patience", "--max-drop", "0.5"], "patience has none"),
+    (["--thresholds", "0.9", "--max-drop", "0.5"], "not both"),
+    (["--thresholds", "0.9", "--batch-size", "0"], "at least 1"),
+    (["--thresholds", "0.9", "--images", "/nonexistent"], "is not a folder"),
+    (["--rule", "eenet_confidence", "--thresholds", "0.5"], "confidence branch"),
+])
+def test_run_bad_inputs_are_one_clear_line(args, msg):
+    p = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", *args, check_rc=2)
+    assert msg in p.stderr and "Traceback" not in p.stderr, p.stderr
