@@ -110,18 +110,39 @@ def _load_file(path: str, mtime: float) -> tuple[EarlyExitNet, dict, ExitRecord 
     return model, meta, recs[0], recs[1], notes
 
 
-def _slice_record(model: EarlyExitNet, meta: dict) -> ExitRecord | None:
-    """Evaluate a model without evaluation files on the shipped Fashion-MNIST slice, if it reads such images."""
+def _reads_slice(meta: dict) -> bool:
     ds = meta["dataset"]
-    if ds.get("in_channels") != 1 or ds.get("image_size") != 28 or len(ds.get("class_names", [])) != 10:
-        return None
+    return ds.get("in_channels") == 1 and ds.get("image_size") == 28 and len(ds.get("class_names", [])) == 10
+
+
+def _slice_dataset(meta: dict):
+    """The shipped Fashion-MNIST slice's test images, normalised with the model's own mean and std."""
     from aep_core.data import load_dataset
 
+    ds = meta["dataset"]
     bundle = load_dataset("fashion-mnist-slice")
     bundle.test.mean = torch.tensor(ds["mean"]).view(1, -1, 1, 1)
     bundle.test.std = torch.tensor(ds["std"]).view(1, -1, 1, 1)
+    return bundle.test
+
+
+def slice_inputs(meta: dict, n: int) -> torch.Tensor | None:
+    """The first n images of the shipped slice as model inputs (n, 1, 28, 28), or None if the model reads
+    other images."""
+    if not _reads_slice(meta):
+        return None
+    test = _slice_dataset(meta)
+    return test[list(range(min(n, len(test))))][0]
+
+
+def _slice_record(model: EarlyExitNet, meta: dict) -> ExitRecord | None:
+    """Evaluate a model without evaluation files on the shipped Fashion-MNIST slice, if it reads such images."""
+    if not _reads_slice(meta):
+        return None
+    ds = meta["dataset"]
+    test = _slice_dataset(meta)
     c = meta["cost"]
-    return collect_outputs(model, bundle.test, [e["cum_macs"] for e in c["exits"]], c["full_macs"],
+    return collect_outputs(model, test, [e["cum_macs"] for e in c["exits"]], c["full_macs"],
                            info={"split": "test (shipped slice)", "class_names": ds["class_names"],
                                  "ensemble_weights": meta["training"]["ensemble_weights"]})
 

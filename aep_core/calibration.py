@@ -163,7 +163,8 @@ def fit_temperatures(rec: ExitRecord) -> np.ndarray:
     return np.array([fit_temperature(rec.logits[k], rec.labels) for k in range(rec.num_exits)])
 
 
-def _check_temperatures(temperatures: Any, num_exits: int) -> np.ndarray:
+def check_temperatures(temperatures: Any, num_exits: int) -> np.ndarray:
+    """(exits,) float64 temperatures, one positive finite number per exit; ConfigError otherwise."""
     t = np.asarray(temperatures, dtype=np.float64).ravel()
     if t.size != num_exits:
         raise ConfigError(f"Got {t.size} temperatures for {num_exits} exits: give one per exit.")
@@ -174,14 +175,14 @@ def _check_temperatures(temperatures: Any, num_exits: int) -> np.ndarray:
 
 def scale_logits(logits: np.ndarray, temperatures: Any) -> np.ndarray:
     """Per-exit logits (exits, ..., classes) divided by their exit's temperature, same dtype."""
-    t = _check_temperatures(temperatures, logits.shape[0])
+    t = check_temperatures(temperatures, logits.shape[0])
     return (logits / t.reshape((-1,) + (1,) * (logits.ndim - 1))).astype(logits.dtype)
 
 
 def scale_record(rec: ExitRecord, temperatures: Any) -> ExitRecord:
     """A new record whose logits of exit k are divided by temperatures[k]; labels, costs and EENet
     confidences are shared, and info records the temperatures used."""
-    t = _check_temperatures(temperatures, rec.num_exits)
+    t = check_temperatures(temperatures, rec.num_exits)
     return replace(rec, logits=scale_logits(rec.logits, t), info={**rec.info, "temperatures": t.tolist()})
 
 
@@ -198,7 +199,7 @@ def stored_temperatures(meta: dict[str, Any]) -> list[float] | None:
     if meta.get("pruning") and isinstance(t, list) and exits is not None and len(t) > exits:
         t = t[:exits]  # a pruned model keeps exits 0..cut unchanged, and their temperatures with them
     try:
-        return _check_temperatures(t, exits if exits is not None else len(t)).tolist()
+        return check_temperatures(t, exits if exits is not None else len(t)).tolist()
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"The checkpoint's stored calibration is malformed ({e}); run "
                               "`python -m aep_core calibrate CHECKPOINT` again.") from None

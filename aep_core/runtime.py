@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .calibration import check_temperatures, scale_logits
 from .errors import ConfigError
 from .evaluation import ExitRecord
 from .models import EarlyExitNet
@@ -55,7 +56,8 @@ class EarlyExitRunner:
     """Runs a model under an exit rule, computing each sample only up to the exit it stops at (on a copy
     prepared for inference unless `optimize` is False)."""
 
-    def __init__(self, model: EarlyExitNet, rule: ExitRule, optimize: bool = True) -> None:
+    def __init__(self, model: EarlyExitNet, rule: ExitRule, optimize: bool = True,
+                 temperatures: list[float] | np.ndarray | None = None) -> None:
         if len(rule.thresholds) != model.num_exits - 1:
             raise ConfigError(f"The rule is for {len(rule.thresholds) + 1} exits; the model has {model.num_exits}.")
         if rule.name == "eenet_confidence" and not model.has_confidence:
@@ -63,6 +65,14 @@ class EarlyExitRunner:
         self.model = prepare_for_inference(model) if optimize else model.eval()
         self.optimize = optimize
         self.rule = rule
+        # Per-exit temperatures (calibrated outputs): exit k's logits are divided by temperatures[k] before
+        # the rule sees them, as `calibration.scale_record` does for the replay.
+        self.temperatures = None if temperatures is None else check_temperatures(temperatures, model.num_exits)
+
+    def _logits(self, z: torch.Tensor, k: int) -> np.ndarray:
+        """Exit k's logits (n, classes) as the rule sees them."""
+        a = z.float().cpu().numpy()
+        return a if self.temperatures is None else scale_logits(a[None], self.temperatures[k:k + 1])[0]
 
     @torch.inference_mode()
     def run_batch(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +88,7 @@ class EarlyExitRunner:
         for k in range(self.model.num_exits):
             h = self.model.forward_segment(h, k)
             z, c = self.model.forward_head(h, k)
-            score, pred = scorer.step(z.float().cpu().numpy(), None if c is None else c.float().cpu().numpy())
+            score, pred = scorer.step(self._logits(z, k), None if c is None else c.float().cpu().numpy())
             stop = self.rule.passes(score, k)
             exit_index[alive[stop]] = k
             prediction[alive[stop]] = pred[stop]
@@ -98,7 +108,7 @@ class EarlyExitRunner:
         for k in range(self.model.num_exits):
             h = self.model.forward_segment(h, k)
             z, c = self.model.forward_head(h, k)
-            score, pred = scorer.step(z.float().cpu().numpy(), None if c is None else c.float().cpu().numpy())
+            score, pred = scorer.step(self._logits(z, k), None if c is None else c.float().cpu().numpy())
             if self.rule.passes(score, k)[0]:
                 break
         return np.array([k]), pred.astype(np.int64)
@@ -129,6 +139,47 @@ def run_without_exits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1,
     for i in range(0, len(x), batch_size):
         preds.append(model.forward_final(x[i:i + batch_size]).argmax(1).cpu().numpy())
     return np.concatenate(preds), time.perf_counter() - t0
+
+
+@dataclass
+class SpeedMeasurement:
+    """Throughput of the early-exit runner and of the network without exits on the same inputs."""
+
+    batch_size: int
+    samples: int
+    without_exits_per_s: float
+    early_exit_per_s: float
+    exit_index: np.ndarray  # (n,) from the early-exit run
+    prediction: np.ndarray  # (n,) from the early-exit run
+    prediction_without_exits: np.ndarray  # (n,)
+
+    @property
+    def speed_up(self) -> float:
+        """Early-exit throughput over the throughput without exits."""
+        return self.early_exit_per_s / self.without_exits_per_s
+
+
+def measure_speedup(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: int, rounds: int = 2,
+                    temperatures: list[float] | np.ndarray | None = None) -> SpeedMeasurement:
+    """Best-of-`rounds` throughput of the early-exit runner and of the same weights without exits on inputs
+    `x`, at `batch_size`; the two alternate so background load hits both alike (after one warm-up batch each)."""
+    _check_inputs(model, x, batch_size)
+    if rounds < 1:
+        raise ConfigError(f"rounds must be >= 1, got {rounds}.")
+    runner = EarlyExitRunner(model, rule, temperatures=temperatures)
+    plain = prepare_for_inference(model)
+    x = as_model_input(x)  # once, for both
+    warm = x[: min(len(x), 2 * batch_size)]
+    run_without_exits(plain, warm, batch_size, optimize=False)
+    runner.run(warm, batch_size)
+    full_t, ee_t = [], []
+    for _ in range(rounds):
+        full_pred, t = run_without_exits(plain, x, batch_size, optimize=False)
+        full_t.append(t)
+        res = runner.run(x, batch_size)
+        ee_t.append(res.seconds)
+    return SpeedMeasurement(batch_size, len(x), len(x) / min(full_t), len(x) / min(ee_t), res.exit_index,
+                            res.prediction, full_pred)
 
 
 @torch.inference_mode()

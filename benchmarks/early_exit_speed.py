@@ -12,30 +12,13 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-import torch
 
 from aep_core.data import load_dataset
 from aep_core.policies import make_rule, oracle
-from aep_core.runtime import EarlyExitRunner, run_without_exits
+from aep_core.runtime import measure_speedup
 from aep_core.thresholds import accuracy_floor, solve_accuracy
 
 from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
-
-
-def throughput(model, rule, x: torch.Tensor, batch_size: int, rounds: int) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """Best-of-rounds samples/s of the network without exits and of the early-exit runner, alternating
-    the two so background load hits both alike; and their predictions."""
-    runner = EarlyExitRunner(model, rule)
-    run_without_exits(model, x[: 4 * batch_size], batch_size)  # warm-up
-    runner.run(x[: 4 * batch_size], batch_size)
-    full_t, ee_t = [], []
-    for _ in range(rounds):
-        full_pred, t = run_without_exits(model, x, batch_size)
-        full_t.append(t)
-        res = runner.run(x, batch_size)
-        ee_t.append(res.seconds)
-    return len(x) / min(full_t), len(x) / min(ee_t), full_pred, res.prediction
 
 
 def main() -> None:
@@ -74,7 +57,8 @@ def main() -> None:
             row = {}
             for bs, n in ((1, a.n1), (256, a.n256)):
                 x = bundle.test[list(range(min(n, len(bundle.test))))][0]
-                row[bs] = throughput(model, rule, x, bs, a.rounds)[:2]
+                m = measure_speedup(model, rule, x, bs, a.rounds)
+                row[bs] = (m.without_exits_per_s, m.early_exit_per_s)
             t = sol.test
             drop = 100 * (final_acc - t.accuracy)
             (f1, e1), (f256, e256) = row[1], row[256]

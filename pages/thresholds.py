@@ -2,11 +2,14 @@
 and per-class depth update together. Every number is replayed from saved per-exit outputs."""
 import numpy as np
 import streamlit as st
+import torch
 
 import app_shared as shared
 from aep_core import charts
 from aep_core.errors import AepError
 from aep_core.policies import POLICY_INFO
+from aep_core.policies import make_rule
+from aep_core.runtime import measure_speedup
 from aep_core.thresholds import accuracy_floor, pareto_sweep, solve_accuracy, solve_budget
 
 shared.ensure_entry("thresholds")
@@ -121,3 +124,41 @@ c2.altair_chart(charts.exit_distribution(res["exit_distribution"], pea), width="
 names = rec.info.get("class_names") or lm.class_names
 pcm = [np.nan if v is None else v for v in res["per_class_mean_exit"]]
 st.altair_chart(charts.per_class_exit(names, pcm, E), width="stretch")
+
+
+def measure(batch_sizes: tuple[int, ...] = (1, 256), images: dict[int, int] | None = None) -> list[dict]:
+    """Time the early-exit runtime against the network without exits on the shipped slice, current rule."""
+    images = images or {1: 200, 256: 1000}
+    rule = make_rule(s.rule, E, lm.model.has_confidence, **s.policy_kwargs())
+    rows = []
+    for bs in batch_sizes:
+        x = shared.slice_inputs(lm.meta, images[bs])
+        m = measure_speedup(lm.model, rule, x, bs, rounds=1, temperatures=lm.temperatures)
+        rows.append({"batch size": bs, "images": m.samples, "without exits (images/s)": round(m.without_exits_per_s),
+                     "early exit (images/s)": round(m.early_exit_per_s), "measured speed-up": f"{m.speed_up:.2f}x",
+                     "MACs speed-up (replayed)": f"{1 / res['macs_ratio']:.2f}x"})
+    return rows
+
+
+with st.container(border=True):
+    st.markdown("**Measured on this machine**: the runtime really stops computing a sample at its exit "
+                "(at batch 256, exited samples leave the batch)")
+    measured_for = (lm.key, s.describe())
+    if shared.slice_inputs(lm.meta, 1) is None:
+        st.caption("Measuring needs images this model reads; the shipped slice holds 28x28 grayscale Fashion-MNIST "
+                   "images. Use `python -m aep_core run CHECKPOINT --compare` on the model's own data instead.")
+    elif st.button("Measure the real speed-up", key="measure_speed", icon=":material/timer:"):
+        try:
+            ss["speed_rows"] = (measured_for, measure())
+        except AepError as e:
+            ss.pop("speed_rows", None)
+            st.error(str(e))
+    if "speed_rows" in ss:
+        (key, described), rows = ss["speed_rows"]
+        if key == lm.key:
+            st.dataframe(rows, hide_index=True, width="stretch")
+            stale = "" if described == s.describe() else " Settings have changed since: measure again."
+            st.caption(f"Measured for {described}, on the shipped test slice with {torch.get_num_threads()} "
+                       "thread(s). The same weights run both ways, BatchNorm folded and channels-last. Timings "
+                       "vary with the machine's load; `python -m benchmarks.early_exit_speed` takes the best of "
+                       f"several rounds.{stale}")

@@ -115,6 +115,19 @@ def test_presets_apply_solver_thresholds(env):
     assert at.success or at.error  # a floor the tiny model cannot meet is explained, not a crash
 
 
+def test_thresholds_page_measures_the_real_speed_up(env):
+    at = _app("thresholds", **{"thr_max_probability": 0.5})
+    at.button(key="measure_speed").click().run()
+    _ok(at)
+    table = at.dataframe[-1].value
+    assert list(table["batch size"]) == [1, 256] and list(table["images"]) == [200, 1000]
+    assert (table["early exit (images/s)"] > 0).all() and (table["without exits (images/s)"] > 0).all()
+    assert all(v.endswith("x") for v in table["measured speed-up"])
+    assert "Measured for max_probability, t = 0.50" in _texts(at) and "measure again" not in _texts(at)
+    at.slider(key="thr_max_probability").set_value(0.9).run()  # the old measurement is kept, marked stale
+    assert "measure again" in _texts(at)
+
+
 def test_try_image_sample_and_threshold(env):
     at = _app("try_image", thr_max_probability=0.0)
     _ok(at)

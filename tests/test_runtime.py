@@ -110,3 +110,34 @@ def test_bad_runner_inputs(inputs):
         EarlyExitRunner(m, make_rule("eenet_confidence", m.num_exits, True))
     with pytest.raises(AepError, match="shape"):
         EarlyExitRunner(m, make_rule("patience", m.num_exits, t=2)).run(x[0], 1)
+
+
+def test_runner_with_temperatures_agrees_with_replay_on_the_scaled_record(model, inputs):
+    from aep_core.calibration import scale_record
+
+    x, y = inputs
+    temps = [0.5, 0.8, 1.3, 2.0, 1.0]
+    rec = scale_record(record_outputs(model, x, y, [1, 2, 3, 4, 5], 5, batch_size=16), temps)
+    for name, rule in _rules(rec, model).items():
+        replay = rule.replay(rec)
+        run = EarlyExitRunner(model, rule, temperatures=temps).run(x, 16)
+        assert np.array_equal(run.exit_index, replay.exit_index), name
+        assert np.array_equal(run.prediction, replay.prediction), name
+    with pytest.raises(AepError, match="temperatures"):
+        EarlyExitRunner(model, make_rule("patience", model.num_exits, t=2), temperatures=[1.0, 2.0])
+
+
+def test_measure_speedup_times_both_on_the_same_inputs(inputs):
+    from aep_core.runtime import measure_speedup
+
+    x, y = inputs
+    m = _model("aep")
+    rule = make_rule("fixed_exit", m.num_exits, k=1)
+    r = measure_speedup(m, rule, x[:40], batch_size=8, rounds=1)
+    rec = record_outputs(m, x[:40], y[:40], [1, 2, 3, 4, 5], 5, batch_size=8)
+    assert r.samples == 40 and r.batch_size == 8 and r.early_exit_per_s > 0 and r.without_exits_per_s > 0
+    assert (r.exit_index == 1).all() and np.array_equal(r.prediction, rec.logits[1].argmax(-1))
+    assert np.array_equal(r.prediction_without_exits, rec.logits[-1].argmax(-1))
+    assert r.speed_up == pytest.approx(r.early_exit_per_s / r.without_exits_per_s)
+    with pytest.raises(AepError, match="rounds"):
+        measure_speedup(m, rule, x[:8], 8, rounds=0)
