@@ -42,6 +42,17 @@ class Row:
     seeds: list[Path]
 
 
+def _epochs(path: Path) -> str:
+    """The number of epochs a checkpoint trained for, from its metadata ('?' if it cannot be read)."""
+    from aep_core.checkpoint import read_checkpoint
+    from aep_core.errors import AepError
+
+    try:
+        return str(read_checkpoint(path)["meta"]["training"]["config"]["epochs"])
+    except (AepError, KeyError, TypeError):
+        return "?"
+
+
 def comparison_set() -> list[Row]:
     """The methods in the order of the table; seed 0 is shipped (except the 6-epoch AEP hybrid)."""
     def seeds(stem: str, shipped: bool = True) -> list[Path]:
@@ -60,7 +71,7 @@ def comparison_set() -> list[Row]:
         Row("eenet_l05", "EENet λ=0.5", seeds("eenet_l05")),
         Row("eenet_l2", "EENet λ=2", seeds("eenet_l2")),
         Row("distillation", "Self-distillation", seeds("distillation")),
-        Row("default", "AEP hybrid, shipped default (15 epochs)", [SHIP / "aep_hybrid.pt"]),
+        Row("default", f"AEP hybrid, shipped default ({_epochs(SHIP / 'aep_hybrid.pt')} epochs)", [SHIP / "aep_hybrid.pt"]),
     ]
 
 
