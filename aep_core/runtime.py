@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .evaluation import ExitRecord
 from .models import EarlyExitNet
 from .models.inference import as_model_input, prepare_for_inference
-from .policies import ExitRule, PolicyResult
+from .policies import ExitRule, PolicyResult, StepScorer
 
 
 @dataclass
@@ -74,6 +74,13 @@ class EarlyExitRunner:
         a = z.float().cpu().numpy()
         return a if self.temperatures is None else scale_logits(a[None], self.temperatures[k:k + 1])[0]
 
+    def _visit(self, h: torch.Tensor, k: int, scorer: StepScorer) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """Run segment k and exit k's head on the samples in h: their features, scores and predictions."""
+        h = self.model.forward_segment(h, k)
+        z, c = self.model.forward_head(h, k)
+        score, pred = scorer.step(self._logits(z, k), None if c is None else c.float().cpu().numpy())
+        return h, score, pred
+
     @torch.inference_mode()
     def run_batch(self, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(b,) exit index and prediction for one batch; exited samples leave the batch."""
@@ -86,9 +93,7 @@ class EarlyExitRunner:
         scorer = self.rule.scorer()
         h = x
         for k in range(self.model.num_exits):
-            h = self.model.forward_segment(h, k)
-            z, c = self.model.forward_head(h, k)
-            score, pred = scorer.step(self._logits(z, k), None if c is None else c.float().cpu().numpy())
+            h, score, pred = self._visit(h, k, scorer)
             stop = self.rule.passes(score, k)
             exit_index[alive[stop]] = k
             prediction[alive[stop]] = pred[stop]
@@ -106,9 +111,7 @@ class EarlyExitRunner:
         scorer = self.rule.scorer()
         h = x
         for k in range(self.model.num_exits):
-            h = self.model.forward_segment(h, k)
-            z, c = self.model.forward_head(h, k)
-            score, pred = scorer.step(self._logits(z, k), None if c is None else c.float().cpu().numpy())
+            h, score, pred = self._visit(h, k, scorer)
             if self.rule.passes(score, k)[0]:
                 break
         return np.array([k]), pred.astype(np.int64)
