@@ -110,7 +110,8 @@ def _load_file(path: str, mtime: float) -> tuple[EarlyExitNet, dict, ExitRecord 
     return model, meta, recs[0], recs[1], notes
 
 
-def _reads_slice(meta: dict) -> bool:
+def reads_slice(meta: dict) -> bool:
+    """Whether the model reads the shipped slice's images (28x28 grayscale, 10 classes)."""
     ds = meta["dataset"]
     return ds.get("in_channels") == 1 and ds.get("image_size") == 28 and len(ds.get("class_names", [])) == 10
 
@@ -129,7 +130,7 @@ def _slice_dataset(meta: dict):
 def slice_inputs(meta: dict, n: int) -> torch.Tensor | None:
     """The first n images of the shipped slice as model inputs (n, 1, 28, 28), or None if the model reads
     other images."""
-    if not _reads_slice(meta):
+    if not reads_slice(meta):
         return None
     test = _slice_dataset(meta)
     return test[list(range(min(n, len(test))))][0]
@@ -137,7 +138,7 @@ def slice_inputs(meta: dict, n: int) -> torch.Tensor | None:
 
 def _slice_record(model: EarlyExitNet, meta: dict) -> ExitRecord | None:
     """Evaluate a model without evaluation files on the shipped Fashion-MNIST slice, if it reads such images."""
-    if not _reads_slice(meta):
+    if not reads_slice(meta):
         return None
     ds = meta["dataset"]
     test = _slice_dataset(meta)

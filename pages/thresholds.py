@@ -144,7 +144,7 @@ with st.container(border=True):
     st.markdown("**Measured on this machine**: the runtime really stops computing a sample at its exit "
                 "(at batch 256, exited samples leave the batch)")
     measured_for = (lm.key, s.describe())
-    if shared.slice_inputs(lm.meta, 1) is None:
+    if not shared.reads_slice(lm.meta):
         st.caption("Measuring needs images this model reads; the shipped slice holds 28x28 grayscale Fashion-MNIST "
                    "images. Use `python -m aep_core run CHECKPOINT --compare` on the model's own data instead.")
     elif st.button("Measure the real speed-up", key="measure_speed", icon=":material/timer:"):
