@@ -165,16 +165,17 @@ class SpeedMeasurement:
 def measure_speedup(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: int, rounds: int = 2,
                     temperatures: list[float] | np.ndarray | None = None) -> SpeedMeasurement:
     """Best-of-`rounds` throughput of the early-exit runner and of the same weights without exits on inputs
-    `x`, at `batch_size`; the two alternate so background load hits both alike (after one warm-up batch each)."""
+    `x`, at `batch_size`; the two alternate so background load hits both alike. One untimed pass of each
+    over all of `x` comes first: the early-exit batches shrink to sizes of their own, and the first pass
+    at a new size pays for setting up its kernels."""
     _check_inputs(model, x, batch_size)
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {rounds}.")
     runner = EarlyExitRunner(model, rule, temperatures=temperatures)
     plain = prepare_for_inference(model)
     x = as_model_input(x)  # once, for both
-    warm = x[: min(len(x), 2 * batch_size)]
-    run_without_exits(plain, warm, batch_size, optimize=False)
-    runner.run(warm, batch_size)
+    run_without_exits(plain, x, batch_size, optimize=False)
+    runner.run(x, batch_size)
     full_t, ee_t = [], []
     for _ in range(rounds):
         full_pred, t = run_without_exits(plain, x, batch_size, optimize=False)

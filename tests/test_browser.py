@@ -158,12 +158,12 @@ def test_app_in_browser(server, tmp_path):
         _idle(page)
         page.wait_for_selector("text=Preset applied", timeout=60_000)
         _until(lambda: "pe=" in page.url, "per-exit thresholds in the URL")
+        page.wait_for_timeout(800)
+        _shot(page, "thresholds")
         # the real runtime, timed on this machine for the preset's thresholds
         page.get_by_role("button", name="Measure the real speed-up").click()
         _idle(page)
         page.wait_for_selector("text=Measured for", timeout=60_000)
-        page.wait_for_timeout(800)
-        _shot(page, "thresholds")
 
         for title, name in [("Calibration", "calibration"), ("Ensemble weights", "ensemble"), ("Pruning savings", "pruning"),
                             ("Saliency", "saliency"), ("Deploy", "deploy"), ("Train", "train")]:
