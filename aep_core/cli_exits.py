@@ -92,7 +92,13 @@ def _cmd_solve(a: argparse.Namespace) -> int:
         None if Path(a.evaluation).suffix == ".npz" else _evaluation_file(a.evaluation, "test"))
     test = load_evaluation(test_path) if test_path is not None else None
     weights = _settings(a).get("weights")
-    if a.budget is not None:
+    if a.confidence is not None:
+        if a.max_drop is None:
+            raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
+        from .risk_control import certify_max_drop
+
+        sol = certify_max_drop(val, a.rule, a.max_drop, a.confidence, test, weights)
+    elif a.budget is not None:
         sol = solve_budget(val, a.rule, a.budget, test, weights)
     else:
         floor = a.min_accuracy if a.min_accuracy is not None else accuracy_floor(val, a.max_drop)
@@ -154,6 +160,9 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     v.add_argument("--budget", type=float, default=None, help="max expected MACs as a fraction of the network without exits")
     v.add_argument("--max-drop", type=float, default=None, help="max accuracy drop below the final exit, in points")
     v.add_argument("--min-accuracy", type=float, default=None, help="accuracy floor as a fraction")
+    v.add_argument("--confidence", type=float, default=None,
+                   help="with --max-drop: the cheapest global threshold whose drop is certified on validation "
+                        "with this probability (e.g. 0.9), instead of the cheapest that passes there")
     r = sub.add_parser("prune", help="AEP prune a checkpoint at its best validation ensemble cut; print the savings",
                        formatter_class=fmt)
     r.add_argument("checkpoint")

@@ -40,7 +40,13 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path, num_exits: int) -> tuple
                           f"Use one of: {', '.join(THRESHOLD_POLICIES)}.")
     val = load_evaluation(evaluation_path(ckpt, "val"))
     weights = settings.get("weights")
-    if a.max_drop is not None:
+    if a.confidence is not None:
+        if a.max_drop is None:
+            raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
+        from .risk_control import certify_max_drop
+
+        sol = certify_max_drop(val, a.rule, a.max_drop, a.confidence, None, weights)
+    elif a.max_drop is not None:
         sol = solve_accuracy(val, a.rule, accuracy_floor(val, a.max_drop), None, weights)
     else:
         sol = solve_budget(val, a.rule, a.budget, None, weights)
@@ -169,6 +175,8 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
                    help="choose the thresholds on validation: at most this many points below the final exit")
     p.add_argument("--budget", type=float, default=None,
                    help="choose the thresholds on validation: at most this fraction of the MACs")
+    p.add_argument("--confidence", type=float, default=None,
+                   help="with --max-drop: certify the drop on validation with this probability (see `solve --help`)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split of the checkpoint's dataset")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     p.add_argument("--data-dir", default=None, help="dataset directory")

@@ -49,18 +49,19 @@ class Sweep:
                 for s, a, m, p in zip(self.settings, self.accuracy, self.macs_ratio, self.pareto)]
 
 
-def _rule_settings(rec: ExitRecord, name: str, weights: Sequence[float] | None) -> dict[str, Any]:
+def rule_settings(rec: ExitRecord, name: str, weights: Sequence[float] | None) -> dict[str, Any]:
+    """The rule's settings besides its thresholds: the AEP ensemble's weights (given, or the record's)."""
     if name == "aep_ensemble":
         w = weights if weights is not None else rec.info.get("ensemble_weights")
         return {"weights": w} if w is not None else {}
     return {}
 
 
-def _scored(rec: ExitRecord, name: str, weights: Sequence[float] | None = None):
+def score_record(rec: ExitRecord, name: str, weights: Sequence[float] | None = None):
     """The rule at a neutral threshold, its (exits, n) scores and predictions, and (exits, n) correctness."""
     if rec.num_samples == 0:
         raise ConfigError("The evaluation record holds no samples: there is nothing to sweep.")
-    rule = make_rule(name, rec.num_exits, rec.confidences is not None, thresholds=0.5, **_rule_settings(rec, name, weights))
+    rule = make_rule(name, rec.num_exits, rec.confidences is not None, thresholds=0.5, **rule_settings(rec, name, weights))
     score, pred = rule.scores(rec.logits, rec.confidences)
     return rule, score, pred == rec.labels[None]
 
@@ -71,7 +72,8 @@ def threshold_grid(score: np.ndarray, points: int) -> np.ndarray:
     return np.unique(np.clip(np.concatenate([[0.0, 1.0], q]), 0.0, 1.0))
 
 
-def _require_early_exits(rec: ExitRecord) -> None:
+def require_early_exits(rec: ExitRecord) -> None:
+    """ConfigError for a record of a single-exit model (nothing to choose)."""
     if rec.num_exits < 2:
         raise ConfigError("This model has a single exit (its final classifier): every sample runs the whole network, "
                           "so there are no thresholds to sweep or solve for.")
@@ -83,9 +85,9 @@ def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, 
     of the scores) for threshold rules, t = 1..exits for patience, k = 0..exits-1 for fixed_exit."""
     if name not in POLICIES:
         raise ConfigError(f"Unknown exit policy '{name}'. Choose one of: {', '.join(POLICIES)}.")
-    _require_early_exits(rec)
+    require_early_exits(rec)
     if name in THRESHOLD_POLICIES:
-        rule, score, correct = _scored(rec, name, weights)
+        rule, score, correct = score_record(rec, name, weights)
         ts = threshold_grid(score, points) if grid is None else np.asarray(grid, dtype=np.float64)
         if ts.ndim != 1 or ts.size == 0 or np.isnan(ts).any() or (ts < 0).any() or (ts > 1).any():
             raise ConfigError(f"{name}: sweep thresholds must be a non-empty list of numbers in [0, 1].")
@@ -164,12 +166,12 @@ def _solve(val: ExitRecord, name: str, key, goal: str, test: ExitRecord | None, 
            feasible, infeasible_message, grid_points: int, passes: int) -> Solution:
     if name == "oracle":
         raise ConfigError("The oracle has no settings to choose: it reads the labels.")
-    _require_early_exits(val)
+    require_early_exits(val)
     if name in THRESHOLD_POLICIES:
-        rule, score, correct = _scored(val, name, weights)
+        rule, score, correct = score_record(val, name, weights)
         cost = np.asarray(val.cum_macs, dtype=np.float64) / val.full_macs
         t = _search(score, correct, cost, rule.lower_is_confident, key, grid_points, passes)
-        settings: dict[str, Any] = {"thresholds": [float(v) for v in t], **_rule_settings(val, name, weights)}
+        settings: dict[str, Any] = {"thresholds": [float(v) for v in t], **rule_settings(val, name, weights)}
     else:
         sweep = pareto_sweep(val, name)
         best = max(range(len(sweep.settings)), key=lambda i: key(sweep.accuracy[i], sweep.macs_ratio[i]))

@@ -9,6 +9,7 @@ from aep_core import charts
 from aep_core.errors import AepError
 from aep_core.policies import POLICY_INFO
 from aep_core.policies import make_rule
+from aep_core.risk_control import certify_max_drop
 from aep_core.runtime import measure_speedup
 from aep_core.thresholds import accuracy_floor, pareto_sweep, solve_accuracy, solve_budget
 
@@ -24,6 +25,7 @@ s = shared.settings()
 E = rec.num_exits
 tuning = POLICY_INFO[s.rule].setting == "thresholds"
 solve_rec = lm.val if lm.val is not None else rec
+CERTIFY_CONFIDENCE = 0.9
 
 
 @st.cache_data(show_spinner="Sweeping thresholds...", max_entries=64)
@@ -36,6 +38,8 @@ def sweep(model_key: str, rule: str, _rec) -> dict:
 def solve(model_key: str, rule: str, goal: str, value: float, _val, _test) -> dict:
     if goal == "budget":
         sol = solve_budget(_val, rule, value, _test)
+    elif goal == "certified":
+        sol = certify_max_drop(_val, rule, value, CERTIFY_CONFIDENCE, _test)
     else:
         sol = solve_accuracy(_val, rule, accuracy_floor(_val, value), _test)
     return sol.summary()
@@ -43,6 +47,9 @@ def solve(model_key: str, rule: str, goal: str, value: float, _val, _test) -> di
 
 def apply_preset(goal: str, value: float) -> None:
     """Solve on the validation split and put the solution into the shared settings."""
+    if goal == "certified" and lm.val is None:
+        ss["preset_msg"] = ("error", "A certified setting needs the model's validation outputs, and this model has none.")
+        return
     try:
         sol = solve(lm.key, s.rule, goal, value, solve_rec, rec)
     except AepError as e:
@@ -58,19 +65,27 @@ def apply_preset(goal: str, value: float) -> None:
     elif "t" in st_:
         ss[shared.threshold_key(s.rule)] = int(st_["t"])
     r = sol.get("test", sol["val"])
+    how = (f"certified on the validation split: a drop of at most {value:g} points with {100 * CERTIFY_CONFIDENCE:.0f}% "
+           "probability" if goal == "certified" else "chosen on the validation split")
     ss["preset_msg"] = ("success", f"Preset applied: {100 * r['accuracy']:.2f}% accuracy at {100 * r['macs_ratio']:.1f}% "
-                                   f"of the full network's MACs (chosen on the validation split, shown on "
-                                   f"{rec.info.get('split', 'test')}).")
+                                   f"of the full network's MACs ({how}; shown on {rec.info.get('split', 'test')}).")
 
 
 with st.container(border=True):
     st.markdown("**One-click presets** (budget solver, chosen on the validation split)")
-    p1, p2, p3 = st.columns([2, 2, 3])
+    p1, p2, p3, p4 = st.columns([2, 2, 2, 2])
     budget = p1.number_input("Compute budget (% of the full network)", 5, 100, value=50, step=5, key="budget_pct")
     p2.button(f"Best accuracy within {budget}% of the compute", on_click=apply_preset, args=("budget", budget / 100),
               key="preset_budget", width="stretch")
     p3.button("Cheapest within 0.5 points of the final exit", on_click=apply_preset, args=("accuracy", 0.5),
-              key="preset_accuracy", width="stretch")
+              key="preset_accuracy", width="stretch",
+              help="The cheapest per-exit thresholds that stay within 0.5 points on the validation split. On new "
+                   "data the drop scatters around 0.5 points.")
+    p4.button(f"Guaranteed within 0.5 points ({100 * CERTIFY_CONFIDENCE:.0f}% confidence)", on_click=apply_preset,
+              args=("certified", 0.5), key="preset_certified", width="stretch",
+              help="The cheapest global threshold whose accuracy drop is certified on the validation split: with "
+                   f"{100 * CERTIFY_CONFIDENCE:.0f}% probability the drop on new data of the same kind is at most 0.5 "
+                   "points (Learn-then-Test). It costs more compute than the plain preset.")
     if "preset_msg" in ss:
         kind, msg = ss["preset_msg"]
         (st.success if kind == "success" else st.error)(msg)

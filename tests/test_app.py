@@ -113,6 +113,13 @@ def test_presets_apply_solver_thresholds(env):
     at.button(key="preset_accuracy").click().run()
     _ok(at)
     assert at.success or at.error  # a floor the tiny model cannot meet is explained, not a crash
+    at.button(key="preset_certified").click().run()
+    _ok(at)
+    assert at.success or at.error
+    if at.success:
+        assert "certified" in at.success[0].value
+        ts = at.session_state["per_exit_thresholds"]
+        assert len(set(ts)) == 1  # one global threshold
 
 
 def test_thresholds_page_measures_the_real_speed_up(env):

@@ -66,3 +66,15 @@ def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp
 def test_run_bad_inputs_are_one_clear_line(args, msg):
     p = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", *args, check_rc=2)
     assert msg in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_solve_and_run_certify_a_drop_with_a_confidence():
+    p = run("solve", str(CKPT), "--max-drop", "0.5", "--confidence", "0.9")
+    assert "certified" in p.stdout and "test:" in p.stdout
+    thresholds = p.stdout.split("settings {'thresholds': [")[1].split("]")[0].split(", ")
+    assert len(set(thresholds)) == 1  # one global threshold
+    r = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", "--limit", "64", "--max-drop", "0.5",
+            "--confidence", "0.9", "--threads", "1")
+    assert "certified" in r.stdout
+    bad = run("solve", str(CKPT), "--budget", "0.4", "--confidence", "0.9", check_rc=2)
+    assert "--max-drop" in bad.stderr and "Traceback" not in bad.stderr
