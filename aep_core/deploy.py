@@ -30,6 +30,8 @@ import torch
 from .cost import count_macs, measure_latency
 from .errors import ConfigError
 from .evaluation import ExitRecord
+from .models import EarlyExitNet
+from .models.inference import as_model_input, prepare_for_inference
 from .policies import POLICIES, apply_policy, decide, make_rule
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
@@ -89,15 +91,19 @@ def feature_sizes(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> 
 def measure_macs_per_second(model: torch.nn.Module, input_shape: tuple[int, int, int], repeats: int = 10,
                             threads: int | None = 1) -> float:
     """This machine's speed on the model in MACs per second: MACs of one image through every exit divided
-    by the median time of that forward pass (batch 1, on `threads` CPU threads; None: the current setting)."""
+    by the median time of that forward pass (batch 1, on `threads` CPU threads; None: the current setting).
+    An early-exit network is timed as the runtime runs it: a copy prepared for inference."""
     was_training, before = model.training, torch.get_num_threads()
     model.eval()
     x = torch.zeros(1, *input_shape)
     macs = count_macs(model, x)
+    timed, x_timed = model, x
+    if isinstance(model, EarlyExitNet):
+        timed, x_timed = prepare_for_inference(model), as_model_input(x)
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        seconds = measure_latency(lambda: model(x), repeats=repeats, warmup=2)
+        seconds = measure_latency(lambda: timed(x_timed), repeats=repeats, warmup=2)
     finally:
         torch.set_num_threads(before)
         model.train(was_training)
