@@ -72,11 +72,12 @@ def apply_preset(goal: str, value: float) -> None:
 
 
 with st.container(border=True):
-    st.markdown("**One-click presets** (budget solver, chosen on the validation split)")
-    p1, p2, p3, p4 = st.columns([2, 2, 2, 2])
+    st.markdown("**One-click presets** (solved on the validation split, shown on test)")
+    p1, p2 = st.columns([2, 3], vertical_alignment="bottom")
     budget = p1.number_input("Compute budget (% of the full network)", 5, 100, value=50, step=5, key="budget_pct")
     p2.button(f"Best accuracy within {budget}% of the compute", on_click=apply_preset, args=("budget", budget / 100),
               key="preset_budget", width="stretch")
+    p3, p4 = st.columns(2)
     p3.button("Cheapest within 0.5 points of the final exit", on_click=apply_preset, args=("accuracy", 0.5),
               key="preset_accuracy", width="stretch",
               help="The cheapest per-exit thresholds that stay within 0.5 points on the validation split. On new "

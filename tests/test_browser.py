@@ -158,6 +158,7 @@ def test_app_in_browser(server, tmp_path):
         _idle(page)
         page.wait_for_selector("text=Preset applied", timeout=60_000)
         _until(lambda: "pe=" in page.url, "per-exit thresholds in the URL")
+        page.mouse.move(0, 0)  # no tooltip over the page
         page.wait_for_timeout(800)
         _shot(page, "thresholds")
         # the real runtime, timed on this machine for the preset's thresholds
