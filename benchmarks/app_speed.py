@@ -1,5 +1,6 @@
 """App speed, measured with Streamlit's AppTest (script run time, no browser): the first load of the
-entry page and of the Thresholds page in a fresh process, and the re-render after a threshold move.
+entry page and of the Thresholds page in a fresh process, the re-render after a threshold move, and the
+re-render of the Deploy page after a link-latency move.
 
 Usage: python benchmarks/app_speed.py [--model LABEL] [--moves 12] [--browser]
 --browser also starts `streamlit run` and times the first page load in Chromium (cold and warm server).
@@ -62,12 +63,24 @@ def main() -> None:
         slider.set_value(min(v, 0.99)).run()
         times.append(time.perf_counter() - t0)
         assert not at.exception, [e.value for e in at.exception]
+    at.switch_page("pages/deploy.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    deploy_times = []
+    for v in [5 * (i + 1) for i in range(args.moves)]:  # the device -> edge link latency, ms
+        slider = at.slider(key="dep_lat_3_0")
+        t0 = time.perf_counter()
+        slider.set_value(v).run()
+        deploy_times.append(time.perf_counter() - t0)
+        assert not at.exception, [e.value for e in at.exception]
     print(f"model: {label} ({models[label]}), {n} replayed samples")
     print(f"first load, entry page (Overview), fresh process: {1e3 * first_entry:7.0f} ms   (target < 3000 ms)")
     print(f"  the same, counting the imports (streamlit, torch): {1e3 * with_imports:7.0f} ms")
     print(f"first load, Thresholds page (sweep computed):      {1e3 * first_thresholds:7.0f} ms")
     print(f"threshold move on Thresholds, {len(times)} moves:  median {1e3 * statistics.median(times):.0f} ms, "
           f"max {1e3 * max(times):.0f} ms   (target < 300 ms)")
+    print(f"link-latency move on Deploy, {len(deploy_times)} moves: median {1e3 * statistics.median(deploy_times):.0f} ms, "
+          f"max {1e3 * max(deploy_times):.0f} ms   (simulation and search over every split, target < 300 ms)")
 
 
 def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
