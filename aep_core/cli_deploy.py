@@ -137,7 +137,7 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
 def _cmd_deploy(a: argparse.Namespace) -> int:
     import torch
 
-    from .cli_exits import _settings
+    from .cli_exits import parse_rule_settings
     from .deploy import decision_grid, feature_sizes, search, simulate
     from .policies import POLICY_INFO
 
@@ -146,7 +146,7 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
     model, meta, shape, rec = _load(a)
     sizes = feature_sizes(model, shape)
     dep, local = _deployment(a, model, shape, rec.num_exits)
-    settings = _settings(a)
+    settings = parse_rule_settings(a)
     info = POLICY_INFO[a.rule]
     if info.setting is not None and info.setting not in settings:
         settings[info.setting] = info.default if info.setting == "thresholds" else int(info.default)

@@ -20,7 +20,8 @@ def _evaluation_file(path: str, split: str) -> Path:
     return p if p.suffix == ".npz" else evaluation_path(p, split)
 
 
-def _settings(a: argparse.Namespace) -> dict[str, Any]:
+def parse_rule_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The rule settings given on the command line (--thresholds, --t, --k, --weights) as keyword arguments."""
     s: dict[str, Any] = {}
     if getattr(a, "thresholds", None) is not None:
         try:
@@ -56,7 +57,7 @@ def _cmd_policy(a: argparse.Namespace) -> int:
     from .policies import apply_policy
 
     rec = load_evaluation(_evaluation_file(a.evaluation, a.split))
-    r = apply_policy(rec, a.rule, **_settings(a))
+    r = apply_policy(rec, a.rule, **parse_rule_settings(a))
     print(json.dumps(r.summary(), indent=1) if a.json else f"{a.rule} {r.settings}\n{_format_result(r)}")
     return 0
 
@@ -66,7 +67,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     from .thresholds import pareto_sweep
 
     rec = load_evaluation(_evaluation_file(a.evaluation, a.split))
-    weights = _settings(a).get("weights")
+    weights = parse_rule_settings(a).get("weights")
     s = pareto_sweep(rec, a.rule, points=a.points, weights=weights)
     if a.json:
         print(json.dumps(s.rows(), indent=1))
@@ -91,7 +92,7 @@ def _cmd_solve(a: argparse.Namespace) -> int:
     test_path = _evaluation_file(a.test, "test") if a.test else (
         None if Path(a.evaluation).suffix == ".npz" else _evaluation_file(a.evaluation, "test"))
     test = load_evaluation(test_path) if test_path is not None else None
-    weights = _settings(a).get("weights")
+    weights = parse_rule_settings(a).get("weights")
     if a.confidence is not None:
         if a.max_drop is None:
             raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")

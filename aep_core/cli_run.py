@@ -9,15 +9,21 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .cli_exits import _settings
+from .cli_exits import parse_rule_settings
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
+    import numpy as np
+    import torch
+
+    from .runtime import RunResult
 
 
 def _choose_settings(a: argparse.Namespace, ckpt: Path, num_exits: int) -> tuple[dict[str, Any], str]:
     """The rule's settings: given on the command line, or chosen on the validation file for a goal."""
-    settings = _settings(a)
+    settings = parse_rule_settings(a)
     goals = [g for g in (a.max_drop, a.budget) if g is not None]
     if len(goals) > 1:
         raise ConfigError("Give at most one goal: --max-drop or --budget.")
@@ -53,7 +59,8 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path, num_exits: int) -> tuple
     return dict(sol.settings), f"chosen on validation for {sol.goal}"
 
 
-def _inputs(a: argparse.Namespace, meta: dict[str, Any]):
+def _inputs(a: argparse.Namespace, meta: dict[str, Any]
+            ) -> tuple[torch.Tensor, np.ndarray | None, list[str] | None, list[tuple[str, str]]]:
     """(images, labels or None, names or None, skipped files) from the split or the folder asked for."""
     import numpy as np
 
@@ -145,9 +152,11 @@ def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
     return "\n".join(lines)
 
 
-def _write_predictions(path: str, res, files: list[str] | None, labels, class_names: list[str]) -> None:
-    from .checkpoint import atomic_write_bytes
+def _write_predictions(path: str, res: RunResult, files: list[str] | None, labels: np.ndarray | None,
+                       class_names: list[str]) -> None:
     import io
+
+    from .checkpoint import atomic_write_bytes
 
     buf = io.StringIO()
     w = csv.writer(buf)
