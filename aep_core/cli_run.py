@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
     from .runtime import RunResult
 
 
-def _choose_settings(a: argparse.Namespace, ckpt: Path, num_exits: int) -> tuple[dict[str, Any], str]:
+def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any], str]:
     """The rule's settings: given on the command line, or chosen on the validation file for a goal."""
     settings = parse_rule_settings(a)
     goals = [g for g in (a.max_drop, a.budget) if g is not None]
@@ -94,7 +94,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be at least 1, got {a.batch_size}.")
     ckpt = Path(a.checkpoint)
     model, meta = load_checkpoint(ckpt)
-    settings, how = _choose_settings(a, ckpt, model.num_exits)
+    settings, how = _choose_settings(a, ckpt)
     rule = make_rule(a.rule, model.num_exits, model.has_confidence, **settings)
     x, labels, files, skipped = _inputs(a, meta)
     runner = EarlyExitRunner(model, rule)
