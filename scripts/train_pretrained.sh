@@ -44,6 +44,8 @@ if [ "${ONLY:-}" != default ]; then
       train "$(out_for eenet_l01 0)" "$EPOCHS" 0 --method eenet --lambda 0.1
       train "$(out_for eenet_l2 0)" "$EPOCHS" 0 --method eenet --lambda 2.0
       train "$(out_for distillation 0)" "$EPOCHS" 0 --method distillation
+      train "$(out_for classifier_wise 0)" "$EPOCHS" 0 --method classifier-wise
+      train "$(out_for layer_wise 0)" "$EPOCHS" 0 --method layer-wise
     fi
   done
 fi

@@ -65,8 +65,10 @@ CASES = {
     "aep-learned": {"method": "aep", "weighting": "learned"},
     "eenet-two-stage": {"method": "eenet", "two_stage": True},
     "classifier-wise": {"method": "classifier-wise", "freeze_epochs": 1},
+    "layer-wise": {"method": "layer-wise"},
     "distillation": {"method": "distillation"},
 }
+PLACEMENT = {"layer-wise": [2, 4]}  # two exits, so the two epochs give each its own
 
 
 def test_every_method_under_ddp(tmp_path):
@@ -101,8 +103,8 @@ def _worker(tmp: Path) -> None:
     folder = load_dataset("folder", str(tmp / "images"), image_size=12, in_channels=1, seed=0)
     cfg = TrainConfig(epochs=2, batch_size=16, threads=1, progress=False, seed=1)
 
-    def build(settings: dict, bundle):
-        job = TrainJob(model_config=SMALL, method=MethodSettings(**settings))
+    def build(settings: dict, bundle, placement: str | list[int] = "blocks"):
+        job = TrainJob(model_config=SMALL, method=MethodSettings(**settings), placement=placement)
         torch.manual_seed(0)
         model, _ = build_for_job(job, bundle)
         rates = [e.macs_fraction for e in exit_costs(model, (bundle.in_channels, bundle.image_size, bundle.image_size)).exits]
@@ -113,7 +115,7 @@ def _worker(tmp: Path) -> None:
         sys.stdout.flush()
 
     for name, settings in CASES.items():
-        model, method = build(settings, slice_data)
+        model, method = build(settings, slice_data, PLACEMENT.get(name, "blocks"))
         if name == "classifier-wise":
             before = [p.detach().clone() for p in model.backbone.parameters()]
             snap = {}

@@ -26,13 +26,17 @@ def _job(tmp_path, name, **method):
     {"method": "eenet", "eenet_loss": "v2", "lam": 0.5},
     {"method": "eenet", "eenet_loss": "v1", "two_stage": True},
     {"method": "classifier-wise"},
+    {"method": "layer-wise"},
     {"method": "distillation"},
 ])
 def test_each_method_trains_and_saves(tmp_path, method):
     stats = []
-    path = run_train_job(_job(tmp_path, method["method"], **method), callback=stats.append, log=lambda s: None)
+    epochs = 5 if method["method"] == "layer-wise" else 2  # layer-wise: at least one epoch per exit
+    job = _job(tmp_path, method["method"], **method)
+    job.train.epochs = epochs
+    path = run_train_job(job, callback=stats.append, log=lambda s: None)
     model, meta = load_checkpoint(path)
-    assert len(stats) == 2 and np.isfinite(stats[-1].loss)
+    assert len(stats) == epochs and np.isfinite(stats[-1].loss)
     n_exits = 1 if method["method"] == "baseline" else 5
     assert model.num_exits == n_exits and model.has_confidence == (method["method"] == "eenet")
     assert meta["training"]["method"] == method["method"]
@@ -44,7 +48,7 @@ def test_each_method_trains_and_saves(tmp_path, method):
         assert rec.num_exits == n_exits
         assert np.allclose(rec.exit_accuracy(), meta["metrics"][split]["exit_acc"])
     log = json.loads(path.with_suffix(".log.json").read_text())
-    assert len(log["history"]) == 2
+    assert len(log["history"]) == epochs
 
 
 def test_classifier_wise_freezes_the_backbone(tmp_path):
@@ -73,3 +77,47 @@ def test_training_is_repeatable(tmp_path):
     mb, _ = load_checkpoint(b)
     for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
         torch.testing.assert_close(va, vb, msg=k)
+
+
+def test_layer_wise_trains_one_exit_at_a_time_and_freezes_what_came_before(tmp_path):
+    from aep_core.data import load_dataset
+    from aep_core.experiment import build_for_job
+    from aep_core.training import Method, train
+
+    job = _job(tmp_path, "lw", method="layer-wise")
+    job.train.epochs = 5
+    data = load_dataset("fashion-mnist-slice", limit=128)
+    torch.manual_seed(0)
+    model, _ = build_for_job(job, data)
+    method = Method(job.method, model, [0.2, 0.4, 0.6, 0.8, 1.0], 5)
+    assert [method.stage(e) for e in range(5)] == [0, 1, 2, 3, 4]
+    snapshots = []  # after each epoch: a copy of every parameter and BatchNorm statistic
+
+    def snap(stats):
+        snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    result = train(model, method, data.train, data.val, job.train, callback=snap)
+    for epoch, stats in enumerate(result.history):
+        assert [a is None for a in stats.train_acc] == [k > epoch for k in range(5)]  # later exits not run
+    for k in range(5):
+        before = start if k == 0 else snapshots[k - 1]
+        changed = {name for name, v in snapshots[k].items() if not torch.equal(v, before[name])}
+        trained = {f"backbone.blocks.{b}." for b in model.segment_blocks(k)} | {f"heads.{k}."}
+        if k == 0:
+            trained.add("backbone.stem.")
+        assert changed and all(any(name.startswith(t) for t in trained) for name in changed), (k, changed)
+    with pytest.raises(Exception, match="at least one epoch"):
+        Method(job.method, model, [0.2, 0.4, 0.6, 0.8, 1.0], 3)
+
+
+def test_learning_rate_schedule_restarts_for_each_layer_wise_stage():
+    from aep_core.training import Method
+    from aep_core.models import ModelSpec, build_model
+
+    model = build_model(ModelSpec(backbone_config=SMALL))
+    joint = Method(MethodSettings("aep"), model, [0.2, 0.4, 0.6, 0.8, 1.0], 10)
+    assert joint.schedule_fraction(0, 10) == 0 and joint.schedule_fraction(50, 10) == 0.5
+    lw = Method(MethodSettings("layer-wise"), model, [0.2, 0.4, 0.6, 0.8, 1.0], 10)  # 2 epochs per exit
+    assert [lw.stage(e) for e in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert [lw.schedule_fraction(s, 10) for s in (0, 10, 19, 20, 30, 99)] == [0.0, 0.5, 0.95, 0.0, 0.5, 0.95]

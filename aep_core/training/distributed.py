@@ -142,7 +142,7 @@ class ExitStep(nn.Module):
         self.method = method
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        out = self.model(x)
+        out = self.model(x, upto=self.method.last_exit(epoch))  # layer-wise: later blocks are not run
         return self.method.loss(out, y, epoch), [z.detach() for z in out.logits]  # loss, (b, classes) per exit
 
 

@@ -71,7 +71,7 @@ class EpochStats:
 
     epoch: int
     loss: float
-    train_acc: list[float]
+    train_acc: list[float | None]  # None for exits not run that epoch (layer-wise training)
     val_acc: list[float]
     val_ensemble_acc: list[float]
     ensemble_weights: list[float]
@@ -231,7 +231,7 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
     loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
                          distributed=world > 1)
     steps = len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / (cfg.epochs * steps), 1.0))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * method.schedule_fraction(s, steps))))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     amp_dtype = AMP_DTYPES.get(cfg.amp or "", torch.float32)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)  # each rank augments differently
@@ -297,7 +297,9 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
             weights = method.ensemble_weights()
             val_acc, val_ens = evaluate_exits(model, val_set, weights, device=str(device))
             n_seen = max(totals[1].item(), 1)
-            stats = EpochStats(epoch + 1, totals[0].item() / n_seen, (totals[3:] / n_seen).tolist(), val_acc, val_ens,
+            run = method.last_exit(epoch)  # exits after it were not run this epoch: no training accuracy
+            train_acc = [None if run is not None and k > run else a for k, a in enumerate((totals[3:] / n_seen).tolist())]
+            stats = EpochStats(epoch + 1, totals[0].item() / n_seen, train_acc, val_acc, val_ens,
                                weights, time.perf_counter() - t0, totals[2].item() / max(train_seconds, 1e-9))
             result.history.append(stats)
             if main and cfg.progress:
