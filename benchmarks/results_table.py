@@ -71,6 +71,8 @@ def comparison_set() -> list[Row]:
         Row("eenet_l05", "EENet λ=0.5", seeds("eenet_l05")),
         Row("eenet_l2", "EENet λ=2", seeds("eenet_l2")),
         Row("distillation", "Self-distillation", seeds("distillation")),
+        Row("classifier_wise", "Classifier-wise", seeds("classifier_wise")),
+        Row("layer_wise", "Layer-wise", seeds("layer_wise")),
         Row("default", f"AEP hybrid, shipped default ({_epochs(SHIP / 'aep_hybrid.pt')} epochs)", [SHIP / "aep_hybrid.pt"]),
     ]
 
