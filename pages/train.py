@@ -66,7 +66,9 @@ with st.form("train_form"):
     limit = c1.number_input("Training images (limit)", 200, 60000, 800, step=200, key="tr_limit",
                             help="Only the first N training images are used, so training stays quick.")
     backbone = c2.selectbox("Backbone", ["compact_cnn", "resnet20"], key="tr_backbone")
-    method = c2.selectbox("Method", list(METHODS), index=list(METHODS).index("aep"), key="tr_method")
+    method = c2.selectbox("Method", list(METHODS), index=list(METHODS).index("aep"), key="tr_method",
+                          help="layer-wise trains one exit at a time and needs at least one epoch per exit "
+                               "(5 for compact_cnn).")
     weighting = c3.selectbox("AEP weighting scheme", list(SCHEMES), index=list(SCHEMES).index("linear"), key="tr_weighting")
     epochs = c3.slider("Epochs", 1, 10, 3, key="tr_epochs")
     optimizer = c1.selectbox("Optimizer", ["adam (lr 0.003)", "sgd (lr 0.05, momentum 0.9)"], key="tr_optimizer",
