@@ -163,14 +163,28 @@ class SpeedMeasurement:
 
 
 def measure_speedup(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: int, rounds: int = 2,
-                    temperatures: list[float] | np.ndarray | None = None) -> SpeedMeasurement:
+                    temperatures: list[float] | np.ndarray | None = None, threads: int | None = None) -> SpeedMeasurement:
     """Best-of-`rounds` throughput of the early-exit runner and of the same weights without exits on inputs
     `x`, at `batch_size`; the two alternate so background load hits both alike. One untimed pass of each
     over all of `x` comes first: the early-exit batches shrink to sizes of their own, and the first pass
-    at a new size pays for setting up its kernels."""
+    at a new size pays for setting up its kernels. `threads` sets torch's CPU threads for the measurement
+    only (None: the current setting)."""
     _check_inputs(model, x, batch_size)
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {rounds}.")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}.")
+    before = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return _measure(model, rule, x, batch_size, rounds, temperatures)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: int, rounds: int,
+             temperatures: list[float] | np.ndarray | None) -> SpeedMeasurement:
     runner = EarlyExitRunner(model, rule, temperatures=temperatures)
     plain = prepare_for_inference(model)
     x = as_model_input(x)  # once, for both

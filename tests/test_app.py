@@ -128,6 +128,7 @@ def test_thresholds_page_measures_the_real_speed_up(env):
     _ok(at)
     table = at.dataframe[-1].value
     assert list(table["batch size"]) == [1, 256] and list(table["images"]) == [200, 1000]
+    assert table["threads"][0] == 1 and table["threads"][1] >= 1  # batch 1 on one thread, batch 256 on all
     assert (table["early exit (images/s)"] > 0).all() and (table["without exits (images/s)"] > 0).all()
     assert all(v.endswith("x") for v in table["measured speed-up"])
     assert "Measured for max_probability, t = 0.50" in _texts(at) and "measure again" not in _texts(at)
