@@ -7,9 +7,13 @@ import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .evaluation import ExitRecord
+    from .thresholds import Solution
 
 
 def _evaluation_file(path: str, split: str) -> Path:
@@ -81,9 +85,26 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     return 0
 
 
+def solve_for_goal(a: argparse.Namespace, val: ExitRecord, test: ExitRecord | None,
+                   weights: list[float] | None) -> Solution:
+    """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given):
+    --max-drop with --confidence certifies the drop; --budget, --max-drop or --min-accuracy solve."""
+    from .thresholds import accuracy_floor, solve_accuracy, solve_budget
+
+    if a.confidence is not None:
+        if a.max_drop is None:
+            raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
+        from .risk_control import certify_max_drop
+
+        return certify_max_drop(val, a.rule, a.max_drop, a.confidence, test, weights)
+    if a.budget is not None:
+        return solve_budget(val, a.rule, a.budget, test, weights)
+    floor = getattr(a, "min_accuracy", None)
+    return solve_accuracy(val, a.rule, floor if floor is not None else accuracy_floor(val, a.max_drop), test, weights)
+
+
 def _cmd_solve(a: argparse.Namespace) -> int:
     from .evaluation import load_evaluation
-    from .thresholds import accuracy_floor, solve_accuracy, solve_budget
 
     if (a.budget is None) == (a.max_drop is None and a.min_accuracy is None):
         raise ConfigError("Give exactly one goal: --budget (MACs fraction), --max-drop (points below the final exit) "
@@ -92,18 +113,7 @@ def _cmd_solve(a: argparse.Namespace) -> int:
     test_path = _evaluation_file(a.test, "test") if a.test else (
         None if Path(a.evaluation).suffix == ".npz" else _evaluation_file(a.evaluation, "test"))
     test = load_evaluation(test_path) if test_path is not None else None
-    weights = parse_rule_settings(a).get("weights")
-    if a.confidence is not None:
-        if a.max_drop is None:
-            raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
-        from .risk_control import certify_max_drop
-
-        sol = certify_max_drop(val, a.rule, a.max_drop, a.confidence, test, weights)
-    elif a.budget is not None:
-        sol = solve_budget(val, a.rule, a.budget, test, weights)
-    else:
-        floor = a.min_accuracy if a.min_accuracy is not None else accuracy_floor(val, a.max_drop)
-        sol = solve_accuracy(val, a.rule, floor, test, weights)
+    sol = solve_for_goal(a, val, test, parse_rule_settings(a).get("weights"))
     if a.json:
         print(json.dumps(sol.summary(), indent=1))
         return 0

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_exits import parse_rule_settings
+from .cli_exits import parse_rule_settings, solve_for_goal
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
@@ -39,23 +39,12 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any],
     if "thresholds" in settings:
         raise ConfigError("Give either --thresholds or a goal (--max-drop, --budget) that chooses them, not both.")
     from .evaluation import evaluation_path, load_evaluation
-    from .thresholds import THRESHOLD_POLICIES, accuracy_floor, solve_accuracy, solve_budget
+    from .thresholds import THRESHOLD_POLICIES
 
     if a.rule not in THRESHOLD_POLICIES:
         raise ConfigError(f"--max-drop and --budget choose thresholds; {a.rule} has none. "
                           f"Use one of: {', '.join(THRESHOLD_POLICIES)}.")
-    val = load_evaluation(evaluation_path(ckpt, "val"))
-    weights = settings.get("weights")
-    if a.confidence is not None:
-        if a.max_drop is None:
-            raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
-        from .risk_control import certify_max_drop
-
-        sol = certify_max_drop(val, a.rule, a.max_drop, a.confidence, None, weights)
-    elif a.max_drop is not None:
-        sol = solve_accuracy(val, a.rule, accuracy_floor(val, a.max_drop), None, weights)
-    else:
-        sol = solve_budget(val, a.rule, a.budget, None, weights)
+    sol = solve_for_goal(a, load_evaluation(evaluation_path(ckpt, "val")), None, settings.get("weights"))
     return dict(sol.settings), f"chosen on validation for {sol.goal}"
 
 

@@ -170,8 +170,8 @@ def _eenet_scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[n
 
 
 class EnsembleScorer(StepScorer):
-    """The AEP ensemble rule, stepwise: a running weighted sum of the exits' softmax outputs, with the
-    same float32 operations in the same order as the vectorised score (so the numbers are equal)."""
+    """The AEP ensemble rule, stepwise: a running weighted sum of the exits' softmax outputs. The replayed
+    score is this scorer run over every exit, so replay and runtime compute the same numbers."""
 
     def __init__(self, weights: np.ndarray) -> None:
         self.weights = weights
@@ -196,13 +196,9 @@ class EnsembleScorer(StepScorer):
 
 def _ensemble_score_fn(weights: np.ndarray) -> ScoreFn:
     def scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        w = weights[: logits.shape[0]].astype(logits.dtype)
-        e = np.exp(logits - _top(logits)[0])  # (e, n, c) unnormalised softmax
-        e *= (w[:, None] / _sum_classes(e))[..., None]  # w_k * softmax of exit k
-        for k in range(1, len(e)):  # (e, n, c) weighted sum over exits 0..k; a loop over exits, faster than cumsum
-            e[k] += e[k - 1]
-        top, pred = _top(e)
-        return top[..., 0] / np.cumsum(w)[:, None], pred  # top probability of the weighted average
+        scorer = EnsembleScorer(weights)  # exit by exit, as the runtime does: one definition of the numbers
+        steps = [scorer.step(z, None) for z in logits]  # a loop over exits, vectorised over samples
+        return np.stack([s for s, _ in steps]), np.stack([p for _, p in steps])
 
     return scores
 

@@ -100,15 +100,12 @@ class Method(nn.Module):
     def schedule_fraction(self, step: int, steps_per_epoch: int) -> float:
         """How far optimiser step `step` is through its learning-rate schedule, in [0, 1]: through the whole
         run, or for layer-wise training through the current exit's epochs (each exit gets its own cosine)."""
-        total = self.epochs * steps_per_epoch
         if self.settings.method != "layer-wise":
-            return min(step / max(total, 1), 1.0)
-        epoch = min(step // max(steps_per_epoch, 1), self.epochs - 1)
-        k = self.stage(epoch)
-        first = next(e for e in range(self.epochs) if self.stage(e) == k)
-        last = max(e for e in range(self.epochs) if self.stage(e) == k)
-        span = (last - first + 1) * steps_per_epoch
-        return min((step - first * steps_per_epoch) / max(span, 1), 1.0)
+            return min(step / max(self.epochs * steps_per_epoch, 1), 1.0)
+        k = self.stage(min(step // max(steps_per_epoch, 1), self.epochs - 1))
+        # stage k spans epochs ceil(k * epochs / exits) up to the next stage's first epoch
+        first, end = (-(-j * self.epochs // self.num_exits) for j in (k, k + 1))
+        return min((step - first * steps_per_epoch) / max((end - first) * steps_per_epoch, 1), 1.0)
 
     def last_exit(self, epoch: int) -> int | None:
         """The last exit the forward pass needs this epoch (None: all of them)."""
