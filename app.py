@@ -7,7 +7,7 @@ import streamlit as st
 import app_shared as shared
 from aep_core.allocator import keep_freed_buffers
 from aep_core.errors import AepError
-from aep_core.policies import POLICY_INFO
+from aep_core.exits.rules import POLICY_INFO
 
 st.set_page_config(page_title="Early-Exit Explorer", page_icon=":material/alt_route:", layout="wide")
 keep_freed_buffers()

@@ -16,12 +16,12 @@ import numpy as np
 import streamlit as st
 import torch
 
-from aep_core.calibration import fit_temperatures, scale_logits, scale_record, stored_temperatures
+from aep_core.analysis.calibration import fit_temperatures, scale_logits, scale_record, stored_temperatures
 from aep_core.checkpoint import load_checkpoint
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord, collect_outputs, evaluation_path, load_evaluation
 from aep_core.models import EarlyExitNet
-from aep_core.policies import POLICY_INFO, apply_policy, decide, make_rule
+from aep_core.exits.rules import POLICY_INFO, replay_rule, decide, make_rule
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED_DIR = ROOT / "assets" / "models"
@@ -194,7 +194,7 @@ class Settings:
     calibrated: bool = False  # exits' outputs temperature-scaled before every rule (sidebar switch)
 
     def policy_kwargs(self) -> dict[str, Any]:
-        """Keyword settings for aep_core.policies.apply_policy / make_rule."""
+        """Keyword settings for aep_core.policies.replay_rule / make_rule."""
         info = POLICY_INFO[self.rule]
         if info.setting == "thresholds":
             return {"thresholds": list(self.per_exit) if self.per_exit else float(self.threshold)}
@@ -321,9 +321,9 @@ def require_record(lm: LoadedModel) -> ExitRecord | None:
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def policy_summary(model_key: str, split: str, rule: str, kwargs_items: tuple, _rec: ExitRecord) -> dict[str, Any]:
-    """apply_policy on a record, summarised (accuracy, MACs ratio, distributions); cached on plain values."""
+    """replay_rule on a record, summarised (accuracy, MACs ratio, distributions); cached on plain values."""
     kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs_items}
-    return apply_policy(_rec, rule, **kwargs).summary()
+    return replay_rule(_rec, rule, **kwargs).summary()
 
 
 def frozen_kwargs(kwargs: dict[str, Any]) -> tuple:
@@ -361,8 +361,8 @@ def image_outputs(model_key: str, image_digest: str, _model: EarlyExitNet, _x: t
 def ood_threshold(model_key: str, _lm: LoadedModel) -> tuple[float, str] | None:
     """The "I don't know" flagging threshold: the 95th percentile of the score on the model's validation
     outputs (else its test record), with a description of where it comes from; None without records."""
-    from aep_core.ood import DEFAULT_QUANTILE, ood_score
-    from aep_core.ood import ood_threshold as threshold
+    from aep_core.analysis.ood import DEFAULT_QUANTILE, ood_score
+    from aep_core.analysis.ood import ood_threshold as threshold
 
     rec, split = (_lm.val, "validation") if _lm.val is not None else (_lm.record, "evaluation")
     if rec is None:

@@ -1,5 +1,3 @@
-import sys
+from aep_core.cli.main import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

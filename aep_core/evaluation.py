@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .checkpoint import atomic_write_bytes
-from .data import make_loader
-from .errors import AepError
-from .models import EarlyExitNet
+from aep_core.checkpoint import atomic_write_bytes
+from aep_core.data import make_loader
+from aep_core.errors import AepError
+from aep_core.models import EarlyExitNet
 
 
 @dataclass

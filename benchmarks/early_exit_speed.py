@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 
 from aep_core.data import load_dataset
-from aep_core.policies import make_rule, oracle
-from aep_core.risk_control import certify_max_drop
-from aep_core.runtime import measure_speedup
-from aep_core.thresholds import accuracy_floor, solve_accuracy
+from aep_core.exits.rules import ModelExits, make_rule, oracle
+from aep_core.exits.certify import certify_max_drop
+from aep_core.exits.runtime import measure_speedup
+from aep_core.exits.solvers import accuracy_floor, solve_accuracy
 
 from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
 
@@ -67,7 +67,7 @@ def main() -> None:
               f"{'MACs speed-up':>13}  samples/s (no exits -> early exit)")
         for name in a.rules.split(","):
             sol = choose(name)
-            rule = make_rule(name, model.num_exits, model.has_confidence, **sol.settings)
+            rule = make_rule(name, ModelExits.of_model(model, meta["training"].get("ensemble_weights")), **sol.settings)
             row = {}
             for bs, n in ((1, a.n1), (256, a.n256)):
                 x = bundle.test[list(range(min(n, len(bundle.test))))][0]

@@ -11,8 +11,8 @@ import time
 import numpy as np
 
 from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation
-from aep_core.policies import apply_policy
-from aep_core.thresholds import pareto_sweep
+from aep_core.exits.rules import replay_rule
+from aep_core.exits.solvers import pareto_sweep
 
 from ._common import DEFAULT_CHECKPOINT, checkpoint_or_exit, setup
 
@@ -66,17 +66,17 @@ def main() -> None:
         settings["eenet_confidence"] = {"thresholds": 0.5}
     print(f"\n{'policy':18} {'ms / setting: median':>21} {'fastest':>8}   (target < 5 ms)")
     for name, s in settings.items():
-        med, best = timed(lambda: apply_policy(rec, name, **s), a.repeats)
+        med, best = timed(lambda: replay_rule(rec, name, **s), a.repeats)
         print(f"{name:18} {1e3 * med:21.2f} {1e3 * best:8.2f}")
     print(f"\n{'sweep (100 points)':18} {'ms / sweep: median':>21} {'fastest':>8}   (target < 200 ms)")
     for name in ("max_probability", "entropy", "aep_ensemble"):
         med, best = timed(lambda: pareto_sweep(rec, name, points=100), max(3, a.repeats // 5))
         print(f"{name:18} {1e3 * med:21.2f} {1e3 * best:8.2f}")
-    vec = timed(lambda: apply_policy(rec, "max_probability", thresholds=0.9), a.repeats)[0]
+    vec = timed(lambda: replay_rule(rec, "max_probability", thresholds=0.9), a.repeats)[0]
     t0 = time.perf_counter()
     idx, pred = loop_max_probability(rec, 0.9)
     loop = time.perf_counter() - t0
-    r = apply_policy(rec, "max_probability", thresholds=0.9)
+    r = replay_rule(rec, "max_probability", thresholds=0.9)
     same = np.array_equal(r.exit_index, idx) and np.array_equal(r.prediction, pred)
     print(f"\nper-sample Python loop, max_probability: {1e3 * loop:.1f} ms; vectorised {1e3 * vec:.2f} ms; "
           f"speed-up {loop / vec:.0f}x (medians; same decisions: {same})")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from aep_core.pruning import choose_cut, prune_model, prune_report
+from aep_core.analysis.pruning import choose_cut, prune_model, prune_report
 
 from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
 

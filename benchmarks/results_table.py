@@ -19,9 +19,9 @@ import numpy as np
 
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
-from aep_core.policies import oracle
-from aep_core.pruning import choose_cut, measure_prune_latency, prune_model
-from aep_core.thresholds import accuracy_floor, solve_accuracy, solve_budget
+from aep_core.exits.rules import oracle
+from aep_core.analysis.pruning import choose_cut, measure_prune_latency, prune_model
+from aep_core.exits.solvers import accuracy_floor, solve_accuracy, solve_budget
 
 from ._common import load_model_and_records, setup
 

@@ -12,7 +12,7 @@ import torch
 
 from aep_core.cost import exit_costs
 from aep_core.data import augment_shift_flip, load_dataset, make_loader
-from aep_core.experiment import TrainJob
+from aep_core.training.job import TrainJob
 from aep_core.models import ModelSpec, build_model
 from aep_core.training import MethodSettings, TrainConfig
 from aep_core.training.loop import make_optimizer

@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 import app_shared as shared
-from aep_core import calibration_charts as cc
-from aep_core.calibration import DEFAULT_BINS, exit_calibration, scale_record
+from explorer.charts import calibration as cc
+from aep_core.analysis.calibration import DEFAULT_BINS, exit_calibration, scale_record
 from aep_core.errors import AepError
 
 shared.ensure_entry("calibration")

@@ -8,11 +8,11 @@ import pandas as pd
 import streamlit as st
 
 import app_shared as shared
-from aep_core import deploy_charts
-from aep_core.deploy import (DEFAULT_GMACS, DEFAULT_LINKS, MAX_TIERS, TIER_NAMES, decision_grid, default_splits,
+from explorer.charts import deploy as deploy_charts
+from aep_core.deploy.simulator import (DEFAULT_GMACS, DEFAULT_LINKS, MAX_TIERS, TIER_NAMES, decision_grid, default_splits,
                              feature_sizes, make_deployment, measure_macs_per_second, search, simulate)
 from aep_core.errors import AepError
-from aep_core.policies import POLICY_INFO
+from aep_core.exits.rules import POLICY_INFO
 
 GMACS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
 MBPS = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10000.0]

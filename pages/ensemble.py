@@ -4,7 +4,7 @@ import numpy as np
 import streamlit as st
 
 import app_shared as shared
-from aep_core import charts
+from explorer.charts import exits as charts
 from aep_core.training.weighting import cost_weights, geometric_weights, linear_weights, uniform_weights
 
 shared.ensure_entry("ensemble")

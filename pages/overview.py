@@ -2,7 +2,7 @@
 import streamlit as st
 
 import app_shared as shared
-from aep_core import charts
+from explorer.charts import exits as charts
 
 shared.ensure_entry("overview")
 st.title("Early-Exit Explorer")

@@ -8,11 +8,11 @@ import streamlit as st
 import torch
 
 import app_shared as shared
-from aep_core import charts
+from explorer.charts import exits as charts
 from aep_core.checkpoint import save_checkpoint
 from aep_core.cost import measure_latency
 from aep_core.errors import AepError
-from aep_core.pruning import choose_cut, prune_model
+from aep_core.analysis.pruning import choose_cut, prune_model
 
 shared.ensure_entry("pruning")
 st.title("Pruning savings (AEP)")

@@ -4,7 +4,7 @@ import streamlit as st
 import app_shared as shared
 from aep_core.errors import AepError
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
-from aep_core.saliency import METHODS, exit_saliency, overlay
+from aep_core.analysis.saliency import METHODS, exit_saliency, overlay
 
 shared.ensure_entry("saliency")
 st.title("Saliency per exit")

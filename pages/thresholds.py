@@ -5,12 +5,12 @@ import streamlit as st
 import torch
 
 import app_shared as shared
-from aep_core import charts
+from explorer.charts import exits as charts
 from aep_core.errors import AepError
-from aep_core.policies import POLICY_INFO, make_rule
-from aep_core.risk_control import certify_max_drop
-from aep_core.runtime import measure_speedup
-from aep_core.thresholds import accuracy_floor, pareto_sweep, solve_accuracy, solve_budget
+from aep_core.exits.rules import POLICY_INFO, make_rule
+from aep_core.exits.certify import certify_max_drop
+from aep_core.exits.runtime import measure_speedup
+from aep_core.exits.solvers import accuracy_floor, pareto_sweep, solve_accuracy, solve_budget
 
 shared.ensure_entry("thresholds")
 st.title("Thresholds")

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import streamlit as st
 
 import app_shared as shared
-from aep_core import charts
+from explorer.charts import exits as charts
 from aep_core.errors import AepError
-from aep_core.experiment import TrainJob, run_train_job
+from aep_core.training.job import TrainJob, run_train_job
 from aep_core.training import METHODS, SCHEMES, MethodSettings, TrainConfig
 
 shared.ensure_entry("train")

@@ -5,10 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import app_shared as shared
-from aep_core import charts
+from explorer.charts import exits as charts
 from aep_core.errors import AepError
-from aep_core.ood import disagreement, final_confidence, ood_score
-from aep_core.policies import POLICY_INFO
+from aep_core.analysis.ood import disagreement, final_confidence, ood_score
+from aep_core.exits.rules import POLICY_INFO
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
 
 shared.ensure_entry("try_image")

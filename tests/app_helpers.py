@@ -19,7 +19,7 @@ def small_model_dir() -> Path:
     files: compact CNN, 1 epoch on a few hundred slice images."""
     import torch
 
-    from aep_core.experiment import TrainJob, run_train_job
+    from aep_core.training.job import TrainJob, run_train_job
     from aep_core.training import MethodSettings, TrainConfig
 
     torch.set_num_threads(1)

@@ -14,12 +14,12 @@ from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from app_helpers import APP, ROOT, assert_no_exception, run_app
-from aep_core import ood
-from aep_core.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
+from aep_core.analysis import ood
+from aep_core.analysis.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
 from aep_core.checkpoint import load_checkpoint, read_checkpoint
 from aep_core.data import load_slice
 from aep_core.evaluation import evaluation_path, load_evaluation
-from aep_core.policies import apply_policy
+from aep_core.exits.rules import replay_rule
 from aep_core.preprocess import prepare_array, prepare_image
 
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
@@ -107,8 +107,8 @@ def test_calibrated_switch_changes_the_thresholds_page(env):
     _ok(at)
     test = load_evaluation(evaluation_path(env / "stored.pt", "test"))
     temps = read_checkpoint(env / "stored.pt")["meta"]["calibration"]["temperatures"]
-    raw = apply_policy(test, "max_probability", thresholds=0.9)
-    cal = apply_policy(scale_record(test, temps), "max_probability", thresholds=0.9)
+    raw = replay_rule(test, "max_probability", thresholds=0.9)
+    cal = replay_rule(scale_record(test, temps), "max_probability", thresholds=0.9)
     assert (raw.accuracy, raw.expected_macs) != (cal.accuracy, cal.expected_macs), "scaling should move this rule"
     assert _thresholds_numbers(at) == (f"{100 * raw.accuracy:.2f}%", f"{raw.expected_macs / 1e6:.2f} M")
     at.sidebar.toggle(key="calibrated").set_value(True).run()

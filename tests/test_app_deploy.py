@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_helpers import ROOT, assert_no_exception, run_app
 from aep_core.checkpoint import load_checkpoint
-from aep_core.deploy import decision_grid, feature_sizes, make_deployment, search, simulate
+from aep_core.deploy.simulator import decision_grid, feature_sizes, make_deployment, search, simulate
 from aep_core.evaluation import evaluation_path, load_evaluation
 
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from aep_core import calibration as cal
+from aep_core.analysis import calibration as cal
 from aep_core.checkpoint import read_checkpoint
-from aep_core.cli import main
+from aep_core.cli.main import main
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation
-from aep_core.policies import apply_policy
+from aep_core.exits.rules import replay_rule
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
@@ -104,11 +104,11 @@ def test_calibrated_replay_equals_replay_on_prescaled_logits(rule, settings):
     t = np.array([2.0, 0.7, 1.3])
     pre = ExitRecord(rec.logits / t[:, None, None].astype(np.float32), rec.labels, rec.cum_macs, rec.full_macs, None,
                      dict(rec.info))
-    a = apply_policy(cal.scale_record(rec, t), rule, **settings)
-    b = apply_policy(pre, rule, **settings)
+    a = replay_rule(cal.scale_record(rec, t), rule, **settings)
+    b = replay_rule(pre, rule, **settings)
     assert (a.exit_index == b.exit_index).all() and (a.prediction == b.prediction).all()
     if rule != "patience":  # temperatures move confidence-based rules
-        assert (a.exit_index != apply_policy(rec, rule, **settings).exit_index).any()
+        assert (a.exit_index != replay_rule(rec, rule, **settings).exit_index).any()
 
 
 def test_calibrate_checkpoint_stores_temperatures_and_keeps_the_rest(tmp_path):

@@ -1,7 +1,7 @@
 """Chart builders: each returns a chart whose Vega-Lite spec carries the data it was given."""
 import numpy as np
 
-from aep_core import charts
+from explorer.charts import exits as charts
 
 
 def _datasets(spec: dict) -> list[list[dict]]:

@@ -9,8 +9,8 @@ from PIL import Image
 
 from aep_core.checkpoint import load_checkpoint
 from aep_core.data import load_dataset, load_slice
-from aep_core.policies import make_rule
-from aep_core.runtime import record_outputs
+from aep_core.exits.rules import make_rule
+from aep_core.exits.runtime import record_outputs
 
 from test_cli import ROOT, run
 

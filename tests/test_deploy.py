@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aep_core.deploy import (FeatureSizes, Link, Tier, Deployment, decision_grid, default_splits, exit_timings,
+from aep_core.deploy.simulator import (FeatureSizes, Link, Tier, Deployment, decision_grid, default_splits, exit_timings,
                              feature_sizes, latency_stat, make_deployment, measure_macs_per_second, percentile,
                              search, simulate, split_assignments)
 from aep_core.errors import ConfigError
@@ -224,7 +224,7 @@ SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "aep_hy
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model is not present")
 def test_cli_deploy_prints_the_simulation_and_the_search(capsys):
     from aep_core.checkpoint import load_checkpoint
-    from aep_core.cli import main
+    from aep_core.cli.main import main
     from aep_core.evaluation import evaluation_path, load_evaluation
 
     model, _ = load_checkpoint(SHIPPED)

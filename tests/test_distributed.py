@@ -31,7 +31,7 @@ def _digests(text: str) -> dict[str, str]:
 
 def test_torchrun_two_cpu_processes_agree_and_rank0_saves(tmp_path):
     from aep_core.checkpoint import load_checkpoint
-    from aep_core.experiment import resume_path
+    from aep_core.training.job import resume_path
 
     out = tmp_path / "m.pt"
     r = _torchrun(["-m", "aep_core", "train", "--dataset", "fashion-mnist-slice", "--limit", "256", "--epochs", "1",
@@ -92,7 +92,7 @@ def _worker(tmp: Path) -> None:
 
     from aep_core.cost import exit_costs
     from aep_core.data import load_dataset
-    from aep_core.experiment import TrainJob, build_for_job
+    from aep_core.training.job import TrainJob, build_for_job
     from aep_core.training import Method, MethodSettings, TrainConfig, train
     from aep_core.training import distributed as dd
     from aep_core.training.loop import StopRequest, TrainingInterrupted

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from aep_core.errors import ConfigError
-from aep_core.export import (Segment, export_onnx, export_torchscript, make_segments, segment_ranges, verify_onnx,
+from aep_core.deploy.export import (Segment, export_onnx, export_torchscript, make_segments, segment_ranges, verify_onnx,
                              write_manifest)
 from aep_core.models import ModelSpec, build_model
-from aep_core.pruning import prune_model
+from aep_core.analysis.pruning import prune_model
 
 
 def tiny(head: str = "aep", backbone: str = "compact_cnn", pool: int = 1):
@@ -107,7 +107,7 @@ def test_torchscript_of_a_pruned_model(tmp_path):
 @pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:FutureWarning")
 def test_cli_export_writes_checked_segments_and_torchscript(tmp_path, capsys):
     from aep_core.checkpoint import save_checkpoint
-    from aep_core.cli import main
+    from aep_core.cli.main import main
 
     model, spec = tiny()
     meta = {"model": spec.to_dict(), "dataset": {"in_channels": 1, "image_size": 12},

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from aep_core import ood
+from aep_core.analysis import ood
 from aep_core.checkpoint import load_checkpoint, read_checkpoint
-from aep_core.cli import main
+from aep_core.cli.main import main
 from aep_core.data import load_slice
 from aep_core.errors import ConfigError
 from aep_core.evaluation import evaluation_path, load_evaluation

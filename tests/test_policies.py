@@ -6,7 +6,7 @@ import pytest
 
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
-from aep_core.policies import (POLICIES, POLICY_INFO, aep_ensemble, apply_policy, eenet_confidence, entropy,
+from aep_core.exits.rules import (POLICIES, POLICY_INFO, aep_ensemble, replay_rule, eenet_confidence, entropy,
                                fixed_exit, make_rule, max_probability, oracle, patience)
 
 
@@ -113,11 +113,11 @@ def test_oracle_stops_at_the_first_right_exit():
 def test_registry_and_apply_policy():
     rec = hand_record()
     assert set(POLICIES) == set(POLICY_INFO)
-    assert apply_policy(rec, "max_probability", thresholds=0.75).exit_index.tolist() == [0, 2, 2, 1]
-    assert apply_policy(rec, "fixed_exit", k=2).exit_index.tolist() == [2, 2, 2, 2]
+    assert replay_rule(rec, "max_probability", thresholds=0.75).exit_index.tolist() == [0, 2, 2, 1]
+    assert replay_rule(rec, "fixed_exit", k=2).exit_index.tolist() == [2, 2, 2, 2]
     for name, info in POLICY_INFO.items():
         settings = {} if info.setting is None else {info.setting: info.default}
-        r = apply_policy(rec, name, **settings)
+        r = replay_rule(rec, name, **settings)
         assert r.exit_index.shape == (4,) and r.policy == name
 
 
@@ -134,7 +134,7 @@ def test_registry_and_apply_policy():
 ])
 def test_bad_settings_are_clear_errors(name, settings, match):
     with pytest.raises(AepError, match=match):
-        apply_policy(hand_record(), name, **settings)
+        replay_rule(hand_record(), name, **settings)
 
 
 def test_empty_record_is_a_clear_error():

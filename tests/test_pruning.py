@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from aep_core.checkpoint import load_checkpoint, save_checkpoint
-from aep_core.cli import main
+from aep_core.cli.main import main
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation
-from aep_core.experiment import TrainJob, run_train_job
+from aep_core.training.job import TrainJob, run_train_job
 from aep_core.models import ModelSpec, build_model
-from aep_core.pruning import choose_cut, prune_checkpoint, prune_model
+from aep_core.analysis.pruning import choose_cut, prune_checkpoint, prune_model
 from aep_core.training import MethodSettings, TrainConfig
 
 

@@ -13,7 +13,7 @@ import torch
 
 from aep_core import checkpoint
 from aep_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from aep_core.experiment import TrainJob, resume_path, run_train_job
+from aep_core.training.job import TrainJob, resume_path, run_train_job
 from aep_core.models import ModelSpec, build_model
 from aep_core.training import MethodSettings, TrainConfig
 from aep_core.training.loop import TrainingInterrupted

@@ -7,9 +7,9 @@ import pytest
 
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
-from aep_core.policies import decide
-from aep_core.risk_control import binomial_cdf, certification_grid, certify_max_drop
-from aep_core.thresholds import score_record
+from aep_core.exits.rules import decide
+from aep_core.exits.certify import binomial_cdf, certification_grid, certify_max_drop
+from aep_core.exits.solvers import score_record
 
 
 @pytest.mark.parametrize("k,n,p", [(0, 10, 0.1), (3, 10, 0.3), (7, 20, 0.5), (2, 50, 0.01), (10, 10, 0.4)])

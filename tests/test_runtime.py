@@ -6,8 +6,8 @@ import torch
 from aep_core.data import load_dataset
 from aep_core.errors import AepError
 from aep_core.models import ModelSpec, build_model
-from aep_core.policies import make_rule
-from aep_core.runtime import EarlyExitRunner, record_outputs, run_without_exits
+from aep_core.exits.rules import make_rule
+from aep_core.exits.runtime import EarlyExitRunner, record_outputs, run_without_exits
 
 WEIGHTS = [0.1, 0.15, 0.2, 0.25, 0.3]
 
@@ -76,7 +76,7 @@ def test_runner_result_has_replay_metrics(inputs):
     x, y = inputs
     m = _model("aep")
     rule = make_rule("fixed_exit", m.num_exits, k=1)
-    res = EarlyExitRunner(m, rule).run(x, 32).as_policy_result(y, [10, 20, 30, 40, 50], 50, 10)
+    res = EarlyExitRunner(m, rule).run(x, 32).as_rule_result(y, [10, 20, 30, 40, 50], 50, 10)
     assert res.exit_distribution[1] == 1.0 and res.macs_ratio == pytest.approx(0.4)
 
 
@@ -113,7 +113,7 @@ def test_bad_runner_inputs(inputs):
 
 
 def test_runner_with_temperatures_agrees_with_replay_on_the_scaled_record(model, inputs):
-    from aep_core.calibration import scale_record
+    from aep_core.analysis.calibration import scale_record
 
     x, y = inputs
     temps = [0.5, 0.8, 1.3, 2.0, 1.0]
@@ -128,7 +128,7 @@ def test_runner_with_temperatures_agrees_with_replay_on_the_scaled_record(model,
 
 
 def test_measure_speedup_times_both_on_the_same_inputs(inputs):
-    from aep_core.runtime import measure_speedup
+    from aep_core.exits.runtime import measure_speedup
 
     x, y = inputs
     m = _model("aep")

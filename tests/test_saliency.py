@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from aep_core.models import ModelSpec, build_model
-from aep_core.saliency import METHODS, ExitModule, exit_saliency, overlay
+from aep_core.analysis.saliency import METHODS, ExitModule, exit_saliency, overlay
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ import pytest
 
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
-from aep_core.policies import apply_policy, max_probability
-from aep_core.thresholds import (accuracy_floor, pareto_front, pareto_sweep, solve_accuracy, solve_budget,
+from aep_core.exits.rules import replay_rule, max_probability
+from aep_core.exits.solvers import (accuracy_floor, pareto_front, pareto_sweep, solve_accuracy, solve_budget,
                                  threshold_grid)
 
 
@@ -38,7 +38,7 @@ def test_sweep_points_match_single_replays(name):
     s = pareto_sweep(rec, name, points=30)
     assert len(s.settings) == len(s.accuracy) == len(s.macs_ratio) == len(s.pareto) and s.pareto.any()
     for i in (0, len(s.settings) // 2, len(s.settings) - 1):
-        r = apply_policy(rec, name, **s.settings[i])
+        r = replay_rule(rec, name, **s.settings[i])
         assert r.accuracy == pytest.approx(s.accuracy[i]) and r.macs_ratio == pytest.approx(s.macs_ratio[i])
     # no point off the front beats a point on it
     for i in np.flatnonzero(s.pareto):
@@ -63,7 +63,7 @@ def test_budget_solver_meets_its_budget_and_beats_global_thresholds(name, budget
     best_global = sweep.accuracy[sweep.macs_ratio <= budget].max()
     assert sol.val.accuracy >= best_global - 1e-12
     assert sol.val.accuracy > val.exit_accuracy()[0]  # better than stopping everyone at the first exit
-    again = apply_policy(test, name, **sol.settings)  # the test figures are the same settings replayed on test
+    again = replay_rule(test, name, **sol.settings)  # the test figures are the same settings replayed on test
     assert sol.test is not None and again.accuracy == sol.test.accuracy and again.macs_ratio == sol.test.macs_ratio
 
 
@@ -133,7 +133,7 @@ def test_a_single_exit_model_has_nothing_to_sweep_or_solve():
 
     from aep_core.errors import ConfigError
     from aep_core.evaluation import ExitRecord
-    from aep_core.thresholds import pareto_sweep, solve_accuracy, solve_budget
+    from aep_core.exits.solvers import pareto_sweep, solve_accuracy, solve_budget
 
     rec = ExitRecord(np.zeros((1, 4, 3), dtype=np.float32), np.zeros(4, dtype=np.int64), np.array([10]), 10)
     for call in (lambda: pareto_sweep(rec, "max_probability"), lambda: solve_budget(rec, "entropy", 0.5),

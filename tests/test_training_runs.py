@@ -7,7 +7,7 @@ import torch
 
 from aep_core.checkpoint import load_checkpoint
 from aep_core.evaluation import evaluation_path, load_evaluation
-from aep_core.experiment import TrainJob, run_train_job
+from aep_core.training.job import TrainJob, run_train_job
 from aep_core.training import MethodSettings, TrainConfig
 
 SMALL = {"widths": [8, 16, 32]}
@@ -55,7 +55,7 @@ def test_classifier_wise_freezes_the_backbone(tmp_path):
     job = _job(tmp_path, "cw", method="classifier-wise", freeze_epochs=0)
     torch.manual_seed(0)
     from aep_core.data import load_dataset
-    from aep_core.experiment import build_for_job
+    from aep_core.training.job import build_for_job
 
     before, _ = build_for_job(job, load_dataset("fashion-mnist-slice"))
     path = run_train_job(job, log=lambda s: None)
@@ -81,7 +81,7 @@ def test_training_is_repeatable(tmp_path):
 
 def test_layer_wise_trains_one_exit_at_a_time_and_freezes_what_came_before(tmp_path):
     from aep_core.data import load_dataset
-    from aep_core.experiment import build_for_job
+    from aep_core.training.job import build_for_job
     from aep_core.training import Method, train
 
     job = _job(tmp_path, "lw", method="layer-wise")

@@ -78,7 +78,7 @@ class CifarResNet(Backbone):
     def __init__(self, cfg: ResNetConfig) -> None:
         super().__init__()
         if cfg.depth < 8 or (cfg.depth - 2) % 6 != 0:
-            from ..errors import ConfigError
+            from aep_core.errors import ConfigError
 
             raise ConfigError(f"ResNet depth must be 6n+2 with n >= 1 (20, 32, 56, 110, ...), got {cfg.depth}.")
         n = (cfg.depth - 2) // 6
@@ -114,7 +114,7 @@ class CompactCNN(Backbone):
         super().__init__()
         widths = list(cfg.widths)
         if not widths or cfg.convs_per_stage < 1:
-            from ..errors import ConfigError
+            from aep_core.errors import ConfigError
 
             raise ConfigError("CompactCNN needs at least one stage width and one conv per stage.")
         self.stem = ConvBNReLU(cfg.in_channels, widths[0])
@@ -129,7 +129,7 @@ class CompactCNN(Backbone):
                 self.block_stage.append(stage)
                 in_ch = w
         if not blocks:
-            from ..errors import ConfigError
+            from aep_core.errors import ConfigError
 
             raise ConfigError("CompactCNN needs at least one block after the stem.")
         self.blocks = nn.ModuleList(blocks)

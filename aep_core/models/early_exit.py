@@ -11,8 +11,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .backbones import Backbone
-from .heads import make_head
+from aep_core.models.backbones import Backbone
+from aep_core.models.heads import make_head
 
 
 class ExitOutputs(NamedTuple):

@@ -82,7 +82,7 @@ HEAD_TYPES: dict[str, type[nn.Module]] = {"aep": AEPHead, "eenet": EENetHead}
 def make_head(kind: str, in_channels: int, num_classes: int, pool: int = 1) -> nn.Module:
     """Build an exit head of the named kind ('aep' or 'eenet') pooling to a pool x pool grid."""
     if kind not in HEAD_TYPES:
-        from ..errors import ConfigError
+        from aep_core.errors import ConfigError
 
         raise ConfigError(f"Unknown exit head '{kind}'. Choose one of: {', '.join(HEAD_TYPES)}.")
     return HEAD_TYPES[kind](in_channels, num_classes, pool)

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils import fuse_conv_bn_eval
 
-from .backbones import BasicBlock
-from .early_exit import EarlyExitNet
+from aep_core.models.backbones import BasicBlock
+from aep_core.models.early_exit import EarlyExitNet
 
 
 def fold_batchnorm(module: nn.Module) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from ..errors import ConfigError
+from aep_core.errors import ConfigError
 
 COST_FRACTIONS: dict[str, Callable[[int, int], float]] = {
     "fine": lambda i, n: 1 - 0.95 ** (i + 1),

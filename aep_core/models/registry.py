@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from .backbones import Backbone, CifarResNet, CompactCNN, CompactCNNConfig, ResNetConfig
-from .early_exit import EarlyExitNet
-from .placement import COST_FRACTIONS, place_exits
+from aep_core.errors import ConfigError
+from aep_core.models.backbones import Backbone, CifarResNet, CompactCNN, CompactCNNConfig, ResNetConfig
+from aep_core.models.early_exit import EarlyExitNet
+from aep_core.models.placement import COST_FRACTIONS, place_exits
 
 _BACKBONES: dict[str, Callable[..., Backbone]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
@@ -100,7 +100,7 @@ def build_backbone(spec: ModelSpec) -> Backbone:
 
 def build_model(spec: ModelSpec) -> EarlyExitNet:
     """Build the early-exit model described by `spec`; fills in `spec.exit_blocks` and `spec.num_blocks`."""
-    from ..cost import cumulative_block_macs
+    from aep_core.cost import cumulative_block_macs
 
     backbone = build_backbone(spec)
     if spec.exit_blocks is None:

@@ -18,9 +18,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..errors import ConfigError
-from ..models import EarlyExitNet
-from .methods import Method
+from aep_core.errors import ConfigError
+from aep_core.models import EarlyExitNet
+from aep_core.training.methods import Method
 
 
 @dataclass

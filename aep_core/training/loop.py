@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..data import TensorImageDataset, augment_shift_flip, make_loader, set_loader_epoch
-from ..errors import AepError, ConfigError
-from ..models import EarlyExitNet
-from . import distributed as dd
-from .losses import ensemble_probs
-from .methods import Method
+from aep_core.data import TensorImageDataset, augment_shift_flip, make_loader, set_loader_epoch
+from aep_core.errors import AepError, ConfigError
+from aep_core.models import EarlyExitNet
+from aep_core.training import distributed as dd
+from aep_core.training.losses import ensemble_probs
+from aep_core.training.methods import Method
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

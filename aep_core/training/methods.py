@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..models import EarlyExitNet, ExitOutputs
-from . import losses
-from .weighting import SCHEMES, ExitWeighting
+from aep_core.errors import ConfigError
+from aep_core.models import EarlyExitNet, ExitOutputs
+from aep_core.training import losses
+from aep_core.training.weighting import SCHEMES, ExitWeighting
 
 METHODS = ("baseline", "aep", "eenet", "classifier-wise", "layer-wise", "distillation")
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from aep_core.errors import ConfigError
 
 SCHEMES = ("uniform", "linear", "geometric", "cost", "learned", "hybrid")
 

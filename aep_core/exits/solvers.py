@@ -13,11 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
-from .evaluation import ExitRecord
-from .policies import POLICIES, PolicyResult, apply_policy, decide, make_rule, oracle
-
-THRESHOLD_POLICIES = ("max_probability", "entropy", "eenet_confidence", "aep_ensemble")
+from aep_core.errors import ConfigError
+from aep_core.evaluation import ExitRecord
+from aep_core.exits.rules import (
+    ModelExits,
+    RuleResult,
+    decide,
+    get_rule,
+    make_rule,
+    oracle,
+    replay_rule,
+    resolve_ensemble_weights,
+)
 
 
 def pareto_front(macs: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
@@ -50,10 +57,9 @@ class Sweep:
 
 
 def rule_settings(rec: ExitRecord, name: str, weights: Sequence[float] | None) -> dict[str, Any]:
-    """The rule's settings besides its thresholds: the AEP ensemble's weights (given, or the record's)."""
-    if name == "aep_ensemble":
-        w = weights if weights is not None else rec.info.get("ensemble_weights")
-        return {"weights": w} if w is not None else {}
+    """The rule's settings besides its thresholds: the resolved ensemble weights of a rule that uses them."""
+    if get_rule(name).uses_ensemble_weights:
+        return {"weights": resolve_ensemble_weights(weights, ModelExits.of_record(rec)).tolist()}
     return {}
 
 
@@ -61,7 +67,9 @@ def score_record(rec: ExitRecord, name: str, weights: Sequence[float] | None = N
     """The rule at a neutral threshold, its (exits, n) scores and predictions, and (exits, n) correctness."""
     if rec.num_samples == 0:
         raise ConfigError("The evaluation record holds no samples: there is nothing to sweep.")
-    rule = make_rule(name, rec.num_exits, rec.confidences is not None, thresholds=0.5, **rule_settings(rec, name, weights))
+    if not get_rule(name).has_thresholds:
+        raise ConfigError(f"{name} has no thresholds to score.")
+    rule = make_rule(name, ModelExits.of_record(rec), thresholds=0.5, **rule_settings(rec, name, weights))
     score, pred = rule.scores(rec.logits, rec.confidences)
     return rule, score, pred == rec.labels[None]
 
@@ -70,6 +78,16 @@ def threshold_grid(score: np.ndarray, points: int) -> np.ndarray:
     """`points` thresholds in [0, 1] spread over the quantiles of the early exits' scores."""
     q = np.quantile(score[:-1].ravel(), np.linspace(0.0, 1.0, max(points - 2, 1)))
     return np.unique(np.clip(np.concatenate([[0.0, 1.0], q]), 0.0, 1.0))
+
+
+def setting_grid(name: str, num_exits: int, grid: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+    """The settings a sweep of a rule without thresholds visits: every value of its setting for this model
+    (or the `grid` given); one empty setting for a rule with none (the oracle)."""
+    spec = get_rule(name)
+    if spec.setting is None:
+        return [{}]
+    values = grid if grid is not None else spec.setting.values(num_exits)
+    return [{spec.setting.keyword: int(v)} for v in values]
 
 
 def require_early_exits(rec: ExitRecord) -> None:
@@ -83,10 +101,9 @@ def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, 
                  weights: Sequence[float] | None = None) -> Sweep:
     """Accuracy against MACs ratio for `name` over a grid: global thresholds (default: `points` quantiles
     of the scores) for threshold rules, t = 1..exits for patience, k = 0..exits-1 for fixed_exit."""
-    if name not in POLICIES:
-        raise ConfigError(f"Unknown exit policy '{name}'. Choose one of: {', '.join(POLICIES)}.")
+    spec = get_rule(name)
     require_early_exits(rec)
-    if name in THRESHOLD_POLICIES:
+    if spec.has_thresholds:
         rule, score, correct = score_record(rec, name, weights)
         ts = threshold_grid(score, points) if grid is None else np.asarray(grid, dtype=np.float64)
         if ts.ndim != 1 or ts.size == 0 or np.isnan(ts).any() or (ts < 0).any() or (ts > 1).any():
@@ -99,13 +116,8 @@ def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, 
             acc[i], macs[i] = correct[idx, cols].mean(), cost[idx].mean()
         settings = [{"thresholds": float(t)} for t in ts]
     else:
-        if name == "oracle":
-            settings = [{}]
-        elif name == "patience":
-            settings = [{"t": int(t)} for t in (grid if grid is not None else range(1, rec.num_exits + 1))]
-        else:
-            settings = [{"k": int(k)} for k in (grid if grid is not None else range(rec.num_exits))]
-        results = [apply_policy(rec, name, **s) for s in settings]
+        settings = setting_grid(spec.name, rec.num_exits, grid)
+        results = [replay_rule(rec, name, **s) for s in settings]
         acc = np.array([r.accuracy for r in results])
         macs = np.array([r.macs_ratio for r in results])
     return Sweep(name, settings, acc, macs, pareto_front(macs, acc))
@@ -117,8 +129,8 @@ class Solution:
 
     policy: str
     settings: dict[str, Any]
-    val: PolicyResult
-    test: PolicyResult | None
+    val: RuleResult
+    test: RuleResult | None
     goal: str
 
     def summary(self) -> dict[str, Any]:
@@ -164,10 +176,10 @@ def _search(score: np.ndarray, correct: np.ndarray, cost: np.ndarray, lower: boo
 
 def _solve(val: ExitRecord, name: str, key, goal: str, test: ExitRecord | None, weights: Sequence[float] | None,
            feasible, infeasible_message, grid_points: int, passes: int) -> Solution:
-    if name == "oracle":
-        raise ConfigError("The oracle has no settings to choose: it reads the labels.")
+    if get_rule(name).reads_labels:
+        raise ConfigError(f"The {name} has no settings to choose: it reads the labels.")
     require_early_exits(val)
-    if name in THRESHOLD_POLICIES:
+    if get_rule(name).has_thresholds:
         rule, score, correct = score_record(val, name, weights)
         cost = np.asarray(val.cum_macs, dtype=np.float64) / val.full_macs
         t = _search(score, correct, cost, rule.lower_is_confident, key, grid_points, passes)
@@ -176,10 +188,10 @@ def _solve(val: ExitRecord, name: str, key, goal: str, test: ExitRecord | None, 
         sweep = pareto_sweep(val, name)
         best = max(range(len(sweep.settings)), key=lambda i: key(sweep.accuracy[i], sweep.macs_ratio[i]))
         settings = dict(sweep.settings[best])
-    res_val = apply_policy(val, name, **settings)
+    res_val = replay_rule(val, name, **settings)
     if not feasible(res_val):
         raise ConfigError(infeasible_message(val, name, res_val))
-    res_test = apply_policy(test, name, **settings) if test is not None else None
+    res_test = replay_rule(test, name, **settings) if test is not None else None
     return Solution(name, settings, res_val, res_test, goal)
 
 
@@ -194,7 +206,7 @@ def solve_budget(val: ExitRecord, name: str, max_macs_ratio: float, test: ExitRe
     def key(acc: float, cost: float) -> tuple:
         return (True, acc, -cost) if cost <= max_macs_ratio + tol else (False, -cost, acc)
 
-    def message(rec: ExitRecord, n: str, closest: PolicyResult) -> str:
+    def message(rec: ExitRecord, n: str, closest: RuleResult) -> str:
         cheapest = float(np.min(rec.cum_macs)) / rec.full_macs
         return (f"No setting of {n} meets a budget of {100 * max_macs_ratio:.1f}% of the full network's MACs: the cheapest "
                 f"reachable cost is {100 * cheapest:.1f}% (every sample stopping at exit 0).")
@@ -219,7 +231,7 @@ def solve_accuracy(val: ExitRecord, name: str, min_accuracy: float, test: ExitRe
     def key(acc: float, cost: float) -> tuple:
         return (True, -cost, acc) if acc >= min_accuracy - tol else (False, acc, -cost)
 
-    def message(rec: ExitRecord, n: str, closest: PolicyResult) -> str:
+    def message(rec: ExitRecord, n: str, closest: RuleResult) -> str:
         return (f"No setting of {n} found reaches {100 * min_accuracy:.2f}% accuracy on this split: the best found is "
                 f"{100 * closest.accuracy:.2f}% (final exit alone: {100 * float(rec.exit_accuracy()[-1]):.2f}%, "
                 f"oracle: {100 * oracle(rec).accuracy:.2f}%).")

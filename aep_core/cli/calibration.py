@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .errors import ConfigError, DataError
+from aep_core.errors import ConfigError, DataError
 
 
 def _exits_of(meta: dict, path: str) -> int:
-    from .errors import CheckpointError
+    from aep_core.errors import CheckpointError
 
     exits = len(meta.get("cost", {}).get("exits", []))
     if exits == 0:
@@ -29,9 +29,9 @@ def format_calibration_table(before: list, after: list, temperatures: list[float
 
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
-    from .calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
-    from .checkpoint import read_checkpoint
-    from .evaluation import evaluation_path, load_evaluation
+    from aep_core.analysis.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
+    from aep_core.checkpoint import read_checkpoint
+    from aep_core.evaluation import evaluation_path, load_evaluation
 
     if a.bins < 1:
         raise ConfigError(f"--bins must be at least 1, got {a.bins}.")
@@ -59,7 +59,7 @@ def _in_distribution_images(meta: dict, images: str, data_dir: str | None):
     """uint8 test images (n, c, h, w) of the checkpoint's dataset and a description of them."""
     import torch
 
-    from .data import load_dataset, load_slice
+    from aep_core.data import load_dataset, load_slice
 
     ds = meta["dataset"]
     if images == "slice":
@@ -80,10 +80,10 @@ def _in_distribution_images(meta: dict, images: str, data_dir: str | None):
 def _cmd_ood(a: argparse.Namespace) -> int:
     import torch
 
-    from . import ood
-    from .calibration import scale_logits, stored_temperatures
-    from .checkpoint import load_checkpoint
-    from .evaluation import evaluation_path, load_evaluation
+    from aep_core.analysis import ood
+    from aep_core.analysis.calibration import scale_logits, stored_temperatures
+    from aep_core.checkpoint import load_checkpoint
+    from aep_core.evaluation import evaluation_path, load_evaluation
 
     if not 0.0 <= a.weight <= 1.0:
         raise ConfigError(f"--weight must lie in [0, 1], got {a.weight}.")
@@ -126,8 +126,8 @@ def _cmd_ood(a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Register the sub-commands on `sub`; return name -> handler."""
-    from .calibration import DEFAULT_BINS
-    from .ood import DEFAULT_QUANTILE, DEFAULT_WEIGHT
+    from aep_core.analysis.calibration import DEFAULT_BINS
+    from aep_core.analysis.ood import DEFAULT_QUANTILE, DEFAULT_WEIGHT
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     c = sub.add_parser("calibrate", help="fit one temperature per exit on the validation split, store it in the "

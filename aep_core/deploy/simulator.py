@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cost import count_macs, measure_latency
-from .errors import ConfigError
-from .evaluation import ExitRecord
-from .models import EarlyExitNet
-from .models.inference import as_model_input, prepare_for_inference
-from .policies import POLICIES, apply_policy, decide, make_rule
+from aep_core.cost import count_macs, measure_latency
+from aep_core.errors import ConfigError
+from aep_core.evaluation import ExitRecord
+from aep_core.models import EarlyExitNet
+from aep_core.models.inference import as_model_input, prepare_for_inference
+from aep_core.exits.rules import decide, get_rule, replay_rule
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 MAX_TIERS = 4
@@ -370,9 +370,9 @@ class DeployResult:
 
 def simulate(rec: ExitRecord, sizes: FeatureSizes, dep: Deployment, rule: str, **settings: Any) -> DeployResult:
     """Replay an exit rule (a name from aep_core.policies and its settings) on saved outputs under a deployment."""
-    res = apply_policy(rec, rule, **settings)
+    res = replay_rule(rec, rule, **settings)
     timings = exit_timings(rec.cum_macs, sizes, dep)
-    return DeployResult(dep, timings, res.exit_index, res.correct, res.policy, res.settings)
+    return DeployResult(dep, timings, res.exit_index, res.correct, res.rule, res.settings)
 
 
 # ---- searching split points and thresholds ----------------------------------------------------------
@@ -396,22 +396,16 @@ def decision_grid(rec: ExitRecord, rule: str, grid: Sequence[float] | None = Non
                   weights: Sequence[float] | None = None) -> DecisionGrid:
     """The rule's decisions over a grid: global thresholds (default: 0, 0.01, ..., 1 plus `points` quantiles of
     the scores) for threshold rules, t = 1..exits for patience, k = 0..exits-1 for fixed_exit, one point for the oracle."""
-    from .thresholds import THRESHOLD_POLICIES, threshold_grid
+    from aep_core.exits.solvers import rule_settings, score_record, setting_grid, threshold_grid
 
-    if rule not in POLICIES:
-        raise ConfigError(f"Unknown exit policy '{rule}'. Choose one of: {', '.join(POLICIES)}.")
+    spec = get_rule(rule)
     if rec.num_samples == 0:
         raise ConfigError("The evaluation record holds no samples: there is nothing to search.")
     e, n = rec.num_exits, rec.num_samples
     cols = np.arange(n)
-    if rule in THRESHOLD_POLICIES:
-        extra = {}
-        if rule == "aep_ensemble":
-            w = weights if weights is not None else rec.info.get("ensemble_weights")
-            extra = {"weights": w} if w is not None else {}
-        r = make_rule(rule, e, rec.confidences is not None, thresholds=0.5, **extra)
-        score, pred = r.scores(rec.logits, rec.confidences)
-        right = pred == rec.labels[None]
+    if spec.has_thresholds:
+        extra = rule_settings(rec, rule, weights)
+        r, score, right = score_record(rec, rule, weights)
         if grid is None:
             ts = np.unique(np.round(np.concatenate([np.linspace(0, 1, 101), threshold_grid(score, points)]), 6))
         else:
@@ -426,13 +420,8 @@ def decision_grid(rec: ExitRecord, rule: str, grid: Sequence[float] | None = Non
             acc[i] = right[idx, cols].mean()
         settings = [{"thresholds": float(t), **extra} for t in ts]
     else:
-        if rule == "oracle":
-            settings = [{}]
-        elif rule == "patience":
-            settings = [{"t": int(t)} for t in (grid if grid is not None else range(1, e + 1))]
-        else:
-            settings = [{"k": int(k)} for k in (grid if grid is not None else range(e))]
-        results = [apply_policy(rec, rule, **s) for s in settings]
+        settings = setting_grid(rule, e, grid)
+        results = [replay_rule(rec, rule, **s) for s in settings]
         counts = np.stack([np.bincount(r.exit_index, minlength=e) for r in results])
         acc = np.array([r.accuracy for r in results])
     return DecisionGrid(rule, settings, counts, acc)
@@ -493,7 +482,7 @@ def search(grid: DecisionGrid, cum_macs: Sequence[float] | np.ndarray, sizes: Fe
     return all points, the accuracy-vs-latency Pareto front, and the most accurate point (ties: the faster)
     whose latency statistic meets `deadline_s`. Raises ConfigError, naming the fastest reachable latency,
     when no point meets the deadline."""
-    from .thresholds import pareto_front
+    from aep_core.exits.solvers import pareto_front
 
     if stat not in STATS:
         raise ConfigError(f"Unknown latency statistic '{stat}'. Choose one of: {', '.join(STATS)}.")

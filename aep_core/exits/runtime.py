@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .calibration import check_temperatures, scale_logits
-from .errors import ConfigError
-from .evaluation import ExitRecord
-from .models import EarlyExitNet
-from .models.inference import as_model_input, prepare_for_inference
-from .policies import ExitRule, PolicyResult, StepScorer
+from aep_core.analysis.calibration import check_temperatures, scale_logits
+from aep_core.errors import ConfigError
+from aep_core.evaluation import ExitRecord
+from aep_core.models import EarlyExitNet
+from aep_core.models.inference import as_model_input, prepare_for_inference
+from aep_core.exits.rules import ExitRule, RuleResult, StepScorer, get_rule
 
 
 @dataclass
@@ -38,10 +38,10 @@ class RunResult:
         """Throughput of the run."""
         return len(self.exit_index) / self.seconds if self.seconds > 0 else float("inf")
 
-    def as_policy_result(self, labels: np.ndarray, cum_macs: np.ndarray, full_macs: int, num_classes: int,
-                         policy: str = "") -> PolicyResult:
+    def as_rule_result(self, labels: np.ndarray, cum_macs: np.ndarray, full_macs: int, num_classes: int,
+                         policy: str = "") -> RuleResult:
         """The same outcome with the replay's metrics (accuracy, expected MACs, ...)."""
-        return PolicyResult(self.exit_index, self.prediction, np.asarray(labels), np.asarray(cum_macs), int(full_macs),
+        return RuleResult(self.exit_index, self.prediction, np.asarray(labels), np.asarray(cum_macs), int(full_macs),
                             num_classes, policy)
 
 
@@ -60,8 +60,8 @@ class EarlyExitRunner:
                  temperatures: list[float] | np.ndarray | None = None) -> None:
         if len(rule.thresholds) != model.num_exits - 1:
             raise ConfigError(f"The rule is for {len(rule.thresholds) + 1} exits; the model has {model.num_exits}.")
-        if rule.name == "eenet_confidence" and not model.has_confidence:
-            raise ConfigError("eenet_confidence needs a model with confidence branches (trained with --method eenet).")
+        if get_rule(rule.name).needs_confidence and not model.has_confidence:
+            raise ConfigError(f"{rule.name} needs a model with confidence branches (trained with --method eenet).")
         self.model = prepare_for_inference(model) if optimize else model.eval()
         self.optimize = optimize
         self.rule = rule

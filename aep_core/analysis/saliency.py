@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import EarlyExitNet
+from aep_core.models import EarlyExitNet
 
 METHODS = {
     "saliency": "Saliency (input gradient)",

@@ -12,17 +12,17 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .calibration import calibrate_checkpoint
-from .checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
-from .cost import exit_costs
-from .data import DataBundle, load_dataset
-from .errors import CheckpointError, ConfigError
-from .evaluation import ExitRecord, collect_outputs, evaluation_path, save_evaluation
-from .models import EarlyExitNet, ModelSpec, build_model
-from .training import EpochStats, Method, MethodSettings, TrainConfig, head_for, train
-from .training import distributed as dd
-from .training.loop import TrainingInterrupted
+from aep_core import __version__
+from aep_core.analysis.calibration import calibrate_checkpoint
+from aep_core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
+from aep_core.cost import exit_costs
+from aep_core.data import DataBundle, load_dataset
+from aep_core.errors import CheckpointError, ConfigError
+from aep_core.evaluation import ExitRecord, collect_outputs, evaluation_path, save_evaluation
+from aep_core.models import EarlyExitNet, ModelSpec, build_model
+from aep_core.training import EpochStats, Method, MethodSettings, TrainConfig, head_for, train
+from aep_core.training import distributed as dd
+from aep_core.training.loop import TrainingInterrupted
 
 
 @dataclass

@@ -10,14 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-from .allocator import keep_freed_buffers
-from .errors import AepError
+from aep_core.allocator import keep_freed_buffers
+from aep_core.errors import AepError
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from .data import DATASETS
-    from .models import PLACEMENTS, list_models
-    from .training import METHODS, SCHEMES
+    from aep_core.data import DATASETS
+    from aep_core.models import PLACEMENTS, list_models
+    from aep_core.training import METHODS, SCHEMES
 
     p = sub.add_parser("train", help="train an early-exit model", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", default="runs/model.pt", help="checkpoint path; evaluation files and log go next to it")
@@ -73,9 +73,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _cmd_train(a: argparse.Namespace) -> int:
     import os
 
-    from .experiment import TrainJob, run_train_job
-    from .training import MethodSettings, TrainConfig
-    from .training.loop import TrainingInterrupted
+    from aep_core.training.job import TrainJob, run_train_job
+    from aep_core.training import MethodSettings, TrainConfig
+    from aep_core.training.loop import TrainingInterrupted
 
     cfg: dict = {}
     if a.width is not None:
@@ -132,7 +132,7 @@ def format_info(meta: dict) -> str:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
-    from .checkpoint import read_checkpoint
+    from aep_core.checkpoint import read_checkpoint
 
     meta = read_checkpoint(a.checkpoint)["meta"]
     print(json.dumps(meta, indent=1) if a.json else format_info(meta))
@@ -140,7 +140,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
-    from .experiment import evaluate_checkpoint
+    from aep_core.training.job import evaluate_checkpoint
 
     for split in a.split:
         rec, path = evaluate_checkpoint(a.checkpoint, split, a.dataset, a.data_dir)
@@ -150,7 +150,7 @@ def _cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def _cmd_list(a: argparse.Namespace) -> int:
-    from .models import list_models
+    from aep_core.models import list_models
 
     for name, desc in list_models().items():
         print(f"{name:12} {desc}")
@@ -160,8 +160,8 @@ def _cmd_list(a: argparse.Namespace) -> int:
 def _cmd_make_slice(a: argparse.Namespace) -> int:
     import numpy as np
 
-    from .checkpoint import atomic_write_bytes
-    from .data import load_fashion_mnist_arrays
+    from aep_core.checkpoint import atomic_write_bytes
+    from aep_core.data import load_fashion_mnist_arrays
     import io
 
     arr = load_fashion_mnist_arrays(a.data_dir)
@@ -175,7 +175,7 @@ def _cmd_make_slice(a: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m aep_core`."""
-    from .data import SLICE_PATH
+    from aep_core.data import SLICE_PATH
 
     p = argparse.ArgumentParser(prog="python -m aep_core", description="Early-exit networks: train, evaluate, inspect.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -196,20 +196,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--size", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--data-dir", default=None)
-    from . import cli_exits
+    from aep_core.cli import exits as cli_exits
 
     COMMANDS.update(cli_exits.add_commands(sub))
-    from . import cli_deploy
+    from aep_core.cli import deploy as cli_deploy
     COMMANDS.update(cli_deploy.add_commands(sub))
-    from . import cli_calibration
+    from aep_core.cli import calibration as cli_calibration
     COMMANDS.update(cli_calibration.add_commands(sub))
-    from . import cli_run
+    from aep_core.cli import run as cli_run
     COMMANDS.update(cli_run.add_commands(sub))
     return p
 
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "info": _cmd_info, "list-models": _cmd_list,
             "make-slice": _cmd_make_slice}
+
+
+def entry() -> None:
+    """The `aep` console command."""
+    sys.exit(main())
 
 
 def main(argv: list[str] | None = None) -> int:

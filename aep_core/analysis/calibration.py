@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write_bytes, read_checkpoint
-from .errors import CheckpointError, ConfigError
-from .evaluation import ExitRecord, evaluation_path, load_evaluation
+from aep_core.checkpoint import atomic_write_bytes, read_checkpoint
+from aep_core.errors import CheckpointError, ConfigError
+from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation
 
 DEFAULT_BINS = 15
 T_MIN, T_MAX = 0.01, 100.0  # temperatures are searched in this range

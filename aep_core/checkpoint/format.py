@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, ConfigError
-from .models import EarlyExitNet, ModelSpec, build_model
+from aep_core.errors import CheckpointError, ConfigError
+from aep_core.models import EarlyExitNet, ModelSpec, build_model
 
 FORMAT = "aep-core-checkpoint"
 VERSION = 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .models import EarlyExitNet
+from aep_core.errors import ConfigError
+from aep_core.models import EarlyExitNet
 
 DEFAULT_WEIGHT = 0.5  # share of the disagreement in the score; the rest is 1 - final confidence
 DEFAULT_QUANTILE = 0.95  # the flagging threshold lets this share of in-distribution val images through

@@ -8,7 +8,7 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
-from .charts import ACCENT, BASE
+from explorer.charts.exits import ACCENT, BASE
 
 SERIES = {"before": "uncalibrated", "after": "after temperature scaling"}
 COLORS = [BASE, ACCENT]

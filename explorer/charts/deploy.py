@@ -8,7 +8,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from .charts import ACCENT, BASE
+from explorer.charts.exits import ACCENT, BASE
 
 KIND_COLOURS = {"compute": ["#4c78a8", "#72b7b2", "#54a24b", "#b279a2"], "transfer": ["#f58518", "#e45756", "#eeca3b"],
                 "link latency": ["#bab0ac", "#9d755d", "#d8b5a5"]}

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from aep_core.errors import ConfigError
 
 
 def _numbers(text: str | None, what: str, allow_empty: bool = False) -> list[float | None] | None:
@@ -43,8 +43,8 @@ def _splits(text: str | None) -> list[int] | None:
 
 def _load(a: argparse.Namespace):
     """Model, metadata, input shape and the evaluation record of the chosen split."""
-    from .checkpoint import load_checkpoint
-    from .evaluation import evaluation_path, load_evaluation
+    from aep_core.checkpoint import load_checkpoint
+    from aep_core.evaluation import evaluation_path, load_evaluation
 
     model, meta = load_checkpoint(a.checkpoint)
     ds = meta["dataset"]
@@ -58,7 +58,7 @@ def _load(a: argparse.Namespace):
 
 def _deployment(a: argparse.Namespace, model, shape, num_exits: int):
     """The deployment the options describe, and the measured local speed (None if not measured)."""
-    from .deploy import DEFAULT_GMACS, DEFAULT_LINKS, MAX_TIERS, default_splits, make_deployment, measure_macs_per_second
+    from aep_core.deploy.simulator import DEFAULT_GMACS, DEFAULT_LINKS, MAX_TIERS, default_splits, make_deployment, measure_macs_per_second
 
     if a.speeds_gmacs is not None:
         items = [s.strip() for s in a.speeds_gmacs.split(",")]
@@ -137,23 +137,19 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
 def _cmd_deploy(a: argparse.Namespace) -> int:
     import torch
 
-    from .cli_exits import parse_rule_settings
-    from .deploy import decision_grid, feature_sizes, search, simulate
-    from .policies import POLICY_INFO
+    from aep_core.cli.common import parse_rule_settings, with_default_setting
+    from aep_core.deploy.simulator import decision_grid, feature_sizes, search, simulate
 
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     model, meta, shape, rec = _load(a)
     sizes = feature_sizes(model, shape)
     dep, local = _deployment(a, model, shape, rec.num_exits)
-    settings = parse_rule_settings(a)
-    info = POLICY_INFO[a.rule]
-    if info.setting is not None and info.setting not in settings:
-        settings[info.setting] = info.default if info.setting == "thresholds" else int(info.default)
+    settings = with_default_setting(a.rule, parse_rule_settings(a))
     r = simulate(rec, sizes, dep, a.rule, **settings)
     out: dict[str, Any] = {"simulation": r.summary(), "local_macs_per_s": local, "feature_sizes": sizes.to_dict()}
     if not a.json:
-        print(f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.policy} {r.settings}, "
+        print(f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.rule} {r.settings}, "
               f"splits {list(dep.splits)}")
         print(format_result(r, local, a.threads or 1))
     if a.deadline_ms is not None:
@@ -181,7 +177,7 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
 def _cmd_export(a: argparse.Namespace) -> int:
     import torch
 
-    from .export import export_onnx, export_torchscript, verify_onnx, write_manifest
+    from aep_core.deploy.export import export_onnx, export_torchscript, verify_onnx, write_manifest
 
     if a.threads is not None:
         torch.set_num_threads(a.threads)
@@ -196,8 +192,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.torchscript or a.prune:
         ts_model, weights, what = model, meta["training"].get("ensemble_weights"), "model"
         if a.prune:
-            from .evaluation import evaluation_path, load_evaluation
-            from .pruning import choose_cut, prune_model
+            from aep_core.evaluation import evaluation_path, load_evaluation
+            from aep_core.analysis.pruning import choose_cut, prune_model
 
             if model.head_kind != "aep":
                 raise ConfigError("--prune needs an AEP model (exits predicting as a weighted ensemble); this one has "
@@ -220,8 +216,8 @@ def _cmd_export(a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Register the sub-commands on `sub`; return name -> handler."""
-    from .deploy import PRECISION_BYTES, STATS
-    from .policies import POLICIES
+    from aep_core.deploy.simulator import PRECISION_BYTES, STATS
+    from aep_core.cli.common import add_rule_arguments
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     d = sub.add_parser("deploy", help="simulate an early-exit model split over device, edge and cloud; optionally "
@@ -239,12 +235,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     d.add_argument("--power-w", default=None, help="compute power of each tier in W; leave an item empty if unknown")
     d.add_argument("--radio-w", default=None, help="sender's radio power on each link in W while transmitting")
     d.add_argument("--precision", default="fp32", choices=list(PRECISION_BYTES), help="features sent at this precision")
-    d.add_argument("--rule", default="max_probability", choices=list(POLICIES), help="exit policy")
-    d.add_argument("--thresholds", default=None, help="one threshold, or one per early exit (comma-separated; "
-                                                      "default: the rule's default)")
-    d.add_argument("--t", type=int, default=None, help="patience: exits that must agree")
-    d.add_argument("--k", type=int, default=None, help="fixed_exit: the exit everyone stops at")
-    d.add_argument("--weights", default=None, help="aep_ensemble weights, comma-separated (default: from training)")
+    add_rule_arguments(d, evaluation=False, json=False)
     d.add_argument("--deadline-ms", type=float, default=None, help="search split points and a global setting of the "
                                                                    "rule for the best accuracy within this latency")
     d.add_argument("--stat", default="mean", choices=list(STATS), help="latency statistic the deadline bounds")

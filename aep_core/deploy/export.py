@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import atomic_write_bytes
-from .errors import ConfigError
-from .models import EarlyExitNet
+from aep_core.checkpoint import atomic_write_bytes
+from aep_core.errors import ConfigError
+from aep_core.models import EarlyExitNet
 
 
 class Segment(nn.Module):
@@ -196,7 +196,7 @@ def write_manifest(out_dir: str | Path, model: EarlyExitNet, splits: list[int] |
                    input_shape: tuple[int, int, int], check: ExportCheck | None, source: str = "") -> Path:
     """`manifest.json` beside the segments: which exits and blocks each file runs, its inputs and outputs, the
     bytes a sample hands on at each split, and the verification result."""
-    from .deploy import PRECISION_BYTES, feature_sizes
+    from aep_core.deploy.simulator import PRECISION_BYTES, feature_sizes
 
     sizes = feature_sizes(model, input_shape)
     segs = []

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .errors import ConfigError
-from .evaluation import ExitRecord
-from .policies import apply_policy, decide
-from .thresholds import THRESHOLD_POLICIES, Solution, require_early_exits, rule_settings, score_record
+from aep_core.errors import ConfigError
+from aep_core.evaluation import ExitRecord
+from aep_core.exits.rules import replay_rule, decide
+from aep_core.exits.rules import get_rule, list_rules
+from aep_core.exits.solvers import Solution, require_early_exits, rule_settings, score_record
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -53,8 +54,9 @@ def certify_max_drop(val: ExitRecord, name: str, max_drop_points: float, confide
     """The cheapest global threshold of rule `name` whose damage rate (hence accuracy drop) against the final
     exit is at most `max_drop_points` with probability `confidence`, certified on `val`; reported on `test`
     too when given. Raises ConfigError when even the most conservative threshold cannot be certified."""
-    if name not in THRESHOLD_POLICIES:
-        raise ConfigError(f"Certified thresholds need a threshold rule ({', '.join(THRESHOLD_POLICIES)}); got {name}.")
+    if not get_rule(name).has_thresholds:
+        raise ConfigError(f"Certified thresholds need a threshold rule ({', '.join(list_rules(thresholds=True))}); "
+                          f"got {name}.")
     if not 0 < max_drop_points < 100:
         raise ConfigError(f"The allowed drop must be between 0 and 100 points, got {max_drop_points}.")
     if not 0 < confidence < 1:
@@ -78,7 +80,7 @@ def certify_max_drop(val: ExitRecord, name: str, max_drop_points: float, confide
                           f"setting could certify here is {smallest:.2f} points. Allow a larger drop, a lower "
                           "confidence, or evaluate on more validation samples.")
     settings = {"thresholds": [chosen] * (val.num_exits - 1), **rule_settings(val, name, weights)}
-    res_val = apply_policy(val, name, **settings)
-    res_test = apply_policy(test, name, **settings) if test is not None else None
+    res_val = replay_rule(val, name, **settings)
+    res_test = replay_rule(test, name, **settings) if test is not None else None
     goal = f"drop <= {max_drop_points:g} points with {100 * confidence:g}% confidence (certified)"
     return Solution(name, settings, res_val, res_test, goal)

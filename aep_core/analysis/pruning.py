@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
-from .cost import exit_costs
-from .errors import ConfigError
-from .evaluation import ExitRecord, evaluation_path, load_evaluation, save_evaluation
-from .models import EarlyExitNet, ModelSpec, build_model
-from .models.inference import as_model_input, prepare_for_inference
+from aep_core.checkpoint import load_checkpoint, save_checkpoint
+from aep_core.cost import exit_costs
+from aep_core.errors import ConfigError
+from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation, save_evaluation
+from aep_core.models import EarlyExitNet, ModelSpec, build_model
+from aep_core.models.inference import as_model_input, prepare_for_inference
 
 
 def choose_cut(val: ExitRecord, weights: list[float] | np.ndarray | None = None, tolerance: float = 0.0) -> int:
@@ -170,7 +170,7 @@ def prune_checkpoint(path: str | Path, out: str | Path, tolerance: float = 0.0, 
     for split in ("val", "test"):
         p = evaluation_path(path, split)
         if not p.is_file():
-            from .experiment import evaluate_checkpoint
+            from aep_core.training.job import evaluate_checkpoint
 
             evaluate_checkpoint(path, split)
         records[split] = load_evaluation(p)

@@ -11,14 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .cli_exits import parse_rule_settings, solve_for_goal
-from .errors import ConfigError
+from aep_core.cli.common import add_rule_arguments, parse_rule_settings
+from aep_core.cli.exits import solve_for_goal
+from aep_core.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
     import numpy as np
     import torch
 
-    from .runtime import RunResult
+    from aep_core.exits.runtime import RunResult
 
 
 def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any], str]:
@@ -28,22 +29,23 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any],
     if len(goals) > 1:
         raise ConfigError("Give at most one goal: --max-drop or --budget.")
     if not goals:
-        from .policies import POLICY_INFO
+        from aep_core.exits.rules import get_rule
 
-        needed = POLICY_INFO[a.rule].setting
+        setting = get_rule(a.rule).setting
+        needed = setting.keyword if setting is not None else None
         if needed is not None and needed not in settings:
-            flag = "--thresholds" if needed == "thresholds" else f"--{needed}"
-            goal = " or a goal that chooses them on validation (--max-drop, --budget)" if needed == "thresholds" else ""
+            flag = f"--{needed}"
+            goal = " or a goal that chooses them on validation (--max-drop, --budget)" if setting.per_exit else ""
             raise ConfigError(f"{a.rule} needs {flag}{goal}.")
         return settings, "as given"
     if "thresholds" in settings:
         raise ConfigError("Give either --thresholds or a goal (--max-drop, --budget) that chooses them, not both.")
-    from .evaluation import evaluation_path, load_evaluation
-    from .thresholds import THRESHOLD_POLICIES
+    from aep_core.evaluation import evaluation_path, load_evaluation
+    from aep_core.exits.rules import get_rule, list_rules
 
-    if a.rule not in THRESHOLD_POLICIES:
+    if not get_rule(a.rule).has_thresholds:
         raise ConfigError(f"--max-drop and --budget choose thresholds; {a.rule} has none. "
-                          f"Use one of: {', '.join(THRESHOLD_POLICIES)}.")
+                          f"Use one of: {', '.join(list_rules(thresholds=True))}.")
     sol = solve_for_goal(a, load_evaluation(evaluation_path(ckpt, "val")), None, settings.get("weights"))
     return dict(sol.settings), f"chosen on validation for {sol.goal}"
 
@@ -54,12 +56,12 @@ def _inputs(a: argparse.Namespace, meta: dict[str, Any]
     import numpy as np
 
     if a.images:
-        from .preprocess import prepare_folder
+        from aep_core.preprocess import prepare_folder
 
         ds = meta["dataset"]
         folder = prepare_folder(a.images, ds["image_size"], ds["in_channels"], ds["mean"], ds["std"], a.limit)
         return folder.tensor, None, folder.files, folder.skipped
-    from .experiment import checkpoint_dataset
+    from aep_core.training.job import checkpoint_dataset
 
     subset = getattr(checkpoint_dataset(meta, a.dataset, a.data_dir), a.split)
     n = len(subset) if a.limit is None else min(a.limit, len(subset))
@@ -73,9 +75,9 @@ def _cmd_run(a: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .policies import make_rule
-    from .runtime import EarlyExitRunner, run_without_exits
+    from aep_core.checkpoint import load_checkpoint
+    from aep_core.exits.rules import ModelExits, make_rule
+    from aep_core.exits.runtime import EarlyExitRunner, run_without_exits
 
     if a.threads is not None:
         torch.set_num_threads(a.threads)
@@ -84,7 +86,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     ckpt = Path(a.checkpoint)
     model, meta = load_checkpoint(ckpt)
     settings, how = _choose_settings(a, ckpt)
-    rule = make_rule(a.rule, model.num_exits, model.has_confidence, **settings)
+    # The ensemble's weights default to the ones the model was trained with, as in the replay and the solvers.
+    rule = make_rule(a.rule, ModelExits.of_model(model, meta["training"].get("ensemble_weights")), **settings)
     x, labels, files, skipped = _inputs(a, meta)
     runner = EarlyExitRunner(model, rule)
     res = runner.run(x, a.batch_size)
@@ -145,7 +148,7 @@ def _write_predictions(path: str, res: RunResult, files: list[str] | None, label
                        class_names: list[str]) -> None:
     import io
 
-    from .checkpoint import atomic_write_bytes
+    from aep_core.checkpoint import atomic_write_bytes
 
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -158,17 +161,11 @@ def _write_predictions(path: str, res: RunResult, files: list[str] | None, label
 
 def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Register `run` on `sub`; return name -> handler."""
-    from .policies import POLICIES
-
     p = sub.add_parser("run", help="really run early-exit inference (a sample stops computing where it exits) on a "
                                    "split or a folder of images; report throughput, optionally against no exits",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint")
-    p.add_argument("--rule", default="max_probability", choices=[n for n in POLICIES if n != "oracle"], help="exit rule")
-    p.add_argument("--thresholds", default=None, help="one threshold, or one per early exit (comma-separated)")
-    p.add_argument("--t", type=int, default=None, help="patience: exits that must agree")
-    p.add_argument("--k", type=int, default=None, help="fixed_exit: the exit everyone stops at")
-    p.add_argument("--weights", default=None, help="aep_ensemble weights, comma-separated (default: from training)")
+    add_rule_arguments(p, deployable=True, evaluation=False, json=False)
     p.add_argument("--max-drop", type=float, default=None,
                    help="choose the thresholds on validation: at most this many points below the final exit")
     p.add_argument("--budget", type=float, default=None,

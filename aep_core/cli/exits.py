@@ -9,40 +9,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+from aep_core.cli.common import add_rule_arguments, parse_rule_settings
+from aep_core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .evaluation import ExitRecord
-    from .thresholds import Solution
+    from aep_core.evaluation import ExitRecord
+    from aep_core.exits.solvers import Solution
 
 
 def _evaluation_file(path: str, split: str) -> Path:
     """An evaluation file given directly (.npz) or as its checkpoint (.pt) plus a split."""
-    from .evaluation import evaluation_path
+    from aep_core.evaluation import evaluation_path
 
     p = Path(path)
     return p if p.suffix == ".npz" else evaluation_path(p, split)
-
-
-def parse_rule_settings(a: argparse.Namespace) -> dict[str, Any]:
-    """The rule settings given on the command line (--thresholds, --t, --k, --weights) as keyword arguments."""
-    s: dict[str, Any] = {}
-    if getattr(a, "thresholds", None) is not None:
-        try:
-            vals = [float(v) for v in a.thresholds.split(",")]
-        except ValueError:
-            raise ConfigError(f"--thresholds must be a number or comma-separated numbers, got '{a.thresholds}'.") from None
-        s["thresholds"] = vals[0] if len(vals) == 1 else vals
-    if getattr(a, "t", None) is not None:
-        s["t"] = a.t
-    if getattr(a, "k", None) is not None:
-        s["k"] = a.k
-    if a.weights is not None:
-        try:
-            s["weights"] = [float(v) for v in a.weights.split(",")]
-        except ValueError:
-            raise ConfigError(f"--weights must be comma-separated numbers, got '{a.weights}'.") from None
-    return s
 
 
 def _format_result(r: Any) -> str:
@@ -57,18 +37,18 @@ def _format_result(r: Any) -> str:
 
 
 def _cmd_policy(a: argparse.Namespace) -> int:
-    from .evaluation import load_evaluation
-    from .policies import apply_policy
+    from aep_core.evaluation import load_evaluation
+    from aep_core.exits.rules import replay_rule
 
     rec = load_evaluation(_evaluation_file(a.evaluation, a.split))
-    r = apply_policy(rec, a.rule, **parse_rule_settings(a))
+    r = replay_rule(rec, a.rule, **parse_rule_settings(a))
     print(json.dumps(r.summary(), indent=1) if a.json else f"{a.rule} {r.settings}\n{_format_result(r)}")
     return 0
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
-    from .evaluation import load_evaluation
-    from .thresholds import pareto_sweep
+    from aep_core.evaluation import load_evaluation
+    from aep_core.exits.solvers import pareto_sweep
 
     rec = load_evaluation(_evaluation_file(a.evaluation, a.split))
     weights = parse_rule_settings(a).get("weights")
@@ -89,12 +69,12 @@ def solve_for_goal(a: argparse.Namespace, val: ExitRecord, test: ExitRecord | No
                    weights: list[float] | None) -> Solution:
     """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given):
     --max-drop with --confidence certifies the drop; --budget, --max-drop or --min-accuracy solve."""
-    from .thresholds import accuracy_floor, solve_accuracy, solve_budget
+    from aep_core.exits.solvers import accuracy_floor, solve_accuracy, solve_budget
 
     if a.confidence is not None:
         if a.max_drop is None:
             raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
-        from .risk_control import certify_max_drop
+        from aep_core.exits.certify import certify_max_drop
 
         return certify_max_drop(val, a.rule, a.max_drop, a.confidence, test, weights)
     if a.budget is not None:
@@ -104,7 +84,7 @@ def solve_for_goal(a: argparse.Namespace, val: ExitRecord, test: ExitRecord | No
 
 
 def _cmd_solve(a: argparse.Namespace) -> int:
-    from .evaluation import load_evaluation
+    from aep_core.evaluation import load_evaluation
 
     if (a.budget is None) == (a.max_drop is None and a.min_accuracy is None):
         raise ConfigError("Give exactly one goal: --budget (MACs fraction), --max-drop (points below the final exit) "
@@ -128,7 +108,7 @@ def _cmd_solve(a: argparse.Namespace) -> int:
 def _cmd_prune(a: argparse.Namespace) -> int:
     import torch
 
-    from .pruning import prune_checkpoint
+    from aep_core.analysis.pruning import prune_checkpoint
 
     if a.threads is not None:
         torch.set_num_threads(a.threads)
@@ -140,33 +120,20 @@ def _cmd_prune(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_rule_args(p: argparse.ArgumentParser, settings: bool = True) -> None:
-    from .policies import POLICIES
-
-    p.add_argument("evaluation", help="evaluation file (.npz) or checkpoint (.pt; its <name>.<split>.npz is used)")
-    p.add_argument("--rule", default="max_probability", choices=list(POLICIES), help="exit policy")
-    if settings:
-        p.add_argument("--thresholds", default=None, help="one threshold, or one per early exit (comma-separated)")
-        p.add_argument("--t", type=int, default=None, help="patience: exits that must agree")
-        p.add_argument("--k", type=int, default=None, help="fixed_exit: the exit everyone stops at")
-    p.add_argument("--weights", default=None, help="aep_ensemble weights, comma-separated (default: from training)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-
-
 def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
     """Register the sub-commands on `sub`; return name -> handler."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = sub.add_parser("policy", help="replay an exit policy on an evaluation file and print its metrics", formatter_class=fmt)
-    _add_rule_args(p)
+    add_rule_arguments(p)
     p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split, when given a checkpoint")
     s = sub.add_parser("sweep", help="accuracy against MACs over a grid of settings, Pareto points marked", formatter_class=fmt)
-    _add_rule_args(s, settings=False)
+    add_rule_arguments(s, settings=False)
     s.add_argument("--split", default="val", choices=("train", "val", "test"), help="split, when given a checkpoint")
     s.add_argument("--points", type=int, default=100, help="thresholds in the grid")
     s.add_argument("--all", action="store_true", help="print every point, not only the Pareto front")
     v = sub.add_parser("solve", help="per-exit thresholds for a MACs budget or an accuracy floor (chosen on val, "
                                      "reported on test)", formatter_class=fmt)
-    _add_rule_args(v, settings=False)
+    add_rule_arguments(v, settings=False)
     v.add_argument("--test", default=None, help="test evaluation file (default: the checkpoint's, if a .pt was given)")
     v.add_argument("--budget", type=float, default=None, help="max expected MACs as a fraction of the network without exits")
     v.add_argument("--max-drop", type=float, default=None, help="max accuracy drop below the final exit, in points")

@@ -1,0 +1,1 @@
+"""The `aep` command: one module per command group, sharing argument helpers."""

@@ -1,0 +1,88 @@
+"""Argument helpers shared by the command groups: the exit-rule flags, built from the rule registry."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from aep_core.errors import ConfigError
+from aep_core.exits.rules import RULES, get_rule, list_rules
+
+
+def add_rule_arguments(
+    p: argparse.ArgumentParser,
+    settings: bool = True,
+    deployable: bool = False,
+    evaluation: bool = True,
+    json: bool = True,
+) -> None:
+    """--rule with the registry's choices, one flag per setting keyword of the registered rules (--thresholds,
+    --t, --k), --weights for rules that use ensemble weights, and --json (unless the command adds its own)."""
+    if evaluation:
+        p.add_argument("evaluation", help="evaluation file (.npz) or checkpoint (.pt; its <name>.<split>.npz is used)")
+    names = list_rules(deployable=deployable)
+    p.add_argument(
+        "--rule",
+        default=names[0],
+        choices=names,
+        help="exit rule: " + "; ".join(f"{n}: {RULES[n].help.rstrip('.')}" for n in names),
+    )
+    if settings:
+        seen: dict[str, list[str]] = {}
+        for n in names:
+            s = RULES[n].setting
+            if s is not None:
+                seen.setdefault(s.keyword, []).append(n)
+        for keyword, users in seen.items():
+            spec = RULES[users[0]].setting
+            assert spec is not None
+            p.add_argument(
+                f"--{keyword}",
+                type=int if spec.integer else str,
+                default=None,
+                help=f"{spec.help} ({', '.join(users)})",
+            )
+    weighted = [n for n in names if RULES[n].uses_ensemble_weights]
+    p.add_argument(
+        "--weights",
+        default=None,
+        help=f"ensemble weights for {', '.join(weighted)}, comma-separated (default: the model's trained weights)",
+    )
+    if json:
+        p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def parse_rule_settings(a: argparse.Namespace) -> dict[str, Any]:
+    """The rule settings given on the command line as keyword arguments of make_rule / replay_rule."""
+    s: dict[str, Any] = {}
+    setting = get_rule(a.rule).setting
+    for keyword in {r.setting.keyword for r in RULES.values() if r.setting is not None}:
+        value = getattr(a, keyword, None)
+        if value is None:
+            continue
+        if setting is None or keyword != setting.keyword:
+            raise ConfigError(f"--{keyword} is not a setting of {a.rule}" + (f" (it takes --{setting.keyword})." if setting else "."))
+        if setting.per_exit:
+            try:
+                vals = [float(v) for v in str(value).split(",")]
+            except ValueError:
+                raise ConfigError(f"--{keyword} must be a number or comma-separated numbers, got '{value}'.") from None
+            s[keyword] = vals[0] if len(vals) == 1 else vals
+        else:
+            s[keyword] = value
+    if getattr(a, "weights", None) is not None:
+        if not get_rule(a.rule).uses_ensemble_weights:
+            raise ConfigError(f"--weights is for rules that use ensemble weights; {a.rule} does not.")
+        try:
+            s["weights"] = [float(v) for v in a.weights.split(",")]
+        except ValueError:
+            raise ConfigError(f"--weights must be comma-separated numbers, got '{a.weights}'.") from None
+    return s
+
+
+def with_default_setting(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings with the rule's default value for its setting when none was given."""
+    spec = get_rule(name).setting
+    if spec is None or spec.keyword in settings:
+        return dict(settings)
+    return {**settings, spec.keyword: int(spec.default) if spec.integer else spec.default}

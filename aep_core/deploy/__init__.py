@@ -1,0 +1,1 @@
+"""Deployment: the device / edge / cloud split simulator and per-segment export."""
