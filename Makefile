@@ -7,12 +7,13 @@ FMNIST  := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 PORT    ?= 8501
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: app test test-fast data browser venv pretrained results bench clean
+.PHONY: app test test-fast lint format data browser venv pretrained results bench clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,8 +31,17 @@ browser:
 app: venv data
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
-test: venv data browser
+test: venv data browser lint
 	$(BIN)/python -m pytest -q
+
+# Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites the files.
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not browser"

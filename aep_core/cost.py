@@ -83,7 +83,8 @@ def exit_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> CostRepor
             head_params = count_params(model.heads[k])
             cum_macs += seg_macs + head_macs
             cum_params += seg_params + head_params
-            rows.append(ExitCost(k, model.exit_blocks[k], seg_macs, head_macs, cum_macs, seg_params, head_params, cum_params, 0.0))
+            rows.append(ExitCost(k, model.exit_blocks[k], seg_macs, head_macs, cum_macs, seg_params, head_params,
+                                 cum_params, 0.0))
     full_macs = sum(r.segment_macs for r in rows) + rows[-1].head_macs
     full_params = sum(r.segment_params for r in rows) + rows[-1].head_params
     for r in rows:

@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
 from aep_core.errors import DataError
+from aep_core.paths import data_slice_path
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-SLICE_PATH = ASSETS_DIR / "fashion_mnist_slice.npz"
+SLICE_PATH = data_slice_path()
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -120,6 +120,21 @@ def load_slice(path: str | Path = SLICE_PATH) -> dict[str, np.ndarray]:
         raise DataError(f"The shipped Fashion-MNIST slice {p} is missing; recreate it with `python -m aep_core make-slice`.")
     with np.load(p, allow_pickle=False) as z:
         return {k: z[k] for k in ("images", "labels", "indices")}
+
+
+SLICE_IMAGE = (1, 28, 28)  # (channels, height, width) of the shipped slice's images
+
+
+def reads_slice_images(in_channels: int, image_size: int, num_classes: int) -> bool:
+    """Whether a model reading such inputs can run on the shipped slice (28x28 grayscale, 10 classes)."""
+    return (in_channels, image_size, image_size) == SLICE_IMAGE and num_classes == len(FASHION_MNIST_CLASSES)
+
+
+def slice_dataset(mean: list[float], std: list[float], path: str | Path = SLICE_PATH) -> TensorImageDataset:
+    """The shipped Fashion-MNIST slice as a dataset, normalised with the given (a model's own) mean and std."""
+    s = load_slice(path)
+    return TensorImageDataset(torch.from_numpy(s["images"][:, None]), torch.from_numpy(s["labels"].astype(np.int64)),
+                              list(mean), list(std))
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

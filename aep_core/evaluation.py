@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from aep_core.checkpoint import atomic_write_bytes
+from aep_core.checkpoint.format import atomic_write_bytes
 from aep_core.data import make_loader
 from aep_core.errors import AepError
 from aep_core.models import EarlyExitNet
@@ -107,9 +107,3 @@ def load_evaluation(path: str | Path) -> ExitRecord:
     if rec.labels.shape != (rec.num_samples,) or rec.cum_macs.shape != (rec.num_exits,):
         raise AepError(f"{p} is inconsistent: its arrays disagree in size.")
     return rec
-
-
-def evaluation_path(checkpoint: str | Path, split: str) -> Path:
-    """Where the evaluation file of a checkpoint on a split lives: next to it, `<name>.<split>.npz`."""
-    p = Path(checkpoint)
-    return p.with_name(f"{p.stem}.{split}.npz")

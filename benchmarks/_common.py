@@ -7,7 +7,10 @@ from pathlib import Path
 
 import torch
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "models" / "aep_hybrid.pt"
+from aep_core.checkpoint.discovery import DEFAULT_MODEL
+from aep_core.paths import shipped_models_dir
+
+DEFAULT_CHECKPOINT = shipped_models_dir() / f"{DEFAULT_MODEL}.pt"
 
 
 def setup(threads: int) -> str:
@@ -20,7 +23,7 @@ def setup(threads: int) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
     return (f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
@@ -32,15 +35,18 @@ def checkpoint_or_exit(path: str | Path) -> Path:
     """The checkpoint path, or exit with a message saying how to get one."""
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"checkpoint {p} not found: pass --checkpoint PATH (train one with `python -m aep_core train`).")
+        raise SystemExit(f"checkpoint {p} not found: pass --checkpoint PATH (train one with "
+                         "`python -m aep_core train`).")
     return p
 
 
 def load_model_and_records(path: str | Path):
     """The checkpoint at `path` (exits with a message if missing), its model, metadata and val/test evaluation files."""
     from aep_core.checkpoint import load_checkpoint
-    from aep_core.evaluation import evaluation_path, load_evaluation
+    from aep_core.checkpoint.sidecars import evaluation_path
+    from aep_core.evaluation import load_evaluation
 
     ckpt = checkpoint_or_exit(path)
     model, meta = load_checkpoint(ckpt)
-    return ckpt, model, meta, load_evaluation(evaluation_path(ckpt, "val")), load_evaluation(evaluation_path(ckpt, "test"))
+    val, test = (load_evaluation(evaluation_path(ckpt, split)) for split in ("val", "test"))
+    return ckpt, model, meta, val, test

@@ -2,7 +2,7 @@
 entry page and of the Thresholds page in a fresh process, the re-render after a threshold move, and the
 re-render of the Deploy page after a link-latency move.
 
-Usage: python benchmarks/app_speed.py [--model LABEL] [--moves 12] [--browser]
+Usage: python -m benchmarks.app_speed [--model LABEL] [--moves 12] [--browser]
 --browser also starts `streamlit run` and times the first page load in Chromium (cold and warm server).
 Uses the shipped model (assets/models/aep_hybrid.pt) when present; AEP_MODELS_DIR adds model folders.
 Targets: threshold move < 300 ms; first page load < 3 s.
@@ -15,8 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from aep_core.checkpoint.discovery import default_model, discover_models, model_folders, trained_models_dir
+from aep_core.paths import shipped_models_dir
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: app.py and the app's runs/app folder
 
 
 def main() -> None:
@@ -31,12 +33,10 @@ def main() -> None:
     t_start = time.perf_counter()
     from streamlit.testing.v1 import AppTest
 
-    import app_shared
-
-    models = app_shared.discover_models()
+    models = discover_models(model_folders(shipped_models_dir(), trained_models_dir(ROOT / "runs" / "app")))
     if not models:
         sys.exit("No model found: put one in assets/models/ or point AEP_MODELS_DIR at a folder of checkpoints.")
-    label = args.model or app_shared.default_model(list(models))
+    label = args.model or default_model(list(models))
     state = {"model": label}
 
     t0 = time.perf_counter()
@@ -79,8 +79,9 @@ def main() -> None:
     print(f"first load, Thresholds page (sweep computed):      {1e3 * first_thresholds:7.0f} ms")
     print(f"threshold move on Thresholds, {len(times)} moves:  median {1e3 * statistics.median(times):.0f} ms, "
           f"max {1e3 * max(times):.0f} ms   (target < 300 ms)")
-    print(f"link-latency move on Deploy, {len(deploy_times)} moves: median {1e3 * statistics.median(deploy_times):.0f} ms, "
-          f"max {1e3 * max(deploy_times):.0f} ms   (simulation and search over every split, target < 300 ms)")
+    print(f"link-latency move on Deploy, {len(deploy_times)} moves: median "
+          f"{1e3 * statistics.median(deploy_times):.0f} ms, max {1e3 * max(deploy_times):.0f} ms   "
+          "(simulation and search over every split, target < 300 ms)")
 
 
 def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
@@ -94,8 +95,9 @@ def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
+               "--server.port", str(port)]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,10 +1,10 @@
 """Benchmark 2: real early exit against the network without exits (same weights, both run by
-`aep_core.runtime` on the same inference-prepared copy), with the per-exit thresholds that keep accuracy
+`aep_core.exits.runtime` on the same inference-prepared copy), with the per-exit thresholds that keep accuracy
 within 0.5 points of the final exit. Three operating points per rule:
   - chosen on validation: the cheapest per-exit thresholds that stay within 0.5 points there (what the
     solver gives), then measured on test;
   - certified on validation: the cheapest global threshold whose drop is at most 0.5 points with 90%
-    probability (`aep_core.risk_control`), then measured on test;
+    probability (`aep_core.exits.certify`), then measured on test;
   - defined on test: the cheapest thresholds whose test accuracy stays within 0.5 points (the target's
     wording; it reads test labels, so it is a reference, not a deployable choice).
 Prints throughput ratios at batch 1 and 256 beside the replayed MACs ratio and the oracle's.
@@ -16,18 +16,24 @@ from __future__ import annotations
 import argparse
 
 from aep_core.data import load_dataset
-from aep_core.exits.rules import ModelExits, make_rule, oracle
 from aep_core.exits.certify import certify_max_drop
+from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule, oracle
 from aep_core.exits.runtime import measure_speedup
 from aep_core.exits.solvers import accuracy_floor, solve_accuracy
 
 from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
 
 
+def default_rules() -> list[str]:
+    """The first threshold rule of the registry and those that use the trained ensemble weights."""
+    names = list_rules(deployable=True, thresholds=True)
+    return [n for i, n in enumerate(names) if i == 0 or get_rule(n).uses_ensemble_weights]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
-    ap.add_argument("--rules", default="max_probability,aep_ensemble", help="comma-separated rules to try")
+    ap.add_argument("--rules", default=",".join(default_rules()), help="comma-separated rules to try")
     ap.add_argument("--max-drop", type=float, default=0.5, help="accuracy drop allowed below the final exit, in points")
     ap.add_argument("--n1", type=int, default=1000, help="test images timed at batch 1")
     ap.add_argument("--n256", type=int, default=2560, help="test images timed at batch 256")
@@ -43,19 +49,22 @@ def main() -> None:
     ds = meta["dataset"]
     bundle = load_dataset(ds["name"], None, ds.get("val_size"), ds.get("val_seed", 0))
     final_acc = float(test.exit_accuracy()[-1])
+    bound = oracle(test)
     print(f"{ckpt.name}: {model.num_exits} exits, {meta['cost']['full_macs'] / 1e6:.2f} M MACs without exits; "
           f"test final-exit accuracy {100 * final_acc:.2f}% on {test.num_samples}; "
-          f"oracle MACs ratio {oracle(test).macs_ratio:.3f} (accuracy {100 * oracle(test).accuracy:.2f}%)")
+          f"oracle MACs ratio {bound.macs_ratio:.3f} (accuracy {100 * bound.accuracy:.2f}%)")
     targets = {1: 2.0, 256: 1.5}
     floors = {"val": accuracy_floor(val, a.max_drop), "test": accuracy_floor(test, a.max_drop)}
     points = {
         "val": ("chosen on validation", lambda name: solve_accuracy(val, name, floors["val"], test),
                 f"thresholds for accuracy >= {100 * floors['val']:.2f}% on val (val final exit - {a.max_drop} points)"),
-        "certified": ("certified on validation", lambda name: certify_max_drop(val, name, a.max_drop, a.confidence, test),
+        "certified": ("certified on validation",
+                      lambda name: certify_max_drop(val, name, a.max_drop, a.confidence, test),
                       f"the cheapest global threshold whose drop is <= {a.max_drop} points with "
                       f"{100 * a.confidence:g}% confidence, certified on val"),
         "test": ("defined on test", lambda name: solve_accuracy(test, name, floors["test"], test),
-                 f"thresholds for accuracy >= {100 * floors['test']:.2f}% on test (test final exit - {a.max_drop} points)"),
+                 f"thresholds for accuracy >= {100 * floors['test']:.2f}% on test "
+                 f"(test final exit - {a.max_drop} points)"),
     }
     verdicts = []
     for where in a.select.split(","):
@@ -65,9 +74,10 @@ def main() -> None:
         print(f"\noperating point {title}: {wording}")
         print(f"{'rule':16} {'test acc':>8} {'drop':>6} {'MACs ratio':>10} {'speed-up b1':>11} {'speed-up b256':>13} "
               f"{'MACs speed-up':>13}  samples/s (no exits -> early exit)")
+        exits = ModelExits.of_model(model, meta["training"].get("ensemble_weights"))
         for name in a.rules.split(","):
             sol = choose(name)
-            rule = make_rule(name, ModelExits.of_model(model, meta["training"].get("ensemble_weights")), **sol.settings)
+            rule = make_rule(name, exits, **sol.settings)
             row = {}
             for bs, n in ((1, a.n1), (256, a.n256)):
                 x = bundle.test[list(range(min(n, len(bundle.test))))][0]

@@ -1,10 +1,12 @@
 """Overview: what early exits are, the three methods, and the loaded model as a strip of stages and exits."""
 import streamlit as st
 
-import app_shared as shared
+from explorer import models
 from explorer.charts import exits as charts
+from explorer.entry import run_inside_app
+from explorer.state import settings
 
-shared.ensure_entry("overview")
+run_inside_app()
 st.title("Early-Exit Explorer")
 st.markdown(
     "An **early-exit network** adds small classifiers (*exits*) part-way through a deep network. "
@@ -24,28 +26,23 @@ c3.markdown("#### The survey's taxonomy\nScardapane et al. organise early exits 
             "(placement), **how** they train (joint, layer-wise, classifier-wise, self-distillation) and "
             "**how** a sample decides to stop (max probability, entropy, patience, learned rules).")
 
-lm = shared.current_model()
-if lm is not None:
-    s = shared.settings()
-    st.subheader(f"The loaded model: {lm.label}")
-    spec, cost = lm.meta["model"], lm.meta["cost"]
-    rec = lm.record
-    acc = lm.val.exit_accuracy().tolist() if lm.val is not None else (lm.meta.get("metrics", {}).get("val", {}).get("exit_acc"))
-    num_blocks = spec.get("num_blocks") or (max(spec["exit_blocks"]) + 1)
-    stage = lm.model.backbone.block_stage if hasattr(lm.model.backbone, "block_stage") else None
-    st.altair_chart(charts.exit_strip(num_blocks, lm.model.exit_blocks, [e["macs_fraction"] for e in cost["exits"]],
-                                      acc, stage), width="stretch")
+loaded = models.current_model()
+if loaded is not None:
+    st.subheader(f"The loaded model: {loaded.label}")
+    stages = getattr(loaded.model.backbone, "block_stage", None)
+    st.altair_chart(charts.exit_strip(loaded.num_blocks, loaded.model.exit_blocks, loaded.macs_fractions,
+                                      loaded.validation_accuracy, stages), width="stretch")
     st.caption("Coloured boxes are the backbone's blocks (one colour per stage); each dot is an exit, labelled with "
                "the share of the full network's MACs a sample pays to stop there and that exit's validation accuracy.")
-    tr = lm.meta.get("training", {})
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Backbone", spec["backbone"])
-    m2.metric("Exits", lm.model.num_exits)
-    m3.metric("Full network MACs", f"{cost['full_macs'] / 1e6:.2f} M")
-    m4.metric("Parameters (with exits)", f"{cost['with_exits_params'] / 1e3:.0f} k")
-    st.caption(f"Trained with **{tr.get('method', '?')}**" + (f" ({tr['weighting']} weights)" if tr.get("weighting") else "")
-               + f" on **{lm.meta['dataset']['name']}**. Current exit rule: {s.describe()}.")
-    for note in lm.notes:
+    m1.metric("Backbone", loaded.backbone)
+    m2.metric("Exits", loaded.num_exits)
+    m3.metric("Full network MACs", f"{loaded.full_macs / 1e6:.2f} M")
+    m4.metric("Parameters (with exits)", f"{loaded.params_with_exits / 1e3:.0f} k")
+    weighting = f" ({loaded.weighting} weights)" if loaded.weighting else ""
+    st.caption(f"Trained with **{loaded.training_method or '?'}**{weighting} on **{loaded.dataset_name}**. "
+               f"Current exit rule: {settings().describe()}.")
+    for note in loaded.notes:
         st.info(note)
 st.markdown("**Where next?** *Try an image* to see one input travel through the exits, *Thresholds* to tune the "
             "accuracy/compute trade-off, *Ensemble weights* and *Pruning savings* for AEP, *Saliency* for what each "

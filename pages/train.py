@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
-import app_shared as shared
-from explorer.charts import exits as charts
 from aep_core.errors import AepError
-from aep_core.training.job import TrainJob, run_train_job
 from aep_core.training import METHODS, SCHEMES, MethodSettings, TrainConfig
+from aep_core.training.job import TrainJob, run_train_job
+from explorer.catalog import model_files, trained_dir
+from explorer.charts import exits as charts
+from explorer.entry import run_inside_app
 
-shared.ensure_entry("train")
+run_inside_app()
 st.title("Train a model")
 st.markdown("Train a small early-exit network here. It runs in the background: you can keep using the other "
             "pages, and the model joins the sidebar's picker when it is done.")
@@ -42,34 +43,37 @@ def _slots() -> threading.Semaphore:
     return threading.Semaphore(1)
 
 
-def _worker(job: TrainJob, state: JobState, slot: threading.Semaphore) -> None:
+def _worker(job: TrainJob, job_state: JobState, slot: threading.Semaphore) -> None:
     try:
         def on_batch(epoch: int, step: int, steps: int) -> None:
-            state.epoch, state.step, state.steps = epoch, step, steps
+            job_state.epoch, job_state.step, job_state.steps = epoch, step, steps
 
-        path = run_train_job(job, callback=state.history.append, on_batch=on_batch, log=state.log.append)
-        state.path = str(path)
+        path = run_train_job(job, callback=job_state.history.append, on_batch=on_batch, log=job_state.log.append)
+        job_state.path = str(path)
     except AepError as e:
-        state.error = str(e)
-    except Exception as e:  # noqa: BLE001 - a failed run must end with a message, not a dead thread
-        state.error = f"Training failed: {type(e).__name__}: {e}"
+        job_state.error = str(e)
+    except Exception as e:  # a failed run must end with a message, not a dead thread
+        job_state.error = f"Training failed: {type(e).__name__}: {e}"
     finally:
-        state.done = True
+        job_state.done = True
         slot.release()
 
 
-ss = st.session_state
+state = st.session_state
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     dataset = c1.selectbox("Dataset", ["fashion-mnist-slice", "fashion-mnist"], key="tr_dataset",
-                           help="The slice (1000 shipped images) trains in seconds; full Fashion-MNIST needs the Debian package.")
+                           help="The slice (1000 shipped images) trains in seconds; full Fashion-MNIST needs the "
+                                "Debian package.")
     limit = c1.number_input("Training images (limit)", 200, 60000, 800, step=200, key="tr_limit",
                             help="Only the first N training images are used, so training stays quick.")
     backbone = c2.selectbox("Backbone", ["compact_cnn", "resnet20"], key="tr_backbone")
     method = c2.selectbox("Method", list(METHODS), index=list(METHODS).index("aep"), key="tr_method",
                           help="layer-wise trains one exit at a time and needs at least one epoch per exit "
                                "(5 for compact_cnn).")
-    weighting = c3.selectbox("AEP weighting scheme", list(SCHEMES), index=list(SCHEMES).index("linear"), key="tr_weighting")
+    weighting = c3.selectbox("AEP weighting scheme", list(SCHEMES), index=list(SCHEMES).index("linear"),
+                             key="tr_weighting", format_func=lambda name: SCHEMES[name].label,
+                             help="How the exits' losses are weighed in training (and the ensemble's start).")
     epochs = c3.slider("Epochs", 1, 10, 3, key="tr_epochs")
     optimizer = c1.selectbox("Optimizer", ["adam (lr 0.003)", "sgd (lr 0.05, momentum 0.9)"], key="tr_optimizer",
                              help="Adam learns faster from a few hundred images; SGD is what the shipped model uses.")
@@ -77,57 +81,56 @@ with st.form("train_form"):
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
-    state = ss.get("train_job")
+    job_state = state.get("train_job")
     clean = re.sub(r"[^A-Za-z0-9_-]", "", name)[:40]
-    if state is not None and not state.done:
+    if job_state is not None and not job_state.done:
         st.warning("A training run of yours is still going; wait for it to finish.")
     elif not clean:
         st.error("Give the model a name made of letters, digits, - or _.")
     elif not _slots().acquire(blocking=False):
         st.warning("Another session is training right now (one run at a time on this server). Try again in a minute.")
     else:
-        job = TrainJob(out=str(shared.trained_dir() / f"{clean}.pt"), dataset=dataset, limit=int(limit), model=backbone,
+        job = TrainJob(out=str(trained_dir() / f"{clean}.pt"), dataset=dataset, limit=int(limit), model=backbone,
                        method=MethodSettings(method=method, weighting=weighting),
                        train=TrainConfig(epochs=int(epochs), batch_size=64, optimizer=optimizer.split()[0],
                                          lr=0.003 if optimizer.startswith("adam") else 0.05, progress=False))
-        state = JobState(clean, int(epochs))
-        ss["train_job"] = state
-        threading.Thread(target=_worker, args=(job, state, _slots()), daemon=True, name=f"train-{clean}").start()
+        job_state = JobState(clean, int(epochs))
+        state["train_job"] = job_state
+        threading.Thread(target=_worker, args=(job, job_state, _slots()), daemon=True, name=f"train-{clean}").start()
 
-state = ss.get("train_job")
+running = state.get("train_job")
 
 
 def use_model(label: str) -> None:
-    ss["model"] = label
+    state["model"] = label
 
 
-@st.fragment(run_every=1.0 if state is not None and not state.done else None)
+@st.fragment(run_every=1.0 if running is not None and not running.done else None)
 def progress_view() -> None:
-    state = ss.get("train_job")
-    if state is None:
+    job_state = state.get("train_job")
+    if job_state is None:
         st.info("Pick the settings and press **Start training**. The defaults (the shipped 1000-image slice, 3 epochs) "
                 "take about a minute on a CPU and reach roughly 40-50% accuracy: a demo of the workflow. The shipped "
                 "model was trained on all 60,000 Fashion-MNIST images.")
         return
-    frac = (state.epoch + state.step / max(state.steps, 1)) / state.epochs
-    st.progress(min(1.0, frac if not state.done else 1.0),
-                text=f"{state.name}: epoch {min(state.epoch + 1, state.epochs)}/{state.epochs}, "
-                     f"step {state.step}/{state.steps} ({time.time() - state.started:.0f} s)")
-    if state.history:
-        h = state.history[-1]
-        st.markdown("Validation accuracy per exit after epoch "
-                    f"{h.epoch}: " + ", ".join(f"exit {k}: **{100 * a:.1f}%**" for k, a in enumerate(h.val_acc)))
-        st.altair_chart(charts.training_curve([x.epoch for x in state.history], [x.val_acc for x in state.history]),
-                        width="stretch")
-    if state.error:
-        st.error(state.error)
-    elif state.done and state.path:
-        st.success(f"Saved {state.name}. It is now in the sidebar's model picker.")
-        label = next((lab for lab, p in shared.discover_models().items() if p == state.path), state.name)
+    done_share = (job_state.epoch + job_state.step / max(job_state.steps, 1)) / job_state.epochs
+    st.progress(min(1.0, done_share if not job_state.done else 1.0),
+                text=f"{job_state.name}: epoch {min(job_state.epoch + 1, job_state.epochs)}/{job_state.epochs}, "
+                     f"step {job_state.step}/{job_state.steps} ({time.time() - job_state.started:.0f} s)")
+    if job_state.history:
+        latest = job_state.history[-1]
+        per_exit = ", ".join(f"exit {k}: **{100 * a:.1f}%**" for k, a in enumerate(latest.val_acc))
+        st.markdown(f"Validation accuracy per exit after epoch {latest.epoch}: {per_exit}")
+        st.altair_chart(charts.training_curve([h.epoch for h in job_state.history],
+                                              [h.val_acc for h in job_state.history]), width="stretch")
+    if job_state.error:
+        st.error(job_state.error)
+    elif job_state.done and job_state.path:
+        st.success(f"Saved {job_state.name}. It is now in the sidebar's model picker.")
+        label = next((lab for lab, path in model_files().items() if path == job_state.path), job_state.name)
         st.button(f"Use {label} now", on_click=use_model, args=(label,), key="tr_use")
-        if not ss.get("_train_refreshed") == state.path:
-            ss["_train_refreshed"] = state.path
+        if state.get("_train_refreshed") != job_state.path:
+            state["_train_refreshed"] = job_state.path
             st.rerun()  # a full rerun refreshes the sidebar's model list
-
 
 progress_view()

@@ -4,63 +4,66 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-import app_shared as shared
-from explorer.charts import exits as charts
-from aep_core.errors import AepError
 from aep_core.analysis.ood import disagreement, final_confidence, ood_score
-from aep_core.exits.rules import POLICY_INFO
+from aep_core.errors import AepError
+from aep_core.exits.rules import make_rule
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
+from explorer import models
+from explorer.charts import exits as charts
+from explorer.entry import run_inside_app
+from explorer.state import settings
 
-shared.ensure_entry("try_image")
+run_inside_app()
 st.title("Try an image")
-lm = shared.current_model()
-if lm is None:
+loaded = models.current_model()
+if loaded is None:
     st.stop()
-s = shared.settings()
-ds = lm.meta["dataset"]
-names = lm.class_names
+current = settings()
+names = loaded.class_names
 
 source = st.radio("Image", ["Shipped sample", "Upload"], horizontal=True, key="img_source")
-x = preview = label = None
-key = ""
+label = None
 if source == "Upload":
-    up = st.file_uploader("Upload an image (PNG, JPEG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES, key="img_upload",
-                          help="Photos of clothes on a light background work: the image is made grayscale, "
-                               "resized and inverted to look like the training images.")
+    upload = st.file_uploader("Upload an image (PNG, JPEG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES, key="img_upload",
+                              help="Photos of clothes on a light background work: the image is made grayscale, "
+                                   "resized and inverted to look like the training images.")
     invert = st.radio("Invert colours", ["Auto", "Yes", "No"], horizontal=True, key="img_invert",
                       help="Training images show light garments on black. Auto inverts light backgrounds.")
-    if up is None:
+    if upload is None:
         st.info("Upload an image, or switch to *Shipped sample*.")
         st.stop()
-    data = up.getvalue()
+    data = upload.getvalue()
     try:
-        prep = prepare_image(data, ds["image_size"], ds["in_channels"], ds["mean"], ds["std"],
-                             {"Auto": None, "Yes": True, "No": False}[invert])
+        prepared = prepare_image(data, loaded.image_size, loaded.in_channels, loaded.mean, loaded.std,
+                                 {"Auto": None, "Yes": True, "No": False}[invert])
     except AepError as e:
-        st.error(f"**{up.name}** cannot be used: {e}")
+        st.error(f"**{upload.name}** cannot be used: {e}")
         st.stop()
-    x, preview, key = prep.tensor, prep.preview, shared.digest(data) + invert
-    for note in prep.notes:
+    x, preview, image_key = prepared.tensor, prepared.preview, models.digest(data) + invert
+    for note in prepared.notes:
         st.caption(note)
 else:
-    images, labels = shared.samples()
-    if ds["in_channels"] != 1 or ds["image_size"] != images.shape[-1]:
-        st.info("The shipped samples are 28x28 grayscale Fashion-MNIST images; this model reads other images. Upload one.")
+    images, labels = models.shipped_samples()
+    if not loaded.reads_slice:
+        st.info("The shipped samples are 28x28 grayscale Fashion-MNIST images; this model reads other images. "
+                "Upload one.")
         st.stop()
-    idx = st.slider("Sample from the shipped Fashion-MNIST slice", 0, len(labels) - 1, key="img_sample")
-    label = int(labels[idx])
-    x, preview, key = prepare_array(images[idx], ds["mean"], ds["std"]), images[idx], f"sample{idx}"
+    index = st.slider("Sample from the shipped Fashion-MNIST slice", 0, len(labels) - 1, key="img_sample")
+    label = int(labels[index])
+    x, preview, image_key = prepare_array(images[index], loaded.mean, loaded.std), images[index], f"sample{index}"
 
-logits, conf = shared.image_outputs(lm.key, key, lm.model, x, None if lm.temperatures is None else tuple(lm.temperatures))
+temperatures = None if loaded.temperatures is None else tuple(loaded.temperatures)
+logits, confidences = models.image_outputs(loaded.key, image_key, loaded.model, x, temperatures)  # (exits, classes)
 probs = np.exp(logits - logits.max(1, keepdims=True))
 probs /= probs.sum(1, keepdims=True)
+spec = current.spec
 try:
-    stop, score = shared.stop_exit_for(lm, logits, conf, s)
+    rule = make_rule(current.rule, loaded.exits, **current.rule_settings())
+    stop, score = rule.decide_single(logits, confidences)
 except AepError as e:
     st.error(str(e))
     st.stop()
-cum = [e["cum_macs"] for e in lm.meta["cost"]["exits"]]
-full = lm.meta["cost"]["full_macs"]
+cum_macs, full_macs = loaded.cum_macs, loaded.full_macs
 
 left, right = st.columns([1, 3])
 with left:
@@ -68,44 +71,46 @@ with left:
     if label is not None:
         st.caption(f"True class: **{names[label]}**")
 with right:
-    st.markdown(f"Under **{s.describe()}** this image stops at **exit {stop}** and is classified as "
+    st.markdown(f"Under **{current.describe()}** this image stops at **exit {stop}** and is classified as "
                 f"**{names[int(probs[stop].argmax())]}**.")
     m1, m2, m3 = st.columns(3)
-    m1.metric("Stops at", f"exit {stop} of {len(cum) - 1}")
-    m2.metric("MACs spent", f"{cum[stop] / 1e6:.2f} M", f"{100 * cum[stop] / full:.0f}% of the full network", delta_color="off", delta_arrow="off")
-    m3.metric("Speed-up vs full network", f"{full / cum[stop]:.2f}x")
+    m1.metric("Stops at", f"exit {stop} of {len(cum_macs) - 1}")
+    m2.metric("MACs spent", f"{cum_macs[stop] / 1e6:.2f} M",
+              f"{100 * cum_macs[stop] / full_macs:.0f}% of the full network", delta_color="off", delta_arrow="off")
+    m3.metric("Speed-up vs full network", f"{full_macs / cum_macs[stop]:.2f}x")
     st.altair_chart(charts.exit_probability_heatmap(probs, names, stop, label), width="stretch")
 
 # "I don't know": exits that keep changing their mind, and an unsure final exit, mean an unfamiliar input.
-one = logits[:, None, :]  # (exits, 1, classes)
-ood, changes, final_p = float(ood_score(one)[0]), float(disagreement(one)[0]), float(final_confidence(one)[0])
-ood_thr = shared.ood_threshold(lm.key, lm)
+one_image = logits[:, None, :]  # (exits, 1, classes)
+unfamiliarity = float(ood_score(one_image)[0])
+changes, final_p = float(disagreement(one_image)[0]), float(final_confidence(one_image)[0])
+flag = models.ood_flag_threshold(loaded.key, loaded)
 with st.container(border=True):
     o1, o2 = st.columns([1, 3])
-    o1.metric("\"I don't know\" score", f"{ood:.3f}", None if ood_thr is None else f"threshold {ood_thr[0]:.3f}",
+    o1.metric("\"I don't know\" score", f"{unfamiliarity:.3f}", None if flag is None else f"threshold {flag.value:.3f}",
               delta_color="off", delta_arrow="off",
               help="0.5 x the share of consecutive exits that change class + 0.5 x (1 - the final exit's top "
                    "probability). Higher: less like the training images.")
     steps = len(logits) - 1
-    why = (f"the predicted class changes at {round(changes * steps)} of {steps} steps between exits and " if steps else "") \
-        + f"the final exit is {100 * final_p:.0f}% sure of its answer"
-    if ood_thr is None:
+    changing = (f"the predicted class changes at {round(changes * steps)} of {steps} steps between exits and "
+                if steps else "")
+    why = f"{changing}the final exit is {100 * final_p:.0f}% sure of its answer"
+    if flag is None:
         o2.caption(f"No evaluation outputs to set a threshold from; {why}.")
-    elif ood > ood_thr[0]:
+    elif unfamiliarity > flag.value:
         o2.warning(f"**This does not look like anything the model was trained on**: {why}. Its answer is a guess.",
                    icon=":material/help:")
-        o2.caption(f"Flagged because the score is above the threshold ({ood_thr[1]}).")
+        o2.caption(f"Flagged because the score is above the threshold ({flag.description}).")
     else:
         o2.success(f"This looks like the images the model was trained on: {why}.", icon=":material/check:")
-        o2.caption(f"Threshold: {ood_thr[1]}.")
+        o2.caption(f"Threshold: {flag.description}.")
 
-info = POLICY_INFO[s.rule]
-score_name = {"max_probability": "max probability", "entropy": "normalised entropy", "aep_ensemble": "ensemble max probability",
-              "eenet_confidence": "EENet confidence", "patience": "exits in a row agreeing"}[s.rule]
-thr = None if s.per_exit else s.threshold
-st.altair_chart(charts.exit_scores(score, score_name, thr, stop, s.rule != "entropy"), width="stretch")
+global_setting = None if current.per_exit else current.value
+st.altair_chart(charts.exit_scores(score, spec.score_name, global_setting, stop, not spec.lower_is_confident),
+                width="stretch")
 top = np.argsort(-probs, axis=1)[:, :3]
-rows = [{"exit": f"exit {k}", "MACs (share)": f"{100 * cum[k] / full:.0f}%",
+rows = [{"exit": f"exit {k}", "MACs (share)": f"{100 * cum_macs[k] / full_macs:.0f}%",
          **{f"top {j + 1}": f"{names[top[k, j]]} ({probs[k, top[k, j]]:.2f})" for j in range(3)},
-         score_name: round(float(score[k]), 3), "stops here": "yes" if k == stop else ""} for k in range(len(cum))]
+         spec.score_name: round(float(score[k]), 3), "stops here": "yes" if k == stop else ""}
+        for k in range(len(cum_macs))]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

@@ -2,10 +2,10 @@
 # Retrain every shipped model from scratch with the project's own CLI (Fashion-MNIST from Debian's package).
 #
 # 1. The app's default model, assets/models/aep_hybrid.pt: AEP hybrid weighting, DEFAULT_EPOCHS epochs.
-# 2. The comparison set behind docs/RESULTS.md: every method with the same backbone, exit heads, optimiser,
-#    augmentation and EPOCHS epochs. Seed 0 of each goes to assets/models (shipped), other seeds of the
-#    headline rows to runs/compare. The 6-epoch AEP hybrid of the comparison set goes to runs/compare too,
-#    since the shipped aep_hybrid.pt is the longer-trained default.
+# 2. The comparison set behind docs/RESULTS.md: every method and every registered AEP weighting scheme with the
+#    same backbone, exit heads, optimiser, augmentation and EPOCHS epochs. Seed 0 of each goes to assets/models
+#    (shipped), other seeds of the headline rows to runs/compare. The 6-epoch AEP hybrid of the comparison set
+#    goes to runs/compare too, since the shipped aep_hybrid.pt is the longer-trained default.
 # Then `python -m benchmarks.results_table` rebuilds docs/RESULTS.md from the evaluation files.
 #
 # Overrides: EPOCHS, DEFAULT_EPOCHS, SEEDS (headline seeds), THREADS, ONLY=default|compare.
@@ -19,6 +19,8 @@ SHIP=${SHIP:-assets/models}
 RUNS=${RUNS:-runs/compare}
 COMMON="--dataset fashion-mnist --model compact_cnn --head-pool 4 --threads ${THREADS:-2} --channels-last --quiet"
 mkdir -p "$SHIP" "$RUNS"
+# every registered AEP weighting scheme but the headline one gets a comparison row
+OTHER_SCHEMES=$($PY -c "from aep_core.training import SCHEMES; print(*(s for s in SCHEMES if s != 'hybrid'))")
 
 train() {  # train <out> <epochs> <seed> <method args...>
   local out=$1 epochs=$2 seed=$3; shift 3
@@ -38,7 +40,7 @@ if [ "${ONLY:-}" != default ]; then
     train "$(out_for aep_hybrid "$seed")" "$EPOCHS" "$seed" --method aep --weighting hybrid
     train "$(out_for eenet_l05 "$seed")" "$EPOCHS" "$seed" --method eenet --lambda 0.5
     if [ "$seed" = 0 ]; then  # the other rows, one seed
-      for w in uniform linear geometric cost learned; do
+      for w in $OTHER_SCHEMES; do
         train "$(out_for "aep_$w" 0)" "$EPOCHS" 0 --method aep --weighting "$w"
       done
       train "$(out_for eenet_l01 0)" "$EPOCHS" 0 --method eenet --lambda 0.1

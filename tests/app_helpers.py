@@ -19,8 +19,8 @@ def small_model_dir() -> Path:
     files: compact CNN, 1 epoch on a few hundred slice images."""
     import torch
 
-    from aep_core.training.job import TrainJob, run_train_job
     from aep_core.training import MethodSettings, TrainConfig
+    from aep_core.training.job import TrainJob, run_train_job
 
     torch.set_num_threads(1)
     d = Path(tempfile.mkdtemp(prefix="aep_app_models_"))
@@ -29,7 +29,8 @@ def small_model_dir() -> Path:
                    train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
     run_train_job(job, log=lambda s: None)
     job = TrainJob(out=str(d / "tiny_eenet.pt"), dataset="fashion-mnist-slice", limit=200,
-                   method=MethodSettings(method="eenet"), train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
+                   method=MethodSettings(method="eenet"),
+                   train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
     run_train_job(job, log=lambda s: None)
     return d
 
@@ -53,7 +54,8 @@ def assert_no_exception(at, errors_too: bool = False) -> None:
         assert not at.error, [e.value for e in at.error]
 
 
-def png_bytes(mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str = "PNG", light_background: bool = True, **save) -> bytes:
+def png_bytes(mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str = "PNG", light_background: bool = True,
+              **save) -> bytes:
     """An image with a dark rectangle on a light background (or the reverse), encoded in `fmt`."""
     w, h = size
     a = np.full((h, w), 240 if light_background else 10, dtype=np.uint8)
@@ -73,7 +75,8 @@ def png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    pixels = zlib.compress(b"\x00" * 16)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
 def garment_photo(label: int = 7, size: tuple[int, int] = (480, 600)) -> bytes:

@@ -2,14 +2,24 @@
 of good and bad files give the expected result or message, settings round-trip through the URL."""
 import io
 import json
+import os
+import shutil
 import time
 
+import numpy as np
 import pytest
 import torch
+from app_helpers import APP, ROOT, assert_no_exception, png_bytes, run_app, small_model_dir
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP, ROOT, assert_no_exception, png_bytes, run_app, small_model_dir
+from aep_core.checkpoint import load_checkpoint
+from aep_core.checkpoint.discovery import model_folders, trained_models_dir
+from aep_core.checkpoint.sidecars import resume_path
+from aep_core.data import load_slice
+from aep_core.exits import runtime
+from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule
+from aep_core.preprocess import prepare_array
 
 PAGES = ["overview", "try_image", "thresholds", "calibration", "ensemble", "pruning", "saliency", "deploy", "train"]
 
@@ -39,7 +49,8 @@ def _spec(at: AppTest, i: int = 0) -> dict:
     """The i-th chart's Vega-Lite spec, with its datasets (sent as Arrow) decoded to lists of rows."""
     proto = at.get("vega_lite_chart")[i].proto
     spec = json.loads(proto.spec)
-    spec["datasets"] = {d.name: convert_arrow_bytes_to_pandas_df(d.data.data).to_dict("records") for d in proto.datasets}
+    spec["datasets"] = {d.name: convert_arrow_bytes_to_pandas_df(d.data.data).to_dict("records")
+                        for d in proto.datasets}
     return spec
 
 
@@ -49,7 +60,7 @@ def test_entry_page_has_sidebar_and_strip(env):
     assert at.sidebar.selectbox(key="model").value == "tiny"
     assert at.sidebar.selectbox(key="rule").value == "max_probability"
     spec = _spec(at)
-    assert any("exit 4" == r.get("exit") for d in spec["datasets"].values() for r in d)
+    assert any(r.get("exit") == "exit 4" for d in spec["datasets"].values() for r in d)
     assert any("tiny" in h.value for h in at.subheader)
 
 
@@ -75,10 +86,10 @@ def test_threshold_moves_change_metrics_and_current_point(env):
     at = _app("thresholds", **{"thr_max_probability": 0.0})
     _ok(at)
     acc_low, macs_low = at.metric[0].value, at.metric[1].value
-    point_low = [d for d in _spec(at)["datasets"].values() if d and d[0].get("what") == "current setting"][0][0]
+    point_low = next(d for d in _spec(at)["datasets"].values() if d and d[0].get("what") == "current setting")[0]
     at.slider(key="thr_max_probability").set_value(1.0).run()
     _ok(at)
-    point_high = [d for d in _spec(at)["datasets"].values() if d and d[0].get("what") == "current setting"][0][0]
+    point_high = next(d for d in _spec(at)["datasets"].values() if d and d[0].get("what") == "current setting")[0]
     assert at.metric[1].value != macs_low
     assert point_high["macs"] > point_low["macs"]
     assert acc_low != at.metric[0].value or point_high["accuracy"] != point_low["accuracy"]
@@ -180,7 +191,8 @@ def test_checkpoint_upload_good_and_bad(env, models, tmp_path):
 
     buf = io.BytesIO()
     torch.save({"format": "aep-core-checkpoint", "payload": Evil()}, buf)
-    for name, data, words in [("evil.pt", buf.getvalue(), "pickled code"), ("junk.pt", b"\x00garbage" * 10, "not a readable"),
+    for name, data, words in [("evil.pt", buf.getvalue(), "pickled code"),
+                              ("junk.pt", b"\x00garbage" * 10, "not a readable"),
                               ("other.pt", _torch_bytes({"weights": torch.zeros(2)}), "not an aep_core checkpoint")]:
         at = _app()
         at.file_uploader(key="ckpt_upload").set_value((name, data, "application/octet-stream")).run()
@@ -246,9 +258,9 @@ def test_train_page_trains_in_background_and_lists_model(env):
     at.run()
     _ok(at)
     assert any("Saved from_ui" in s.value for s in at.success)
-    import app_shared
+    from explorer.catalog import model_files
 
-    assert "from_ui" in app_shared.discover_models()
+    assert "from_ui" in model_files()
 
 
 def test_url_query_params_restore_and_record_settings(env):
@@ -304,19 +316,106 @@ def test_url_with_page_opens_that_page_with_its_settings(env):
     assert str(at.query_params["page"]).strip("[]'") == "thresholds"
 
 
-@pytest.mark.parametrize("rule", ["max_probability", "entropy", "aep_ensemble", "patience"])
+def _model_for(rule: str) -> str:
+    """A test model that can use the rule (a confidence rule needs the EENet one)."""
+    return "tiny_eenet" if get_rule(rule).needs_confidence else "tiny"
+
+
+@pytest.mark.parametrize("rule", list_rules(deployable=True))
 @pytest.mark.parametrize("page", ["try_image", "thresholds"])
 def test_every_rule_on_image_and_thresholds_pages(env, rule, page):
-    at = _app(page, rule=rule)
+    at = _app(page, rule=rule, model=_model_for(rule))
     _ok(at)
     assert not at.error, [e.value for e in at.error]
+    assert at.session_state["rule"] == rule
     assert rule in _texts(at)
+    if page == "try_image":  # the rule's score per exit, named as the registry names it
+        assert get_rule(rule).score_name in at.dataframe[0].value.columns
+
+
+@pytest.mark.parametrize("model,has_confidence", [("tiny", False), ("tiny_eenet", True)])
+def test_sidebar_offers_the_registry_rules_the_model_can_use(env, model, has_confidence):
+    at = _app(None, model=model)
+    _ok(at)
+    offered = list_rules(deployable=True, model=ModelExits(5, has_confidence))
+    assert at.sidebar.selectbox(key="rule").options == [get_rule(r).label for r in offered]
+
+
+@pytest.mark.parametrize("rule", [r for r in list_rules(deployable=True) if get_rule(r).setting is not None])
+def test_sidebar_setting_follows_the_rule_registry(env, rule):
+    at = _app(None, rule=rule, model=_model_for(rule))
+    _ok(at)
+    spec = get_rule(rule)
+    slider = at.sidebar.slider(key=f"thr_{rule}")
+    assert slider.label == spec.setting.label
+    assert (slider.min, slider.max) == spec.setting.bounds(5)
+    assert slider.step == (1 if spec.setting.integer else 0.01)
+    assert slider.value == spec.setting.default
+    assert spec.help in [c.value for c in at.sidebar.caption]
+
+
+def test_model_picker_lists_model_files_only(env, models, tmp_path, monkeypatch):
+    more = tmp_path / "more"
+    more.mkdir()
+    shutil.copy(models / "tiny.pt", more / "tiny.pt")  # the same stem in a later folder
+    shutil.copy(models / "tiny.pt", resume_path(more / "other.pt"))  # a training state, not a model
+    monkeypatch.setenv("AEP_MODELS_DIR", f"{models}{os.pathsep}{more}")
+    at = _app()
+    _ok(at)
+    assert at.sidebar.selectbox(key="model").options == ["tiny", "tiny_eenet", "more/tiny"]
+
+
+def test_model_folders_follow_the_environment(tmp_path):
+    shipped, trained, extra = tmp_path / "shipped", tmp_path / "trained", [tmp_path / "a", tmp_path / "b"]
+    assert model_folders(shipped, trained, env={}) == [shipped, trained]
+    env = {"AEP_MODELS_DIR": os.pathsep.join(map(str, extra)), "AEP_MODELS_ONLY": "1"}
+    assert model_folders(shipped, trained, env=env) == [trained, *extra]
+    assert trained_models_dir(trained, env={}) == trained
+    assert trained_models_dir(trained, env={"AEP_APP_RUNS_DIR": str(tmp_path / "runs")}) == tmp_path / "runs"
+
+
+def _trained_ensemble(models) -> tuple:
+    """The tiny model, its metadata, and its aep_ensemble rule with its trained weights (checked not uniform)."""
+    model, meta = load_checkpoint(models / "tiny.pt")
+    exits = ModelExits.of_model(model, meta["training"]["ensemble_weights"])
+    trained = make_rule("aep_ensemble", exits, thresholds=0.9)
+    uniform = make_rule("aep_ensemble", ModelExits(model.num_exits), thresholds=0.9)
+    assert trained.settings["weights"] != pytest.approx(uniform.settings["weights"]), "needs non-uniform weights"
+    return model, meta, trained
+
+
+def test_try_image_ensemble_scores_use_the_trained_weights(env, models):
+    model, meta, trained = _trained_ensemble(models)
+    d = meta["dataset"]
+    with torch.inference_mode():
+        logits = torch.stack(model(prepare_array(load_slice()["images"][3], d["mean"], d["std"])).logits)[:, 0].numpy()
+    at = _app("try_image", rule="aep_ensemble", thr_aep_ensemble=0.9, img_sample=3)
+    _ok(at)
+    shown = at.dataframe[0].value[get_rule("aep_ensemble").score_name].tolist()
+    assert shown == pytest.approx(np.round(trained.decide_single(logits)[1], 3).tolist())
+
+
+def test_measured_speed_up_uses_the_trained_ensemble_weights(env, models, monkeypatch):
+    _, _, trained = _trained_ensemble(models)
+    used = []
+    measure = runtime.measure_speedup
+
+    def recording(model, rule, *args, **kwargs):
+        used.append(rule.settings["weights"])
+        return measure(model, rule, *args, **kwargs)
+
+    monkeypatch.setattr(runtime, "measure_speedup", recording)
+    at = _app("thresholds", rule="aep_ensemble", thr_aep_ensemble=0.9)
+    at.button(key="measure_speed").click().run()
+    _ok(at)
+    assert used and all(w == pytest.approx(trained.settings["weights"]) for w in used)
 
 
 def test_saliency_upload_good_and_bad(env):
     at = _app("saliency", sal_source="Upload")
     _ok(at)
-    at.file_uploader(key="sal_upload").set_value(("shoe.webp", png_bytes(fmt="WEBP", size=(120, 80)), "image/webp")).run()
+    shoe = png_bytes(fmt="WEBP", size=(120, 80))
+    at.file_uploader(key="sal_upload").set_value(("shoe.webp", shoe, "image/webp")).run()
     _ok(at)
     assert not at.error and len(at.get("image")) == 6  # the input and one map per exit
     at.file_uploader(key="sal_upload").set_value(("huge.png", _huge_png(), "image/png")).run()

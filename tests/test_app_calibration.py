@@ -3,22 +3,28 @@ aep_core on the model's files, the sidebar's "Calibrated outputs" switch changes
 reports (and goes into the URL), and Try an image flags a noise image as unlike the training data.
 Expected values are computed from the shipped model's files, copied into a temporary folder."""
 import io
-import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from app_helpers import APP, ROOT, assert_no_exception, run_app
 from PIL import Image
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP, ROOT, assert_no_exception, run_app
 from aep_core.analysis import ood
-from aep_core.analysis.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
+from aep_core.analysis.calibration import (
+    calibrate_checkpoint,
+    exit_calibration,
+    fit_temperatures,
+    resolve_temperatures,
+    scale_record,
+)
 from aep_core.checkpoint import load_checkpoint, read_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.data import load_slice
-from aep_core.evaluation import evaluation_path, load_evaluation
+from aep_core.evaluation import load_evaluation
 from aep_core.exits.rules import replay_rule
 from aep_core.preprocess import prepare_array, prepare_image
 
@@ -90,7 +96,8 @@ def test_calibration_page_matches_aep_core(env, name, source):
         assert df["NLL scaled"].tolist() == pytest.approx([round(m.nll, 4) for m in after])
         assert df["temperature"].tolist() == pytest.approx([round(t, 3) for t in temps], abs=1e-3)
         ece_rows = _chart_rows(at, 0)
-        assert sorted(r["ECE"] for r in ece_rows) == pytest.approx(sorted([m.ece for m in before] + [m.ece for m in after]))
+        expected_ece = sorted([m.ece for m in before] + [m.ece for m in after])
+        assert sorted(r["ECE"] for r in ece_rows) == pytest.approx(expected_ece)
         # the reliability grid: one point per non-empty bin, per exit, before and after
         points = [r for r in _chart_rows(at, 1) if "count" in r]
         expected = sum(int((m.bins.count > 0).sum()) for m in before + after)
@@ -148,10 +155,12 @@ def test_try_image_flags_a_noise_image_and_not_a_test_image(env):
     model, meta = load_checkpoint(env / "plain.pt")
     d = meta["dataset"]
     thr = ood.ood_threshold(ood.ood_score(load_evaluation(evaluation_path(env / "plain.pt", "val")).logits))
-    flagged = [s for s in range(20) if _score(model, prepare_image(_noise_png(s), 28, 1, d["mean"], d["std"]).tensor) > thr]
+    noise = [prepare_image(_noise_png(seed), 28, 1, d["mean"], d["std"]).tensor for seed in range(20)]
+    flagged = [seed for seed, x in enumerate(noise) if _score(model, x) > thr]
     assert flagged, "some noise image should score above the validation threshold"
     images = load_slice()["images"]
-    familiar = next(i for i in range(len(images)) if _score(model, prepare_array(images[i], d["mean"], d["std"])) <= thr)
+    familiar = next(i for i, image in enumerate(images)
+                    if _score(model, prepare_array(image, d["mean"], d["std"])) <= thr)
 
     at = _app("try_image", model="plain", img_source="Upload")
     at.file_uploader(key="img_upload").set_value(("noise.png", _noise_png(flagged[0]), "image/png")).run()
@@ -172,3 +181,35 @@ def test_every_replay_page_works_with_calibrated_outputs(env, page):
     assert at.sidebar.toggle(key="calibrated").value is True
     if page not in ("calibration", "overview"):
         assert "Calibrated outputs: each exit's logits divided by its temperature" in _texts(at)
+
+
+@pytest.mark.parametrize("name,with_val,expected,words", [
+    ("stored", True, "stored", "stored in the checkpoint"),
+    ("stored", False, "stored", "stored in the checkpoint"),
+    ("plain", True, "fitted", "fitted now on the validation split"),
+    ("plain", False, None, "no stored temperatures and no validation outputs"),
+])
+def test_temperatures_come_from_the_checkpoint_else_validation_else_none(env, name, with_val, expected, words):
+    path = env / f"{name}.pt"
+    meta = read_checkpoint(path)["meta"]
+    val = load_evaluation(evaluation_path(path, "val"))
+    source = resolve_temperatures(meta, val if with_val else None, path)
+    assert words in source.description
+    if expected == "stored":
+        assert source.temperatures == pytest.approx(meta["calibration"]["temperatures"])
+    elif expected == "fitted":
+        assert source.temperatures == pytest.approx(fit_temperatures(val).tolist())
+        assert str(path) in source.description  # the command that stores them names the checkpoint
+    else:
+        assert source.temperatures is None
+
+
+def test_flag_threshold_prefers_the_validation_outputs(env):
+    val = load_evaluation(evaluation_path(env / "plain.pt", "val"))
+    test = load_evaluation(evaluation_path(env / "plain.pt", "test"))
+    from_val, from_test = ood.flag_threshold(val, test), ood.flag_threshold(None, test)
+    assert from_val.value == pytest.approx(ood.ood_threshold(ood.ood_score(val.logits)))
+    assert from_test.value == pytest.approx(ood.ood_threshold(ood.ood_score(test.logits)))
+    assert f"{val.num_samples:,} validation images" in from_val.description
+    assert f"{test.num_samples:,} evaluation images" in from_test.description
+    assert ood.flag_threshold(None, None) is None

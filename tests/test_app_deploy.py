@@ -5,13 +5,14 @@ import json
 
 import numpy as np
 import pytest
+from app_helpers import ROOT, assert_no_exception, run_app
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import ROOT, assert_no_exception, run_app
 from aep_core.checkpoint import load_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.deploy.simulator import decision_grid, feature_sizes, make_deployment, search, simulate
-from aep_core.evaluation import evaluation_path, load_evaluation
+from aep_core.evaluation import load_evaluation
 
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
 pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model is not present")
@@ -74,11 +75,11 @@ def test_page_matches_the_simulator_on_the_shipped_files(shipped):
     at = _page()
     _ok(at)
     assert at.title[0].value == "Deploy across tiers" and at.session_state["dep_tiers"] == 3
-    dep, r = _expected(at, rec, sizes, thresholds=0.9)
+    _, r = _expected(at, rec, sizes, thresholds=0.9)
     _check_metrics(at, r)
     assert len(at.get("vega_lite_chart")) == 3
     share = {row["tier"]: row["share"] for row in _chart_rows(at, 1)}
-    assert share == pytest.approx(dict(zip(["device", "edge", "cloud"], r.tier_share.tolist())))
+    assert share == pytest.approx(dict(zip(["device", "edge", "cloud"], r.tier_share.tolist(), strict=True)))
     parts = [row for row in _chart_rows(at, 0) if row["group"] == "all samples"]
     assert sum(p["ms"] for p in parts) == pytest.approx(1e3 * r.latency_stats()["mean"], rel=1e-6)
 
@@ -110,7 +111,7 @@ def test_energy_appears_with_a_power(shipped):
     at = _page()
     at.number_input(key="dep_power_3_0").set_value(2.0).run()
     _ok(at)
-    dep, r = _expected(at, rec, sizes, thresholds=0.9)
+    _, r = _expected(at, rec, sizes, thresholds=0.9)
     device_s = r.timings.compute_s[r.exit_index, 0]
     assert _metrics(at)["Energy per sample"] == f"{1e3 * 2.0 * device_s.mean():.3f} mJ"
 

@@ -13,8 +13,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from app_helpers import ROOT, garment_photo, small_model_dir
+
+from aep_core.checkpoint.discovery import DEFAULT_MODEL
+from aep_core.paths import shipped_models_dir
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "screenshots"
@@ -36,12 +38,12 @@ def server(tmp_path_factory):
     env = dict(os.environ, AEP_APP_RUNS_DIR=str(tmp_path_factory.mktemp("app_runs")))
     if os.environ.get("AEP_BROWSER_MODELS_DIR"):  # e.g. a better-trained model for the docs' screenshots
         env.update(AEP_MODELS_DIR=os.environ["AEP_BROWSER_MODELS_DIR"], AEP_MODELS_ONLY="1")
-    elif not (ROOT / "assets" / "models" / "aep_hybrid.pt").exists():
+    elif not (shipped_models_dir() / f"{DEFAULT_MODEL}.pt").exists():
         env.update(AEP_MODELS_DIR=str(small_model_dir()), AEP_MODELS_ONLY="1")
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115 - closed after the server stops
+    command = [str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
+               "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -95,12 +97,35 @@ def _goto(page, title: str) -> None:
     page.wait_for_selector(f"h1:has-text('{title.split()[0]}')", timeout=60_000)
 
 
+def _launch(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                      "--disable-background-networking"])
+
+
+def test_a_shared_link_opens_its_page_with_the_sidebar_on_a_fresh_server(server):
+    """The first visitor of a fresh server follows a link straight to a page: the page runs inside the app
+    (sidebar, navigation) with the link's settings."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = _launch(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{server}/thresholds?rule=entropy&t=0.42")
+        _idle(page)
+        page.wait_for_selector("h1:has-text('Thresholds')", timeout=60_000)
+        sidebar = page.locator("[data-testid='stSidebar']")
+        assert sidebar.locator("[data-testid='stSidebarNav']").count() == 1
+        assert sidebar.get_by_role("combobox", name="Exit rule").input_value() == "Normalised entropy <= t"
+        assert page.get_by_text("entropy, t = 0.42").count() >= 1
+        _until(lambda: "rule=entropy" in page.url and "t=0.42" in page.url, "the link's settings kept in the URL")
+        browser.close()
+
+
 def test_app_in_browser(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = _launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -116,7 +141,8 @@ def test_app_in_browser(server, tmp_path):
         _idle(page)
         img = tmp_path / "sneaker.jpg"
         img.write_bytes(garment_photo(7))
-        uploader = page.locator("[data-testid='stFileUploader']", has_text="Upload an image").locator("input[type=file]")
+        upload_box = page.locator("[data-testid='stFileUploader']", has_text="Upload an image")
+        uploader = upload_box.locator("input[type=file]")
         uploader.set_input_files(str(img))
         _idle(page)
         page.wait_for_selector("text=this image stops at", timeout=60_000)
@@ -166,8 +192,9 @@ def test_app_in_browser(server, tmp_path):
         _idle(page)
         page.wait_for_selector("text=Measured for", timeout=60_000)
 
-        for title, name in [("Calibration", "calibration"), ("Ensemble weights", "ensemble"), ("Pruning savings", "pruning"),
-                            ("Saliency", "saliency"), ("Deploy", "deploy"), ("Train", "train")]:
+        for title, name in [("Calibration", "calibration"), ("Ensemble weights", "ensemble"),
+                            ("Pruning savings", "pruning"), ("Saliency", "saliency"), ("Deploy", "deploy"),
+                            ("Train", "train")]:
             _goto(page, title)
             page.wait_for_timeout(800)
             assert page.locator("[data-testid='stException']").count() == 0, name

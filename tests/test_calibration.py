@@ -10,10 +10,11 @@ import torch
 
 from aep_core.analysis import calibration as cal
 from aep_core.checkpoint import read_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cli.main import main
 from aep_core.errors import CheckpointError, ConfigError
-from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation
-from aep_core.exits.rules import replay_rule
+from aep_core.evaluation import ExitRecord, load_evaluation
+from aep_core.exits.rules import ModelExits, get_rule, list_rules, replay_rule
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
@@ -97,18 +98,19 @@ def test_fit_temperatures_one_per_exit_and_scaling_keeps_predictions():
         cal.scale_record(rec, [1.0, 0.0, 2.0])
 
 
-@pytest.mark.parametrize("rule,settings", [("max_probability", {"thresholds": 0.7}), ("entropy", {"thresholds": 0.4}),
-                                           ("aep_ensemble", {"thresholds": [0.6, 0.8]}), ("patience", {"t": 2})])
-def test_calibrated_replay_equals_replay_on_prescaled_logits(rule, settings):
+@pytest.mark.parametrize("rule", list_rules(model=ModelExits.of_record(_record(1))))
+def test_calibrated_replay_equals_replay_on_prescaled_logits(rule):
     rec = _record(1)
     t = np.array([2.0, 0.7, 1.3])
     pre = ExitRecord(rec.logits / t[:, None, None].astype(np.float32), rec.labels, rec.cum_macs, rec.full_macs, None,
                      dict(rec.info))
-    a = replay_rule(cal.scale_record(rec, t), rule, **settings)
-    b = replay_rule(pre, rule, **settings)
+    a = replay_rule(cal.scale_record(rec, t), rule)
+    b = replay_rule(pre, rule)
     assert (a.exit_index == b.exit_index).all() and (a.prediction == b.prediction).all()
-    if rule != "patience":  # temperatures move confidence-based rules
-        assert (a.exit_index != replay_rule(rec, rule, **settings).exit_index).any()
+    if get_rule(rule).has_thresholds:  # temperatures move the rules that threshold a score of the probabilities
+        assert (a.exit_index != replay_rule(rec, rule).exit_index).any()
+    else:  # the others read the predicted classes only, which temperatures keep
+        assert (a.exit_index == replay_rule(rec, rule).exit_index).all()
 
 
 def test_calibrate_checkpoint_stores_temperatures_and_keeps_the_rest(tmp_path):
@@ -130,7 +132,8 @@ def test_calibrate_checkpoint_stores_temperatures_and_keeps_the_rest(tmp_path):
 
 def test_stored_temperatures_absent_or_malformed():
     assert cal.stored_temperatures({"cost": {"exits": [{}, {}]}}) is None
-    assert cal.stored_temperatures({"cost": {"exits": [{}, {}]}, "calibration": {"temperatures": [1.0, 2.0]}}) == [1.0, 2.0]
+    stored = {"cost": {"exits": [{}, {}]}, "calibration": {"temperatures": [1.0, 2.0]}}
+    assert cal.stored_temperatures(stored) == [1.0, 2.0]
     with pytest.raises(CheckpointError, match="malformed"):
         cal.stored_temperatures({"cost": {"exits": [{}, {}]}, "calibration": {"temperatures": [1.0]}})
     pruned = {"cost": {"exits": [{}, {}]}, "pruning": {"cut": 1}, "calibration": {"temperatures": [1.0, 2.0, 3.0]}}

@@ -66,7 +66,8 @@ def test_ensemble_vs_single_and_weights():
 
 
 def test_pruning_savings_highlights_chosen_cut():
-    spec = charts.pruning_savings(["exit 0", "exit 1"], [10, 20], [100, 200], [0.1, 0.2], [0.6, 0.7], chosen=1).to_dict()
+    spec = charts.pruning_savings(["exit 0", "exit 1"], [10, 20], [100, 200], [0.1, 0.2], [0.6, 0.7],
+                                  chosen=1).to_dict()
     assert len(spec["hconcat"]) == 4
     rows = _rows(spec)
     assert [r["chosen"] for r in rows] == [False, True]

@@ -1,7 +1,13 @@
-"""The command line: train, info, evaluate, and clear one-line errors for bad input."""
+"""The command line: train, info, evaluate, every command wired to a handler, every registered rule taken by
+policy and sweep, and clear one-line errors for bad input."""
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from aep_core.exits.rules import ModelExits, get_rule, list_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,3 +46,38 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
     ]:
         p = run(*args, check_rc=2)
         assert msg in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+COMMANDS = ("train", "evaluate", "info", "list-models", "make-slice", "policy", "sweep", "solve", "prune", "deploy",
+            "export", "calibrate", "ood", "run")
+
+
+def test_every_command_is_registered_with_a_handler():
+    import argparse
+
+    from aep_core.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert tuple(sub.choices) == COMMANDS
+    for name, parser in sub.choices.items():
+        assert callable(parser.get_default("func")), name
+
+
+@pytest.mark.parametrize("name", list_rules())
+def test_policy_and_sweep_take_every_registered_rule(name, capsys):
+    from aep_core.checkpoint.sidecars import evaluation_path
+    from aep_core.cli.main import main
+    from aep_core.evaluation import load_evaluation
+    from aep_core.exits.rules import replay_rule
+
+    shipped = ROOT / "assets" / "models" / "aep_hybrid.pt"
+    rec = load_evaluation(evaluation_path(shipped, "test"))
+    if not get_rule(name).available_for(ModelExits.of_record(rec)):
+        assert main(["policy", str(shipped), "--rule", name]) == 2
+        assert "confidence branch" in capsys.readouterr().err
+        return
+    assert main(["policy", str(shipped), "--rule", name, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(replay_rule(rec, name).summary()))
+    assert main(["sweep", str(shipped), "--rule", name, "--points", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "on the Pareto front" in out and "Traceback" not in out

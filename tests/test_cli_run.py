@@ -6,15 +6,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from aep_core.checkpoint import load_checkpoint
-from aep_core.data import load_dataset, load_slice
-from aep_core.exits.rules import make_rule
-from aep_core.exits.runtime import record_outputs
-
 from test_cli import ROOT, run
 
+from aep_core.checkpoint import load_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
+from aep_core.cli.main import main
+from aep_core.data import load_dataset, load_slice
+from aep_core.evaluation import load_evaluation
+from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule, replay_rule
+from aep_core.exits.runtime import record_outputs
+
 CKPT = ROOT / "assets" / "models" / "aep_hybrid.pt"
+DEFAULT_RULE = list_rules(deployable=True)[0]  # what `run` uses without --rule
+NO_THRESHOLDS = next(n for n in list_rules(deployable=True) if not get_rule(n).has_thresholds)
+NEEDS_CONFIDENCE = next(n for n in list_rules(deployable=True) if get_rule(n).needs_confidence)
+ENSEMBLE_RULES = [n for n in list_rules(deployable=True) if get_rule(n).uses_ensemble_weights]
 
 
 def test_run_on_a_split_matches_the_replayed_rule():
@@ -25,13 +31,36 @@ def test_run_on_a_split_matches_the_replayed_rule():
     x, y = load_dataset("fashion-mnist-slice").test[list(range(200))]
     cum = [e["cum_macs"] for e in meta["cost"]["exits"]]
     rec = record_outputs(model, x, y.numpy(), cum, meta["cost"]["full_macs"], batch_size=32)
-    replay = make_rule("max_probability", model.num_exits, thresholds=0.9).replay(rec)
+    replay = make_rule(DEFAULT_RULE, ModelExits.of_model(model, None), thresholds=0.9).replay(rec)
     assert out["samples"] == 200 and out["batch_size"] == 32
     assert np.allclose(out["exit_distribution"], replay.exit_distribution)
     assert out["accuracy"] == pytest.approx(replay.accuracy)
     assert out["macs_ratio"] == pytest.approx(replay.macs_ratio)
     assert out["without_exits"]["samples_per_s"] > 0 and out["speed_up"] > 0
     assert 0.9 <= out["same_prediction_as_without_exits"] <= 1.0
+
+
+@pytest.mark.parametrize("name", ENSEMBLE_RULES)
+def test_run_decides_with_the_trained_ensemble_weights_as_the_replay_does(name, tmp_path, capsys):
+    """`run` without --weights stops each input where the replay of the checkpoint's evaluation file (which uses
+    the trained ensemble weights) stops it. The shipped weights are far from uniform, and uniform weights decide
+    differently on these inputs, so a run that fell back to uniform weights fails here."""
+    rec = load_evaluation(evaluation_path(CKPT, "test"))  # the whole test split, in order
+    trained = np.asarray(ModelExits.of_record(rec).ensemble_weights)
+    assert np.abs(trained - 1 / len(trained)).max() > 0.5
+    n, t = 300, 0.9
+    out_csv = tmp_path / "run.csv"
+    assert main(["run", str(CKPT), "--rule", name, "--thresholds", str(t), "--split", "test", "--limit", str(n),
+                 "--threads", "1", "--out", str(out_csv), "--json"]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [int(r["label"]) for r in rows] == rec.labels[:n].tolist()  # --limit: the first n of the split, in order
+    replay = replay_rule(rec, name, thresholds=t)
+    assert [int(r["exit"]) for r in rows] == replay.exit_index[:n].tolist()
+    assert [int(r["prediction"]) for r in rows] == replay.prediction[:n].tolist()
+    out = json.loads(capsys.readouterr().out)
+    assert out["samples"] == n and out["settings"]["weights"] == pytest.approx(trained.tolist())
+    uniform = replay_rule(rec, name, thresholds=t, weights=[1 / len(trained)] * len(trained))
+    assert not np.array_equal(uniform.exit_index[:n], replay.exit_index[:n])
 
 
 def test_run_chooses_thresholds_on_validation_for_a_goal():
@@ -57,11 +86,11 @@ def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp
 
 @pytest.mark.parametrize("args,msg", [
     (["--limit", "5"], "needs --thresholds"),
-    (["--rule", "patience", "--max-drop", "0.5"], "patience has none"),
+    (["--rule", NO_THRESHOLDS, "--max-drop", "0.5"], f"{NO_THRESHOLDS} has none"),
     (["--thresholds", "0.9", "--max-drop", "0.5"], "not both"),
     (["--thresholds", "0.9", "--batch-size", "0"], "at least 1"),
     (["--thresholds", "0.9", "--images", "/nonexistent"], "is not a folder"),
-    (["--rule", "eenet_confidence", "--thresholds", "0.5"], "confidence branch"),
+    (["--rule", NEEDS_CONFIDENCE, "--thresholds", "0.5"], "confidence branch"),
 ])
 def test_run_bad_inputs_are_one_clear_line(args, msg):
     p = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", *args, check_rc=2)

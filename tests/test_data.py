@@ -7,8 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from aep_core.data import (FASHION_MNIST_DIR, augment_shift_flip, load_dataset, make_loader, read_idx,
-                           split_indices)
+from aep_core.data import FASHION_MNIST_DIR, augment_shift_flip, load_dataset, make_loader, read_idx, split_indices
 from aep_core.errors import DataError
 
 
@@ -52,8 +51,8 @@ def test_truncated_idx_is_clear(tmp_path):
 
 def test_validation_split_is_seeded_and_disjoint():
     a_tr, a_va = split_indices(100, 10, seed=3)
-    b_tr, b_va = split_indices(100, 10, seed=3)
-    c_tr, c_va = split_indices(100, 10, seed=4)
+    _, b_va = split_indices(100, 10, seed=3)
+    _, c_va = split_indices(100, 10, seed=4)
     assert (a_va == b_va).all() and not (a_va == c_va).all()
     assert set(a_tr).isdisjoint(a_va) and len(a_tr) + len(a_va) == 100
 
@@ -80,7 +79,7 @@ def test_image_folder(tmp_path):
     b = load_dataset("folder", tmp_path, image_size=16, in_channels=1)
     assert b.class_names == ["cat", "dog"] and not b.in_memory
     assert len(b.train) + len(b.val) + len(b.test) == 20
-    x, y = next(iter(make_loader(b.train, 4, shuffle=True)))
+    x, _ = next(iter(make_loader(b.train, 4, shuffle=True)))
     assert x.shape == (4, 1, 16, 16)
 
 

@@ -8,11 +8,26 @@ import numpy as np
 import pytest
 import torch
 
-from aep_core.deploy.simulator import (FeatureSizes, Link, Tier, Deployment, decision_grid, default_splits, exit_timings,
-                             feature_sizes, latency_stat, make_deployment, measure_macs_per_second, percentile,
-                             search, simulate, split_assignments)
+from aep_core.deploy.simulator import (
+    Deployment,
+    FeatureSizes,
+    Link,
+    Tier,
+    decision_grid,
+    default_splits,
+    exit_timings,
+    feature_sizes,
+    latency_stat,
+    make_deployment,
+    measure_macs_per_second,
+    percentile,
+    search,
+    simulate,
+    split_assignments,
+)
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
+from aep_core.exits.rules import ModelExits, list_rules, replay_rule
 from aep_core.models import ModelSpec, build_model
 
 
@@ -43,7 +58,8 @@ def test_two_tier_example_by_hand():
     assert r.exit_index.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert r.tier.tolist() == [0] * 7 + [1] * 3
     # exit 0: 100 MACs / 1000 = 0.1 s; exit 1: 300 / 1000 = 0.3 s;
-    # exit 2: 0.3 s on the device + 200 B * 8 / 3200 bit/s = 0.5 s + 0.1 s link + (600 - 300) / 10 000 = 0.03 s -> 0.93 s
+    # exit 2: 0.3 s on the device + 200 B * 8 / 3200 bit/s = 0.5 s + 0.1 s link + (600 - 300) / 10 000 = 0.03 s
+    # -> 0.93 s
     np.testing.assert_allclose(r.timings.latency_s, [0.1, 0.3, 0.93], rtol=1e-12)
     np.testing.assert_allclose(r.timings.compute_s, [[0.1, 0], [0.3, 0], [0.3, 0.03]], rtol=1e-12)
     np.testing.assert_allclose(r.timings.transfer_s, [[0], [0], [0.5]], rtol=1e-12)
@@ -156,7 +172,8 @@ def test_search_meets_its_deadline_on_a_constructed_case():
     with pytest.raises(ConfigError, match=r"fastest reachable is 100 ms"):
         search(grid, rec.cum_macs, SIZES, dep, deadline_s=0.05, stat="mean")
     front = search(grid, rec.cum_macs, SIZES, dep, stat="p95").front()
-    assert [(p["p95_latency_s"], p["accuracy"]) for p in front] == [(pytest.approx(0.1), 0.4), (pytest.approx(0.32), 1.0)]
+    expected = [(pytest.approx(0.1), 0.4), (pytest.approx(0.32), 1.0)]
+    assert [(p["p95_latency_s"], p["accuracy"]) for p in front] == expected
 
 
 def test_search_best_is_the_most_accurate_within_the_deadline():
@@ -178,12 +195,16 @@ def test_search_best_is_the_most_accurate_within_the_deadline():
         assert r.latency_stats()[stat] <= deadline and r.accuracy == pytest.approx(res.accuracy[res.best])
 
 
-@pytest.mark.parametrize("rule", ["patience", "fixed_exit", "oracle", "aep_ensemble"])
-def test_decision_grid_for_other_rules(rule):
+@pytest.mark.parametrize("rule", list_rules(model=ModelExits.of_record(hand_record())))
+def test_decision_grid_for_every_rule_matches_single_replays(rule):
     rec = hand_record()
     rec.info["ensemble_weights"] = [0.2, 0.3, 0.5]
     grid = decision_grid(rec, rule)
     assert grid.counts.sum(1).tolist() == [10] * len(grid.settings)
+    for i in (0, len(grid.settings) // 2, len(grid.settings) - 1):
+        r = replay_rule(rec, rule, **grid.settings[i])
+        assert grid.counts[i].tolist() == np.bincount(r.exit_index, minlength=3).tolist()
+        assert grid.accuracy[i] == pytest.approx(r.accuracy)
     res = search(grid, rec.cum_macs, SIZES, hand_deployment())
     assert res.pareto.any() and res.best is None
 
@@ -224,8 +245,9 @@ SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "aep_hy
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model is not present")
 def test_cli_deploy_prints_the_simulation_and_the_search(capsys):
     from aep_core.checkpoint import load_checkpoint
+    from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.cli.main import main
-    from aep_core.evaluation import evaluation_path, load_evaluation
+    from aep_core.evaluation import load_evaluation
 
     model, _ = load_checkpoint(SHIPPED)
     rec = load_evaluation(evaluation_path(SHIPPED, "test"))
@@ -234,17 +256,18 @@ def test_cli_deploy_prints_the_simulation_and_the_search(capsys):
     r = simulate(rec, sizes, dep, "entropy", thresholds=0.3)
     args = ["deploy", str(SHIPPED), "--splits", "1,3", "--speeds-gmacs", "2,100,1000", "--bandwidth-mbps", "20,100",
             "--link-ms", "5,30", "--precision", "fp16", "--power-w", "3,,", "--rule", "entropy", "--thresholds", "0.3"]
-    assert main(args + ["--deadline-ms", "40", "--stat", "p95"]) == 0
+    assert main([*args, "--deadline-ms", "40", "--stat", "p95"]) == 0
     out = capsys.readouterr().out
     st = r.latency_stats()
     assert f"accuracy {100 * r.accuracy:.2f}%   latency ms: mean {1e3 * st['mean']:.3f}" in out
     assert f"p95 {1e3 * st['p95']:.3f}" in out and f"energy {1e3 * r.energy_j.mean():.3f} mJ" in out
     res = search(decision_grid(rec, "entropy"), rec.cum_macs, sizes, dep, 0.04, "p95")
     assert f"best: splits {res.point(res.best)['splits']}" in out and f"{100 * res.accuracy[res.best]:.2f}%" in out
-    assert main(args + ["--json"]) == 0
+    assert main([*args, "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)["simulation"]
-    assert summary["accuracy"] == pytest.approx(r.accuracy) and summary["tier_share"] == pytest.approx(r.tier_share.tolist())
-    assert main(args + ["--deadline-ms", "0.001"]) == 2
+    assert summary["accuracy"] == pytest.approx(r.accuracy)
+    assert summary["tier_share"] == pytest.approx(r.tier_share.tolist())
+    assert main([*args, "--deadline-ms", "0.001"]) == 2
     assert "fastest reachable" in capsys.readouterr().err
     assert main(["deploy", str(SHIPPED), "--splits", "3,1", "--speeds-gmacs", "1,1,1"]) == 2
     assert "non-decreasing" in capsys.readouterr().err

@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"widths": [8, 16, 32]}
 
@@ -21,7 +19,7 @@ def _torchrun(args: list[str], timeout: int = 120) -> subprocess.CompletedProces
     launcher = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # the worker runs as a script
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    return subprocess.run(launcher + ["--standalone", "--nproc_per_node=2"] + args, cwd=ROOT, env=env,
+    return subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -31,7 +29,7 @@ def _digests(text: str) -> dict[str, str]:
 
 def test_torchrun_two_cpu_processes_agree_and_rank0_saves(tmp_path):
     from aep_core.checkpoint import load_checkpoint
-    from aep_core.training.job import resume_path
+    from aep_core.checkpoint.sidecars import resume_path
 
     out = tmp_path / "m.pt"
     r = _torchrun(["-m", "aep_core", "train", "--dataset", "fashion-mnist-slice", "--limit", "256", "--epochs", "1",
@@ -92,9 +90,9 @@ def _worker(tmp: Path) -> None:
 
     from aep_core.cost import exit_costs
     from aep_core.data import load_dataset
-    from aep_core.training.job import TrainJob, build_for_job
-    from aep_core.training import Method, MethodSettings, TrainConfig, train
+    from aep_core.training import MethodSettings, TrainConfig, build_method, train
     from aep_core.training import distributed as dd
+    from aep_core.training.job import TrainJob, build_for_job
     from aep_core.training.loop import StopRequest, TrainingInterrupted
 
     env = dd.setup("cpu")
@@ -107,8 +105,9 @@ def _worker(tmp: Path) -> None:
         job = TrainJob(model_config=SMALL, method=MethodSettings(**settings), placement=placement)
         torch.manual_seed(0)
         model, _ = build_for_job(job, bundle)
-        rates = [e.macs_fraction for e in exit_costs(model, (bundle.in_channels, bundle.image_size, bundle.image_size)).exits]
-        return model, Method(job.method, model, rates, cfg.epochs)
+        shape = (bundle.in_channels, bundle.image_size, bundle.image_size)
+        rates = [e.macs_fraction for e in exit_costs(model, shape).exits]
+        return model, build_method(job.method, model, rates, cfg.epochs)
 
     def report(name: str, value: str) -> None:
         sys.stdout.write(f"RESULT {env.rank} {name} {value}\n")  # one write: ranks share the pipe
@@ -118,13 +117,16 @@ def _worker(tmp: Path) -> None:
         model, method = build(settings, slice_data, PLACEMENT.get(name, "blocks"))
         if name == "classifier-wise":
             before = [p.detach().clone() for p in model.backbone.parameters()]
-            snap = {}
-            train(model, method, slice_data.train, slice_data.val, cfg,
-                  callback=lambda s: snap.setdefault(s.epoch, [p.detach().clone() for p in model.backbone.parameters()]))
+            snap: dict[int, list[torch.Tensor]] = {}
+
+            def keep_backbone(stats, snap=snap, backbone=model.backbone):
+                snap.setdefault(stats.epoch, [p.detach().clone() for p in backbone.parameters()])
+
+            train(model, method, slice_data.train, slice_data.val, cfg, callback=keep_backbone)
             if env.rank == 0:  # the backbone trains in epoch 1 and stays frozen in epoch 2
                 after_1 = snap[1]
-                unchanged = all(torch.equal(a, p) for a, p in zip(after_1, model.backbone.parameters()))
-                moved = any(not torch.equal(a, b) for a, b in zip(after_1, before))
+                unchanged = all(torch.equal(a, p) for a, p in zip(after_1, model.backbone.parameters(), strict=True))
+                moved = any(not torch.equal(a, b) for a, b in zip(after_1, before, strict=True))
                 report("frozen-backbone-unchanged", str(unchanged and moved))
             else:
                 report("frozen-backbone-unchanged", "True")
@@ -143,7 +145,8 @@ def _worker(tmp: Path) -> None:
     model, method = build({"method": "aep", "weighting": "hybrid"}, slice_data)
     stop, state_file = StopRequest(), tmp / "state.pt"
     try:  # on_batch runs on rank 0 only: the stop must still reach rank 1 after the same step
-        train(model, method, slice_data.train, slice_data.val, cfg, on_batch=lambda e, s, n: stop.set() if (e, s) == (0, 1) else None,
+        train(model, method, slice_data.train, slice_data.val, cfg,
+              on_batch=lambda e, s, n: stop.set() if (e, s) == (0, 1) else None,
               save_state=lambda st: torch.save(st, state_file), stop=stop)
         raise AssertionError("training was not interrupted")
     except TrainingInterrupted:

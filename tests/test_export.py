@@ -6,11 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from aep_core.errors import ConfigError
-from aep_core.deploy.export import (Segment, export_onnx, export_torchscript, make_segments, segment_ranges, verify_onnx,
-                             write_manifest)
-from aep_core.models import ModelSpec, build_model
 from aep_core.analysis.pruning import prune_model
+from aep_core.deploy.export import (
+    Segment,
+    export_onnx,
+    export_torchscript,
+    make_segments,
+    segment_ranges,
+    verify_onnx,
+    write_manifest,
+)
+from aep_core.errors import ConfigError
+from aep_core.models import ModelSpec, build_model
 
 
 def tiny(head: str = "aep", backbone: str = "compact_cnn", pool: int = 1):
@@ -56,7 +63,7 @@ def test_onnx_round_trip(tmp_path, head, backbone, pool, splits):
     x = torch.randn(7, 1, 12, 12)
     out = sess.run(None, {"input": x.numpy()})
     ref = Segment(model, 0, splits[0])(x)
-    for got, want in zip(out, ref):
+    for got, want in zip(out, ref, strict=True):
         np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-4, rtol=1e-3)
     m = json.loads(write_manifest(tmp_path, model, splits, paths, (1, 12, 12), check, "tiny.pt").read_text())
     assert [s["exits"] for s in m["segments"]] == [list(r) for r in segment_ranges(model.num_exits, splits)]
@@ -96,7 +103,7 @@ def test_torchscript_of_a_pruned_model(tmp_path):
     logits, probs = loaded(x)
     with torch.no_grad():
         ref = torch.stack(model(x, upto=2).logits)  # the pruned model computes exactly the kept exits
-        ens = sum(wk / sum(w) * z.softmax(-1) for wk, z in zip(w, ref))
+        ens = sum(wk / sum(w) * z.softmax(-1) for wk, z in zip(w, ref, strict=True))
     assert logits.shape == (3, 6, 10)
     torch.testing.assert_close(logits, ref)
     torch.testing.assert_close(probs, ens)

@@ -9,10 +9,11 @@ import torch
 
 from aep_core.analysis import ood
 from aep_core.checkpoint import load_checkpoint, read_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cli.main import main
 from aep_core.data import load_slice
 from aep_core.errors import ConfigError
-from aep_core.evaluation import evaluation_path, load_evaluation
+from aep_core.evaluation import load_evaluation
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
@@ -69,7 +70,8 @@ def shipped_logits():
     model, meta = load_checkpoint(SHIPPED)
     d = meta["dataset"]
     images = torch.from_numpy(load_slice()["images"][:400])
-    return {kind: ood.exit_logits(model, images if kind == "test" else ood.shift_images(images, kind), d["mean"], d["std"])
+    return {kind: ood.exit_logits(model, images if kind == "test" else ood.shift_images(images, kind),
+                                  d["mean"], d["std"])
             for kind in ("test", "noise")}
 
 

@@ -3,11 +3,11 @@ import io
 
 import numpy as np
 import pytest
+from app_helpers import png_bytes, png_header
 from PIL import Image
 
 from aep_core.errors import DataError
 from aep_core.preprocess import MAX_PIXELS, prepare_array, prepare_image
-from app_helpers import png_bytes, png_header
 
 MEAN, STD = [0.286], [0.353]
 

@@ -3,14 +3,16 @@ import numpy as np
 import pytest
 import torch
 
+from aep_core.analysis.pruning import choose_cut, prune_checkpoint, prune_model
 from aep_core.checkpoint import load_checkpoint, save_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cli.main import main
 from aep_core.errors import AepError
-from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation
-from aep_core.training.job import TrainJob, run_train_job
+from aep_core.evaluation import ExitRecord, load_evaluation
+from aep_core.exits.rules import ModelExits, list_rules
 from aep_core.models import ModelSpec, build_model
-from aep_core.analysis.pruning import choose_cut, prune_checkpoint, prune_model
 from aep_core.training import MethodSettings, TrainConfig
+from aep_core.training.job import TrainJob, run_train_job
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,21 @@ def test_bad_cut_settings():
         choose_cut(rec, tolerance=2)
     with pytest.raises(AepError, match="ensemble weight"):
         choose_cut(rec, weights=[1.0])
+    bare = ExitRecord(rec.logits, rec.labels, rec.cum_macs, rec.full_macs)  # a record without trained weights
+    with pytest.raises(AepError, match="ensemble weight"):
+        choose_cut(bare)
+    assert choose_cut(bare, weights=[1.0, 1.0]) == choose_cut(rec, weights=[1.0, 1.0])
+
+
+def test_the_records_trained_weights_choose_the_cut_unless_weights_are_given():
+    # exit 0 is right on 3 samples and sure of it, exit 1 on all 4 and barely sure: with little weight on exit 1
+    # the ensemble of exits 0..1 follows exit 0, with much it follows exit 1
+    rec = _record([[1, 1, 1, 0], [1, 1, 1, 1]])
+    rec.logits[1] = np.where(rec.logits[1] == 10.0, 5.5, rec.logits[1])
+    rec.info["ensemble_weights"] = [0.01, 1.0]  # uniform weights would follow exit 0 too
+    assert choose_cut(rec) == 1
+    assert choose_cut(rec, weights=[1.0, 0.01]) == 0
+    assert choose_cut(rec, weights=[1.0, 1.0]) == 0
 
 
 def test_pruned_checkpoint_is_smaller_loadable_and_equal_at_kept_exits(trained, tmp_path):
@@ -75,7 +92,7 @@ def test_pruned_checkpoint_is_smaller_loadable_and_equal_at_kept_exits(trained, 
 
 
 def test_prune_chooses_the_best_validation_cut(trained, tmp_path):
-    model, meta = load_checkpoint(trained)
+    _, meta = load_checkpoint(trained)
     val = load_evaluation(evaluation_path(trained, "val"))
     expected = choose_cut(val, meta["training"]["ensemble_weights"])
     _, report = prune_checkpoint(trained, tmp_path / "best.pt")
@@ -109,11 +126,13 @@ def test_cli_prune_and_policy_commands(trained, tmp_path, capsys):
                  "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "latency batch 1" in out and "latency batch 256" in out and "saved" in out
-    assert main(["policy", str(tmp_path / "c.pt"), "--rule", "patience", "--t", "2"]) == 0
-    assert "accuracy" in capsys.readouterr().out
+    pruned_test = load_evaluation(evaluation_path(tmp_path / "c.pt", "test"))
+    for name in list_rules(model=ModelExits.of_record(pruned_test)):  # every rule replays on the pruned outputs
+        assert main(["policy", str(tmp_path / "c.pt"), "--rule", name]) == 0
+        assert "accuracy" in capsys.readouterr().out
     assert main(["solve", str(trained), "--budget", "0.6"]) == 0
     assert "test:" in capsys.readouterr().out
-    assert main(["sweep", str(trained), "--rule", "entropy", "--points", "20"]) == 0
+    assert main(["sweep", str(trained), "--points", "20"]) == 0
     assert main(["solve", str(trained), "--budget", "0.01"]) == 2
     assert "cheapest reachable" in capsys.readouterr().err
     assert main(["policy", str(tmp_path / "missing.npz")]) == 2

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from aep_core import checkpoint
 from aep_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from aep_core.training.job import TrainJob, resume_path, run_train_job
+from aep_core.checkpoint.sidecars import resume_path
+from aep_core.errors import CheckpointError
 from aep_core.models import ModelSpec, build_model
 from aep_core.training import MethodSettings, TrainConfig
+from aep_core.training.job import TrainJob, run_train_job
 from aep_core.training.loop import TrainingInterrupted
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, uninterrup
 
 
 def test_resume_refuses_a_checkpoint_without_state_or_for_another_model(tmp_path, uninterrupted):
-    with pytest.raises(checkpoint.CheckpointError, match="no training state"):
+    with pytest.raises(CheckpointError, match="no training state"):
         run_train_job(_job(tmp_path / "a.pt", resume=str(uninterrupted)), log=lambda s: None)
     out = tmp_path / "b.pt"
     with pytest.raises(TrainingInterrupted):
@@ -105,7 +106,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
             self.f.write(data[: len(data) // 2])
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: HalfWriter(real_fdopen(fd, mode)))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
@@ -135,10 +136,10 @@ def test_sigterm_saves_state_and_resume_finishes(tmp_path):
     assert "Training stopped in epoch" in err and f"--resume {resume_path(out)}" in err
     assert "Traceback" not in err
     assert resume_path(out).exists() and not out.exists()
-    done = subprocess.run(args + ["--resume", str(resume_path(out)), "--quiet"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([*args, "--resume", str(resume_path(out)), "--quiet"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    model, meta = load_checkpoint(out)
+    _, meta = load_checkpoint(out)
     assert meta["training"]["resumed_from"] == str(resume_path(out))
     assert len(json.loads(out.with_suffix(".log.json").read_text())["history"]) == 3
     assert not resume_path(out).exists()

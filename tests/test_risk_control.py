@@ -7,8 +7,8 @@ import pytest
 
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
-from aep_core.exits.rules import decide
 from aep_core.exits.certify import binomial_cdf, certification_grid, certify_max_drop
+from aep_core.exits.rules import decide
 from aep_core.exits.solvers import score_record
 
 

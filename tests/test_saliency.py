@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from aep_core.models import ModelSpec, build_model
 from aep_core.analysis.saliency import METHODS, ExitModule, exit_saliency, overlay
+from aep_core.models import ModelSpec, build_model
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_concurrent_calls_match_sequential(model, image):
     for t in threads:
         t.join()
     for r in results:
-        assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(r, expected))
+        assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(r, expected, strict=True))
 
 
 def test_overlay_shapes():

@@ -4,9 +4,16 @@ import pytest
 
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
-from aep_core.exits.rules import replay_rule, max_probability
-from aep_core.exits.solvers import (accuracy_floor, pareto_front, pareto_sweep, solve_accuracy, solve_budget,
-                                 threshold_grid)
+from aep_core.exits.rules import ModelExits, get_rule, list_rules, replay_rule
+from aep_core.exits.solvers import (
+    accuracy_floor,
+    pareto_front,
+    pareto_sweep,
+    setting_grid,
+    solve_accuracy,
+    solve_budget,
+    threshold_grid,
+)
 
 
 def synthetic_record(n=2000, seed=0, conf=False):
@@ -32,10 +39,12 @@ def test_pareto_front_by_hand():
     assert pareto_front(macs, acc).tolist() == [True, True, False, False, True, False]
 
 
-@pytest.mark.parametrize("name", ["max_probability", "entropy", "aep_ensemble", "patience", "fixed_exit", "oracle"])
+@pytest.mark.parametrize("name", list_rules())
 def test_sweep_points_match_single_replays(name):
-    rec = synthetic_record()
+    rec = synthetic_record(conf=True)
     s = pareto_sweep(rec, name, points=30)
+    if not get_rule(name).has_thresholds:
+        assert s.settings == setting_grid(name, rec.num_exits)  # every value of its setting
     assert len(s.settings) == len(s.accuracy) == len(s.macs_ratio) == len(s.pareto) and s.pareto.any()
     for i in (0, len(s.settings) // 2, len(s.settings) - 1):
         r = replay_rule(rec, name, **s.settings[i])
@@ -52,7 +61,10 @@ def test_threshold_grid_is_sorted_and_in_range():
     assert g[0] == 0.0 and g[-1] == 1.0 and np.all(np.diff(g) > 0) and len(g) <= 100
 
 
-@pytest.mark.parametrize("name", ["max_probability", "entropy", "aep_ensemble"])
+THRESHOLD_RULES = list_rules(thresholds=True, model=ModelExits(4, has_confidence=False))
+
+
+@pytest.mark.parametrize("name", THRESHOLD_RULES)
 @pytest.mark.parametrize("budget", [0.4, 0.6])
 def test_budget_solver_meets_its_budget_and_beats_global_thresholds(name, budget):
     val, test = synthetic_record(seed=1), synthetic_record(seed=2)
@@ -96,19 +108,27 @@ def test_impossible_goals_say_what_is_reachable():
         solve_accuracy(val, "entropy", 0.999)
     with pytest.raises(AepError, match="positive"):
         solve_budget(val, "max_probability", -1)
-    with pytest.raises(AepError, match="no settings"):
-        solve_budget(val, "oracle", 0.5)
-    with pytest.raises(AepError, match="confidence branch"):
-        solve_budget(val, "eenet_confidence", 0.5)
     with pytest.raises(AepError, match=r"\[0, 1\]"):
         pareto_sweep(val, "entropy", grid=[0.5, 2.0])
 
 
-def test_eenet_confidence_can_be_swept_and_solved():
+@pytest.mark.parametrize("name", [n for n in list_rules() if get_rule(n).reads_labels])
+def test_a_rule_that_reads_labels_has_nothing_to_solve(name):
+    with pytest.raises(AepError, match="no settings"):
+        solve_budget(synthetic_record(seed=6), name, 0.5)
+
+
+CONFIDENCE_RULES = [n for n in list_rules(deployable=True) if get_rule(n).needs_confidence]
+
+
+@pytest.mark.parametrize("name", CONFIDENCE_RULES)
+def test_a_confidence_rule_is_swept_and_solved_only_with_confidences(name):
+    with pytest.raises(AepError, match="confidence branch"):
+        solve_budget(synthetic_record(seed=6), name, 0.5)
     val = synthetic_record(seed=7, conf=True)
-    s = pareto_sweep(val, "eenet_confidence", points=20)
+    s = pareto_sweep(val, name, points=20)
     assert s.pareto.any()
-    sol = solve_budget(val, "eenet_confidence", 0.5)
+    sol = solve_budget(val, name, 0.5)
     assert sol.val.macs_ratio <= 0.5
 
 
@@ -124,7 +144,7 @@ def test_solver_is_fast_enough_for_a_button():
 def test_solution_thresholds_replay_to_the_same_result():
     val = synthetic_record(seed=9)
     sol = solve_budget(val, "max_probability", 0.5)
-    r = max_probability(val, sol.settings["thresholds"])
+    r = replay_rule(val, "max_probability", thresholds=sol.settings["thresholds"])
     assert np.array_equal(r.exit_index, sol.val.exit_index)
 
 

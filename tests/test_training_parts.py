@@ -7,15 +7,37 @@ import torch.nn.functional as F
 
 from aep_core.errors import ConfigError
 from aep_core.training import losses
-from aep_core.training.weighting import SCHEMES, ExitWeighting
+from aep_core.training.weighting import SCHEMES, ExitWeighting, scheme_weights
+
+COSTS = {2: [0.4, 1.0], 3: [0.2, 0.5, 1.0], 5: [0.1, 0.25, 0.5, 0.8, 1.0]}
 
 
-@pytest.mark.parametrize("scheme", SCHEMES)
-def test_weights_are_positive_and_sum_to_one(scheme):
-    w = ExitWeighting(scheme, 4, costs=[0.25, 0.5, 0.75, 1.0])()
-    assert w.shape == (4,)
+@pytest.mark.parametrize("num_exits", sorted(COSTS))
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_weights_are_positive_and_sum_to_one(scheme, num_exits):
+    w = scheme_weights(scheme, num_exits, costs=COSTS[num_exits], base=1.5)
+    assert w.shape == (num_exits,) and w.dtype == torch.float32
     assert (w > 0).all()
-    assert math.isclose(float(w.detach().sum()), 1.0, rel_tol=1e-6)
+    assert math.isclose(float(w.sum()), 1.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("scheme", list(SCHEMES))
+def test_exit_weighting_starts_at_the_scheme_weights(scheme):
+    spec = SCHEMES[scheme]
+    assert spec.name == scheme and spec.label and spec.help
+    weighting = ExitWeighting(scheme, 4, costs=COSTS[5][1:], base=3.0)
+    assert torch.equal(weighting(), scheme_weights(scheme, 4, costs=COSTS[5][1:], base=3.0))
+    assert weighting.trainable == spec.trainable == (len(list(weighting.parameters())) == 1)
+    torch.testing.assert_close(weighting.loss_weights(), weighting())
+    assert not weighting.loss_weights().requires_grad
+
+
+@pytest.mark.parametrize("scheme", [name for name, spec in SCHEMES.items() if spec.needs_costs])
+def test_a_cost_scheme_without_costs_is_a_clear_error(scheme):
+    with pytest.raises(ConfigError, match="needs the per-exit costs"):
+        scheme_weights(scheme, 3)
+    with pytest.raises(ConfigError, match="needs the per-exit costs"):
+        ExitWeighting(scheme, 3)
 
 
 def test_fixed_schemes_match_their_formulas():
@@ -27,7 +49,7 @@ def test_fixed_schemes_match_their_formulas():
     torch.testing.assert_close(ExitWeighting("hybrid", 4)(), torch.tensor([1, 2, 3, 4]) / 10.0)
 
 
-@pytest.mark.parametrize("scheme", ["learned", "hybrid"])
+@pytest.mark.parametrize("scheme", [name for name, spec in SCHEMES.items() if spec.trainable])
 def test_learned_weights_fit_the_ensemble_loss_not_the_joint_loss(scheme):
     weighting = ExitWeighting(scheme, 3)
     logits = [torch.randn(5, 4, requires_grad=True) for _ in range(3)]
@@ -67,6 +89,8 @@ def test_hybrid_joint_loss_keeps_its_prior_while_ensemble_weights_move():
 def test_unknown_scheme_is_clear():
     with pytest.raises(ConfigError, match="Choose one of"):
         ExitWeighting("quadratic", 3)
+    with pytest.raises(ConfigError, match="Unknown weighting scheme 'quadratic'"):
+        scheme_weights("quadratic", 3)
 
 
 def test_ensemble_probs_is_weighted_average():

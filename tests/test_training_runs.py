@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from aep_core.checkpoint import load_checkpoint
-from aep_core.evaluation import evaluation_path, load_evaluation
+from aep_core.checkpoint.sidecars import evaluation_path
+from aep_core.evaluation import load_evaluation
+from aep_core.training import METHODS, MethodSettings, TrainConfig, get_method
 from aep_core.training.job import TrainJob, run_train_job
-from aep_core.training import MethodSettings, TrainConfig
 
 SMALL = {"widths": [8, 16, 32]}
 
@@ -19,27 +20,22 @@ def _job(tmp_path, name, **method):
                     train=TrainConfig(epochs=2, batch_size=64, threads=1, progress=False, seed=0))
 
 
-@pytest.mark.parametrize("method", [
-    {"method": "baseline"},
-    {"method": "aep", "weighting": "uniform"},
+@pytest.mark.parametrize("method", [{"method": name} for name in METHODS] + [
     {"method": "aep", "weighting": "learned"},
-    {"method": "eenet", "eenet_loss": "v2", "lam": 0.5},
-    {"method": "eenet", "eenet_loss": "v1", "two_stage": True},
-    {"method": "classifier-wise"},
-    {"method": "layer-wise"},
-    {"method": "distillation"},
-])
+    {"method": "eenet", "eenet_loss": "v1", "two_stage": True, "lam": 0.5},
+], ids=lambda m: "-".join(str(v) for v in m.values()))
 def test_each_method_trains_and_saves(tmp_path, method):
     stats = []
+    cls = get_method(method["method"])
     epochs = 5 if method["method"] == "layer-wise" else 2  # layer-wise: at least one epoch per exit
     job = _job(tmp_path, method["method"], **method)
     job.train.epochs = epochs
     path = run_train_job(job, callback=stats.append, log=lambda s: None)
     model, meta = load_checkpoint(path)
     assert len(stats) == epochs and np.isfinite(stats[-1].loss)
-    n_exits = 1 if method["method"] == "baseline" else 5
-    assert model.num_exits == n_exits and model.has_confidence == (method["method"] == "eenet")
-    assert meta["training"]["method"] == method["method"]
+    n_exits = 5 if cls.uses_early_exits else 1
+    assert model.num_exits == n_exits and model.head_kind == cls.head
+    assert meta["training"] == {**meta["training"], **MethodSettings(**method).relevant()}
     assert len(meta["metrics"]["val"]["exit_acc"]) == n_exits
     w = meta["training"]["ensemble_weights"]
     assert len(w) == n_exits and abs(sum(w) - 1) < 1e-5
@@ -75,21 +71,21 @@ def test_training_is_repeatable(tmp_path):
     b = run_train_job(_job(tmp_path / "b", "m", method="aep"), log=lambda s: None)
     ma, _ = load_checkpoint(a)
     mb, _ = load_checkpoint(b)
-    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values(), strict=True):
         torch.testing.assert_close(va, vb, msg=k)
 
 
 def test_layer_wise_trains_one_exit_at_a_time_and_freezes_what_came_before(tmp_path):
     from aep_core.data import load_dataset
+    from aep_core.training import build_method, train
     from aep_core.training.job import build_for_job
-    from aep_core.training import Method, train
 
     job = _job(tmp_path, "lw", method="layer-wise")
     job.train.epochs = 5
     data = load_dataset("fashion-mnist-slice", limit=128)
     torch.manual_seed(0)
     model, _ = build_for_job(job, data)
-    method = Method(job.method, model, [0.2, 0.4, 0.6, 0.8, 1.0], 5)
+    method = build_method(job.method, model, [0.2, 0.4, 0.6, 0.8, 1.0], 5)
     assert [method.stage(e) for e in range(5)] == [0, 1, 2, 3, 4]
     snapshots = []  # after each epoch: a copy of every parameter and BatchNorm statistic
 
@@ -108,16 +104,16 @@ def test_layer_wise_trains_one_exit_at_a_time_and_freezes_what_came_before(tmp_p
             trained.add("backbone.stem.")
         assert changed and all(any(name.startswith(t) for t in trained) for name in changed), (k, changed)
     with pytest.raises(Exception, match="at least one epoch"):
-        Method(job.method, model, [0.2, 0.4, 0.6, 0.8, 1.0], 3)
+        build_method(job.method, model, [0.2, 0.4, 0.6, 0.8, 1.0], 3)
 
 
 def test_learning_rate_schedule_restarts_for_each_layer_wise_stage():
-    from aep_core.training import Method
     from aep_core.models import ModelSpec, build_model
+    from aep_core.training import build_method
 
     model = build_model(ModelSpec(backbone_config=SMALL))
-    joint = Method(MethodSettings("aep"), model, [0.2, 0.4, 0.6, 0.8, 1.0], 10)
+    joint = build_method(MethodSettings("aep"), model, [0.2, 0.4, 0.6, 0.8, 1.0], 10)
     assert joint.schedule_fraction(0, 10) == 0 and joint.schedule_fraction(50, 10) == 0.5
-    lw = Method(MethodSettings("layer-wise"), model, [0.2, 0.4, 0.6, 0.8, 1.0], 10)  # 2 epochs per exit
+    lw = build_method(MethodSettings("layer-wise"), model, [0.2, 0.4, 0.6, 0.8, 1.0], 10)  # 2 epochs per exit
     assert [lw.stage(e) for e in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert [lw.schedule_fraction(s, 10) for s in (0, 10, 19, 20, 30, 99)] == [0.0, 0.5, 0.95, 0.0, 0.5, 0.95]

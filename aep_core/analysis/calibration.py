@@ -25,7 +25,8 @@ import torch
 
 from aep_core.checkpoint import atomic_write_bytes, read_checkpoint
 from aep_core.errors import CheckpointError, ConfigError
-from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation
+from aep_core.evaluation import ExitRecord, load_evaluation
+from aep_core.checkpoint.sidecars import evaluation_path
 
 DEFAULT_BINS = 15
 T_MIN, T_MAX = 0.01, 100.0  # temperatures are searched in this range
@@ -234,3 +235,27 @@ def calibrate_checkpoint(path: str | Path, val: ExitRecord | None = None) -> lis
     torch.save(payload, buf)
     atomic_write_bytes(path, buf.getvalue())
     return temps.tolist()
+
+
+@dataclass
+class TemperatureSource:
+    """A model's per-exit temperatures (None: none to be had) and a sentence saying where they come from."""
+
+    temperatures: list[float] | None
+    description: str
+
+
+def resolve_temperatures(meta: dict[str, Any], val: ExitRecord | None,
+                         checkpoint: str | Path | None = None) -> TemperatureSource:
+    """The temperatures a model's outputs are scaled with: the ones stored in its checkpoint, else fitted now
+    on its validation record, else none; with a sentence saying which (naming `checkpoint` in the command
+    that stores them). Raises CheckpointError if stored ones are malformed."""
+    stored = stored_temperatures(meta)
+    if stored is not None:
+        return TemperatureSource(stored, "fitted on the validation split and stored in the checkpoint")
+    if val is None:
+        return TemperatureSource(None, "no stored temperatures and no validation outputs to fit them on")
+    fitted = fit_temperatures(val).tolist()
+    command = f"`python -m aep_core calibrate {checkpoint or 'CHECKPOINT'}`"
+    return TemperatureSource(fitted, f"fitted now on the validation split (the checkpoint stores none; {command} "
+                                     "stores them)")

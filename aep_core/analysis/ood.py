@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from aep_core.errors import ConfigError
+from aep_core.evaluation import ExitRecord
 from aep_core.models import EarlyExitNet
 
 DEFAULT_WEIGHT = 0.5  # share of the disagreement in the score; the rest is 1 - final confidence
@@ -140,3 +141,22 @@ def ood_report(in_logits: np.ndarray, shifted_logits: dict[str, np.ndarray], thr
         out.append(ShiftResult(kind, auroc(s_in, s), auroc(d_in, disagreement(lg)), auroc(c_in, 1 - final_confidence(lg)),
                                float((s > threshold).mean())))
     return out
+
+
+@dataclass
+class FlagThreshold:
+    """The score above which an input is flagged as unlike the training data, and where it comes from."""
+
+    value: float
+    description: str
+
+
+def flag_threshold(val: ExitRecord | None, fallback: ExitRecord | None,
+                   quantile: float = DEFAULT_QUANTILE) -> FlagThreshold | None:
+    """The flagging threshold: this quantile of the score on the validation record, else on `fallback` (an
+    evaluation record of another split); None without either."""
+    rec, split = (val, "validation") if val is not None else (fallback, "evaluation")
+    if rec is None:
+        return None
+    return FlagThreshold(ood_threshold(ood_score(rec.logits), quantile),
+                         f"{100 * quantile:g}% of {rec.num_samples:,} {split} images score below it")

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from aep_core.checkpoint import load_checkpoint, save_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cost import exit_costs
 from aep_core.errors import ConfigError
-from aep_core.evaluation import ExitRecord, evaluation_path, load_evaluation, save_evaluation
+from aep_core.evaluation import ExitRecord, load_evaluation, save_evaluation
+from aep_core.exits.rules import ModelExits, resolve_ensemble_weights
 from aep_core.models import EarlyExitNet, ModelSpec, build_model
 from aep_core.models.inference import as_model_input, prepare_for_inference
 
@@ -32,10 +34,11 @@ def choose_cut(val: ExitRecord, weights: list[float] | np.ndarray | None = None,
         raise ConfigError("The validation record holds no samples: a cut cannot be chosen.")
     if not 0 <= tolerance < 1:
         raise ConfigError(f"The pruning tolerance is an accuracy fraction in [0, 1), got {tolerance}.")
-    w = weights if weights is not None else val.info.get("ensemble_weights")
-    if w is None or len(w) != val.num_exits:
-        raise ConfigError(f"Pruning needs one ensemble weight per exit ({val.num_exits}); got {w}.")
-    acc = val.ensemble_accuracy(w)
+    model = ModelExits.of_record(val)
+    if weights is None and model.ensemble_weights is None:
+        raise ConfigError(f"Pruning needs one ensemble weight per exit ({val.num_exits}); the record holds none, "
+                          "so give them.")
+    acc = val.ensemble_accuracy(resolve_ensemble_weights(weights, model))
     return int(np.flatnonzero(acc >= acc.max() - tolerance)[0])
 
 
@@ -98,7 +101,8 @@ class PruneReport:
             return f"{100 * (a / b - 1):+.1f}%"
 
         lines = [f"cut at exit {self.cut} (kept exits after blocks {self.kept_exit_blocks}); "
-                 f"validation ensemble accuracy per cut: " + " ".join(f"{100 * a:.2f}" for a in self.val_ensemble_accuracy),
+                 "validation ensemble accuracy per cut: "
+                 + " ".join(f"{100 * a:.2f}" for a in self.val_ensemble_accuracy),
                  "", f"{'':22}{'no exits':>12}{'all exits':>12}{'pruned':>12}{'vs no exits':>13}",
                  f"{'parameters':22}{self.params_full:>12,}{self.params_with_exits:>12,}{self.params_pruned:>12,}"
                  f"{pct(self.params_pruned, self.params_full):>13}",
@@ -109,8 +113,10 @@ class PruneReport:
                 f, a, p = (self.latency_ms[f"{m}@{b}"] for m in ("full", "with_exits", "pruned"))
                 lines.append(f"{f'latency batch {b} (ms)':22}{f:>12.3f}{a:>12.3f}{p:>12.3f}{pct(p, f):>13}")
         if self.test_acc_pruned is not None:
-            lines.append(f"{'test accuracy (%)':22}{100 * self.test_acc_final_exit:>12.2f}{100 * self.test_acc_full_ensemble:>12.2f}"
-                         f"{100 * self.test_acc_pruned:>12.2f}{100 * (self.test_acc_pruned - self.test_acc_final_exit):>+12.2f}p")
+            gain = self.test_acc_pruned - self.test_acc_final_exit
+            lines.append(f"{'test accuracy (%)':22}{100 * self.test_acc_final_exit:>12.2f}"
+                         f"{100 * self.test_acc_full_ensemble:>12.2f}{100 * self.test_acc_pruned:>12.2f}"
+                         f"{100 * gain:>+12.2f}p")
         lines.append("(no exits: final exit only; all exits / pruned: the AEP ensemble of the exits computed)")
         return "\n".join(lines)
 
@@ -125,7 +131,8 @@ def measure_prune_latency(model: EarlyExitNet, pruned: EarlyExitNet, input_shape
     model, pruned = prepare_for_inference(model), prepare_for_inference(pruned)
     for b in batch_sizes:
         x = as_model_input(torch.randn(b, *input_shape))
-        fns = {"full": lambda: model.forward_final(x), "with_exits": lambda: model(x), "pruned": lambda: pruned(x)}
+        fns = {"full": lambda x=x: model.forward_final(x), "with_exits": lambda x=x: model(x),
+               "pruned": lambda x=x: pruned(x)}
         for fn in fns.values():  # warm-up
             fn()
         best = {name: float("inf") for name in fns}

@@ -4,7 +4,6 @@ ood (AUROC of the "I don't know" score against rotated, inverted and noise image
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 from aep_core.errors import ConfigError, DataError
 
@@ -21,8 +20,9 @@ def _exits_of(meta: dict, path: str) -> int:
 def format_calibration_table(before: list, after: list, temperatures: list[float]) -> str:
     """Per exit: temperature, accuracy, and ECE / MCE / NLL / Brier before -> after scaling."""
     lines = [f"{'exit':>4} {'T':>7} {'acc %':>6}  {'ECE %':>13}  {'MCE %':>13}  {'NLL':>13}  {'Brier':>13}"]
-    for k, (b, a) in enumerate(zip(before, after)):
-        lines.append(f"{k:>4} {temperatures[k]:>7.3f} {100 * b.accuracy:>6.2f}  {100 * b.ece:>5.2f} -> {100 * a.ece:>5.2f}  "
+    for k, (b, a) in enumerate(zip(before, after, strict=True)):
+        lines.append(f"{k:>4} {temperatures[k]:>7.3f} {100 * b.accuracy:>6.2f}  "
+                     f"{100 * b.ece:>5.2f} -> {100 * a.ece:>5.2f}  "
                      f"{100 * b.mce:>5.2f} -> {100 * a.mce:>5.2f}  {b.nll:>5.3f} -> {a.nll:>5.3f}  "
                      f"{b.brier:>5.3f} -> {a.brier:>5.3f}")
     return "\n".join(lines)
@@ -31,7 +31,8 @@ def format_calibration_table(before: list, after: list, temperatures: list[float
 def _cmd_calibrate(a: argparse.Namespace) -> int:
     from aep_core.analysis.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
     from aep_core.checkpoint import read_checkpoint
-    from aep_core.evaluation import evaluation_path, load_evaluation
+    from aep_core.checkpoint.sidecars import evaluation_path
+    from aep_core.evaluation import load_evaluation
 
     if a.bins < 1:
         raise ConfigError(f"--bins must be at least 1, got {a.bins}.")
@@ -40,7 +41,8 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     vpath, tpath = evaluation_path(a.checkpoint, "val"), evaluation_path(a.checkpoint, "test")
     if not vpath.is_file():
         raise ConfigError(f"{a.checkpoint} has no validation evaluation file ({vpath.name}); temperatures are fitted "
-                          f"on the validation split. Create it with `python -m aep_core evaluate {a.checkpoint} --split val`.")
+                          "on the validation split. Create it with "
+                          f"`python -m aep_core evaluate {a.checkpoint} --split val`.")
     val = load_evaluation(vpath)
     temps = fit_temperatures(val) if a.no_save else calibrate_checkpoint(a.checkpoint, val)
     report, split = (load_evaluation(tpath), "test") if tpath.is_file() else (val, "val")
@@ -83,7 +85,8 @@ def _cmd_ood(a: argparse.Namespace) -> int:
     from aep_core.analysis import ood
     from aep_core.analysis.calibration import scale_logits, stored_temperatures
     from aep_core.checkpoint import load_checkpoint
-    from aep_core.evaluation import evaluation_path, load_evaluation
+    from aep_core.checkpoint.sidecars import evaluation_path
+    from aep_core.evaluation import load_evaluation
 
     if not 0.0 <= a.weight <= 1.0:
         raise ConfigError(f"--weight must lie in [0, 1], got {a.weight}.")
@@ -96,13 +99,14 @@ def _cmd_ood(a: argparse.Namespace) -> int:
     if a.calibrated:
         temps = stored_temperatures(meta)
         if temps is None:
-            raise ConfigError(f"{a.checkpoint} stores no temperatures; run `python -m aep_core calibrate {a.checkpoint}` "
-                              "first, or leave out --calibrated.")
-    scale = (lambda lg: scale_logits(lg, temps)) if temps else (lambda lg: lg)  # noqa: E731
+            raise ConfigError(f"{a.checkpoint} stores no temperatures; run "
+                              f"`python -m aep_core calibrate {a.checkpoint}` first, or leave out --calibrated.")
+    scale = (lambda lg: scale_logits(lg, temps)) if temps else (lambda lg: lg)
     images, what = _in_distribution_images(meta, a.images, a.data_dir)
     d = meta["dataset"]
     in_logits = scale(ood.exit_logits(model, images, d["mean"], d["std"]))
-    shifted = {k: scale(ood.exit_logits(model, ood.shift_images(images, k, a.seed), d["mean"], d["std"])) for k in ood.SHIFTS}
+    shifted = {k: scale(ood.exit_logits(model, ood.shift_images(images, k, a.seed), d["mean"], d["std"]))
+               for k in ood.SHIFTS}
     vpath = evaluation_path(a.checkpoint, "val")
     if vpath.is_file():
         val_scores = ood.ood_score(scale(load_evaluation(vpath).logits), a.weight)
@@ -119,13 +123,14 @@ def _cmd_ood(a: argparse.Namespace) -> int:
           f"in-distribution test images flagged: {100 * in_flagged:.1f}%")
     print(f"{'shift':<9} {'AUROC':>6} {'disagreement':>13} {'1-confidence':>13} {'flagged %':>10}")
     for r in ood.ood_report(in_logits, shifted, thr, a.weight):
-        print(f"{r.kind:<9} {r.auroc:>6.3f} {r.auroc_disagreement:>13.3f} {r.auroc_confidence:>13.3f} {100 * r.flagged:>10.1f}")
+        print(f"{r.kind:<9} {r.auroc:>6.3f} {r.auroc_disagreement:>13.3f} {r.auroc_confidence:>13.3f} "
+              f"{100 * r.flagged:>10.1f}")
     print("(AUROC columns: the combined score, then each part alone; 0.5 is chance, 1 is perfect separation)")
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Register the sub-commands on `sub`; return name -> handler."""
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `calibrate` and `ood` on `sub`."""
     from aep_core.analysis.calibration import DEFAULT_BINS
     from aep_core.analysis.ood import DEFAULT_QUANTILE, DEFAULT_WEIGHT
 
@@ -136,6 +141,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     c.add_argument("checkpoint")
     c.add_argument("--bins", type=int, default=DEFAULT_BINS, help="equal-width confidence bins for ECE and MCE")
     c.add_argument("--no-save", action="store_true", help="print the table without storing the temperatures")
+    c.set_defaults(func=_cmd_calibrate)
     o = sub.add_parser("ood", help="AUROC of the 'I don't know' score (exit disagreement + final confidence) against "
                                    "rotated, inverted and noise images", formatter_class=fmt)
     o.add_argument("checkpoint")
@@ -148,4 +154,4 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     o.add_argument("--calibrated", action="store_true", help="use the checkpoint's stored temperatures")
     o.add_argument("--seed", type=int, default=0, help="seed of the noise images")
     o.add_argument("--threads", type=int, default=None, help="CPU threads")
-    return {"calibrate": _cmd_calibrate, "ood": _cmd_ood}
+    o.set_defaults(func=_cmd_ood)

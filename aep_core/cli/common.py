@@ -1,12 +1,19 @@
-"""Argument helpers shared by the command groups: the exit-rule flags, built from the rule registry."""
+"""Argument helpers shared by the command groups: the exit-rule flags, built from the rule registry, and the
+goal flags that choose a rule's settings on validation."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aep_core.errors import ConfigError
 from aep_core.exits.rules import RULES, get_rule, list_rules
+
+if TYPE_CHECKING:
+    from aep_core.evaluation import ExitRecord
+    from aep_core.exits.solvers import Solution
+
+SPLITS = ("train", "val", "test")
 
 
 def add_rule_arguments(
@@ -61,7 +68,8 @@ def parse_rule_settings(a: argparse.Namespace) -> dict[str, Any]:
         if value is None:
             continue
         if setting is None or keyword != setting.keyword:
-            raise ConfigError(f"--{keyword} is not a setting of {a.rule}" + (f" (it takes --{setting.keyword})." if setting else "."))
+            takes = f" (it takes --{setting.keyword})." if setting else "."
+            raise ConfigError(f"--{keyword} is not a setting of {a.rule}{takes}")
         if setting.per_exit:
             try:
                 vals = [float(v) for v in str(value).split(",")]
@@ -86,3 +94,21 @@ def with_default_setting(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     if spec is None or spec.keyword in settings:
         return dict(settings)
     return {**settings, spec.keyword: int(spec.default) if spec.integer else spec.default}
+
+
+def solve_for_goal(a: argparse.Namespace, val: ExitRecord, test: ExitRecord | None,
+                   weights: list[float] | None) -> Solution:
+    """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given):
+    --max-drop with --confidence certifies the drop; --budget, --max-drop or --min-accuracy solve."""
+    from aep_core.exits.solvers import accuracy_floor, solve_accuracy, solve_budget
+
+    if a.confidence is not None:
+        if a.max_drop is None:
+            raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
+        from aep_core.exits.certify import certify_max_drop
+
+        return certify_max_drop(val, a.rule, a.max_drop, a.confidence, test, weights)
+    if a.budget is not None:
+        return solve_budget(val, a.rule, a.budget, test, weights)
+    floor = getattr(a, "min_accuracy", None)
+    return solve_accuracy(val, a.rule, floor if floor is not None else accuracy_floor(val, a.max_drop), test, weights)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aep_core.cli.common import SPLITS, add_rule_arguments, parse_rule_settings, with_default_setting
 from aep_core.errors import ConfigError
 
 
@@ -44,21 +44,29 @@ def _splits(text: str | None) -> list[int] | None:
 def _load(a: argparse.Namespace):
     """Model, metadata, input shape and the evaluation record of the chosen split."""
     from aep_core.checkpoint import load_checkpoint
-    from aep_core.evaluation import evaluation_path, load_evaluation
+    from aep_core.checkpoint.sidecars import evaluation_path
+    from aep_core.evaluation import load_evaluation
 
     model, meta = load_checkpoint(a.checkpoint)
     ds = meta["dataset"]
     shape = (int(ds["in_channels"]), int(ds["image_size"]), int(ds["image_size"]))
     rec = load_evaluation(evaluation_path(a.checkpoint, a.split)) if hasattr(a, "split") else None
     if rec is not None and rec.num_exits != model.num_exits:
-        raise ConfigError(f"The {a.split} evaluation file has {rec.num_exits} exits; the checkpoint has {model.num_exits}. "
-                          f"Re-create it with `python -m aep_core evaluate {a.checkpoint}`.")
+        raise ConfigError(f"The {a.split} evaluation file has {rec.num_exits} exits; the checkpoint has "
+                          f"{model.num_exits}. Re-create it with `python -m aep_core evaluate {a.checkpoint}`.")
     return model, meta, shape, rec
 
 
 def _deployment(a: argparse.Namespace, model, shape, num_exits: int):
     """The deployment the options describe, and the measured local speed (None if not measured)."""
-    from aep_core.deploy.simulator import DEFAULT_GMACS, DEFAULT_LINKS, MAX_TIERS, default_splits, make_deployment, measure_macs_per_second
+    from aep_core.deploy.simulator import (
+        DEFAULT_GMACS,
+        DEFAULT_LINKS,
+        MAX_TIERS,
+        default_splits,
+        make_deployment,
+        measure_macs_per_second,
+    )
 
     if a.speeds_gmacs is not None:
         items = [s.strip() for s in a.speeds_gmacs.split(",")]
@@ -94,7 +102,7 @@ def _deployment(a: argparse.Namespace, model, shape, num_exits: int):
             raise ConfigError(f"--radio-w needs one value per link ({k - 1}); got {len(radio)}.")
         from dataclasses import replace
 
-        dep = replace(dep, links=tuple(replace(link, power_w=r) for link, r in zip(dep.links, radio)))
+        dep = replace(dep, links=tuple(replace(link, power_w=r) for link, r in zip(dep.links, radio, strict=True)))
     return dep, local
 
 
@@ -109,7 +117,7 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
     b = r.breakdown()
     share, acc = r.tier_share, r.tier_accuracy
     lines = [f"{'tier':<8}{'GMAC/s':>10}{'exits':>10}{'answered':>10}{'accuracy':>10}{'compute ms':>12}{'power W':>9}"]
-    for t, (tier, exits) in enumerate(zip(dep.tiers, dep.tier_exits(e))):
+    for t, (tier, exits) in enumerate(zip(dep.tiers, dep.tier_exits(e), strict=True)):
         ex = "-" if len(exits) == 0 else (f"{exits[0]}" if len(exits) == 1 else f"{exits[0]}-{exits[-1]}")
         name = tier.name + ("*" if local is not None and tier.macs_per_s == local else "")
         a = "-" if math.isnan(acc[t]) else f"{100 * acc[t]:.2f}%"
@@ -129,20 +137,21 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
               f"sent per sample: {r.bytes_sent.mean():,.0f} bytes on average ({dep.precision} features)"
               + ("" if r.energy_j is None else f"   energy {1e3 * r.energy_j.mean():.3f} mJ per sample")]
     if local is not None:
-        lines.append(f"* measured on this machine: {local / 1e9:.3g} GMAC/s (batch 1, {local_threads} thread{'s' if local_threads > 1 else ''})")
-    lines.append("(compute and transfer: mean per sample over all samples; tiers after the last exit are never reached)")
+        threads = f"{local_threads} thread{'s' if local_threads > 1 else ''}"
+        lines.append(f"* measured on this machine: {local / 1e9:.3g} GMAC/s (batch 1, {threads})")
+    lines.append("(compute and transfer: mean per sample over all samples; "
+                 "tiers after the last exit are never reached)")
     return "\n".join(lines)
 
 
 def _cmd_deploy(a: argparse.Namespace) -> int:
     import torch
 
-    from aep_core.cli.common import parse_rule_settings, with_default_setting
     from aep_core.deploy.simulator import decision_grid, feature_sizes, search, simulate
 
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    model, meta, shape, rec = _load(a)
+    model, _, shape, rec = _load(a)
     sizes = feature_sizes(model, shape)
     dep, local = _deployment(a, model, shape, rec.num_exits)
     settings = with_default_setting(a.rule, parse_rule_settings(a))
@@ -167,7 +176,7 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
             print(f"{'splits':>12}{'setting':>12}{'accuracy %':>12}{a.stat + ' ms':>12}{'mean ms':>12}")
             for p in res.front():
                 val = next((f"{v:.4g}" for k, v in p["settings"].items() if k != "weights"), "-")
-                print(f"{str(p['splits']):>12}{val:>12}{100 * p['accuracy']:>12.2f}{_ms(p[f'{a.stat}_latency_s']):>12}"
+                print(f"{p['splits']!s:>12}{val:>12}{100 * p['accuracy']:>12.2f}{_ms(p[f'{a.stat}_latency_s']):>12}"
                       f"{_ms(p['mean_latency_s']):>12}")
     if a.json:
         print(json.dumps(out, indent=1, default=float))
@@ -192,13 +201,17 @@ def _cmd_export(a: argparse.Namespace) -> int:
     if a.torchscript or a.prune:
         ts_model, weights, what = model, meta["training"].get("ensemble_weights"), "model"
         if a.prune:
-            from aep_core.evaluation import evaluation_path, load_evaluation
             from aep_core.analysis.pruning import choose_cut, prune_model
+            from aep_core.checkpoint.sidecars import evaluation_path
+            from aep_core.evaluation import load_evaluation
 
             if model.head_kind != "aep":
                 raise ConfigError("--prune needs an AEP model (exits predicting as a weighted ensemble); this one has "
                                   f"'{model.head_kind}' heads.")
-            cut = a.cut if a.cut is not None else choose_cut(load_evaluation(evaluation_path(a.checkpoint, "val")), weights)
+            if a.cut is not None:
+                cut = a.cut
+            else:
+                cut = choose_cut(load_evaluation(evaluation_path(a.checkpoint, "val")), weights)
             ts_model, pmeta = prune_model(model, meta, cut)
             weights, what = pmeta["training"]["ensemble_weights"], f"model pruned after exit {cut}"
         if model.head_kind != "aep":
@@ -214,22 +227,22 @@ def _cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Register the sub-commands on `sub`; return name -> handler."""
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `deploy` and `export` on `sub`."""
     from aep_core.deploy.simulator import PRECISION_BYTES, STATS
-    from aep_core.cli.common import add_rule_arguments
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
     d = sub.add_parser("deploy", help="simulate an early-exit model split over device, edge and cloud; optionally "
                                       "search splits and thresholds under a latency deadline", formatter_class=fmt)
     d.add_argument("checkpoint", help="checkpoint (.pt); its <name>.<split>.npz evaluation file is replayed")
-    d.add_argument("--split", default="test", choices=("train", "val", "test"), help="evaluation split")
+    d.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
     d.add_argument("--tiers", type=int, default=3, help="number of tiers (1-4: device, edge, fog, cloud) when "
                                                          "--speeds-gmacs is not given")
     d.add_argument("--splits", default=None, help="last exit on each tier but the last, e.g. 1,3 (-1: the first tier "
                                                   "sends the input; default: exits spread evenly)")
-    d.add_argument("--speeds-gmacs", default=None, help="speed of each tier in GMAC/s, 'local' to measure this machine, "
-                                                        "e.g. local,100,1000 (default: local, then the --tiers defaults)")
+    d.add_argument("--speeds-gmacs", default=None,
+                   help="speed of each tier in GMAC/s, 'local' to measure this machine, "
+                        "e.g. local,100,1000 (default: local, then the --tiers defaults)")
     d.add_argument("--bandwidth-mbps", default=None, help="bandwidth of each link in Mbit/s (default by tier count)")
     d.add_argument("--link-ms", default=None, help="one-way latency of each link in ms (default by tier count)")
     d.add_argument("--power-w", default=None, help="compute power of each tier in W; leave an item empty if unknown")
@@ -243,6 +256,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     d.add_argument("--repeats", type=int, default=10, help="timing repeats when measuring the local speed")
     d.add_argument("--threads", type=int, default=None, help="CPU threads the local speed is measured on (default 1)")
     d.add_argument("--json", action="store_true", help="print JSON")
+    d.set_defaults(func=_cmd_deploy)
     x = sub.add_parser("export", help="export each tier's segment to ONNX and check it with onnxruntime; optionally "
                                       "TorchScript of the (pruned) model", formatter_class=fmt)
     x.add_argument("checkpoint")
@@ -250,7 +264,8 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     x.add_argument("--out", required=True, help="output folder (segment_<i>.onnx, manifest.json)")
     x.add_argument("--batch", type=int, default=8, help="random inputs for the check")
     x.add_argument("--torchscript", action="store_true", help="also write <name>.torchscript.pt of the whole model")
-    x.add_argument("--prune", action="store_true", help="TorchScript of the model AEP-pruned at its best validation cut")
+    x.add_argument("--prune", action="store_true",
+                   help="TorchScript of the model AEP-pruned at its best validation cut")
     x.add_argument("--cut", type=int, default=None, help="with --prune: cut after this exit instead of choosing")
     x.add_argument("--threads", type=int, default=None, help="CPU threads")
-    return {"deploy": _cmd_deploy, "export": _cmd_export}
+    x.set_defaults(func=_cmd_export)

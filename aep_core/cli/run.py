@@ -1,4 +1,4 @@
-"""Command-line sub-command `run`: real early-exit inference with `aep_core.runtime` on a split of the
+"""Command-line sub-command `run`: real early-exit inference with `aep_core.exits.runtime` on a split of the
 checkpoint's dataset or on a folder of images, with measured throughput and, optionally, the speed-up over
 the same network without exits."""
 from __future__ import annotations
@@ -7,12 +7,10 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aep_core.cli.common import add_rule_arguments, parse_rule_settings
-from aep_core.cli.exits import solve_for_goal
+from aep_core.cli.common import SPLITS, add_rule_arguments, parse_rule_settings, solve_for_goal
 from aep_core.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
@@ -24,28 +22,27 @@ if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
 
 def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any], str]:
     """The rule's settings: given on the command line, or chosen on the validation file for a goal."""
+    from aep_core.exits.rules import get_rule, list_rules
+
     settings = parse_rule_settings(a)
+    setting = get_rule(a.rule).setting
     goals = [g for g in (a.max_drop, a.budget) if g is not None]
     if len(goals) > 1:
         raise ConfigError("Give at most one goal: --max-drop or --budget.")
     if not goals:
-        from aep_core.exits.rules import get_rule
-
-        setting = get_rule(a.rule).setting
-        needed = setting.keyword if setting is not None else None
-        if needed is not None and needed not in settings:
-            flag = f"--{needed}"
+        if setting is not None and setting.keyword not in settings:
             goal = " or a goal that chooses them on validation (--max-drop, --budget)" if setting.per_exit else ""
-            raise ConfigError(f"{a.rule} needs {flag}{goal}.")
+            raise ConfigError(f"{a.rule} needs --{setting.keyword}{goal}.")
         return settings, "as given"
-    if "thresholds" in settings:
-        raise ConfigError("Give either --thresholds or a goal (--max-drop, --budget) that chooses them, not both.")
-    from aep_core.evaluation import evaluation_path, load_evaluation
-    from aep_core.exits.rules import get_rule, list_rules
-
     if not get_rule(a.rule).has_thresholds:
         raise ConfigError(f"--max-drop and --budget choose thresholds; {a.rule} has none. "
-                          f"Use one of: {', '.join(list_rules(thresholds=True))}.")
+                          f"Use one of: {', '.join(list_rules(deployable=True, thresholds=True))}.")
+    if setting is not None and setting.keyword in settings:
+        raise ConfigError(f"Give either --{setting.keyword} or a goal (--max-drop, --budget) that chooses them, "
+                          "not both.")
+    from aep_core.checkpoint.sidecars import evaluation_path
+    from aep_core.evaluation import load_evaluation
+
     sol = solve_for_goal(a, load_evaluation(evaluation_path(ckpt, "val")), None, settings.get("weights"))
     return dict(sol.settings), f"chosen on validation for {sol.goal}"
 
@@ -95,8 +92,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
     cum_macs = np.array([e["cum_macs"] for e in cost["exits"]], dtype=np.float64)
     counts = np.bincount(res.exit_index, minlength=model.num_exits)
     out: dict[str, Any] = {
-        "rule": a.rule, "settings": {k: v for k, v in rule.settings.items()}, "settings_from": how,
-        "samples": int(len(res.exit_index)), "batch_size": a.batch_size, "threads": torch.get_num_threads(),
+        "rule": a.rule, "settings": dict(rule.settings), "settings_from": how,
+        "samples": len(res.exit_index), "batch_size": a.batch_size, "threads": torch.get_num_threads(),
         "seconds": res.seconds, "samples_per_s": res.samples_per_s,
         "exit_distribution": (counts / counts.sum()).tolist(),
         "macs_ratio": float(cum_macs[res.exit_index].mean() / cost["full_macs"]),
@@ -153,14 +150,14 @@ def _write_predictions(path: str, res: RunResult, files: list[str] | None, label
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["input", "exit", "prediction", "class"] + (["label"] if labels is not None else []))
-    for i, (k, p) in enumerate(zip(res.exit_index, res.prediction)):
+    for i, (k, p) in enumerate(zip(res.exit_index, res.prediction, strict=True)):
         name = files[i] if files is not None else str(i)
         w.writerow([name, int(k), int(p), class_names[int(p)]] + ([int(labels[i])] if labels is not None else []))
     atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argparse.Namespace], int]]:
-    """Register `run` on `sub`; return name -> handler."""
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `run` on `sub`."""
     p = sub.add_parser("run", help="really run early-exit inference (a sample stops computing where it exits) on a "
                                    "split or a folder of images; report throughput, optionally against no exits",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -172,7 +169,7 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
                    help="choose the thresholds on validation: at most this fraction of the MACs")
     p.add_argument("--confidence", type=float, default=None,
                    help="with --max-drop: certify the drop on validation with this probability (see `solve --help`)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="split of the checkpoint's dataset")
+    p.add_argument("--split", default="test", choices=SPLITS, help="split of the checkpoint's dataset")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     p.add_argument("--data-dir", default=None, help="dataset directory")
     p.add_argument("--images", default=None, metavar="DIR", help="run on every image under DIR instead of a split")
@@ -182,4 +179,4 @@ def add_commands(sub: argparse._SubParsersAction) -> dict[str, Callable[[argpars
     p.add_argument("--compare", action="store_true", help="also time the network without exits, same weights")
     p.add_argument("--out", default=None, help="write one CSV row per input: exit, prediction, class (and label)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    return {"run": _cmd_run}
+    p.set_defaults(func=_cmd_run)

@@ -39,7 +39,7 @@ class Segment(nn.Module):
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
         h = self.stem(h)
         logits, confs = [], []
-        for part, head in zip(self.parts, self.heads):
+        for part, head in zip(self.parts, self.heads, strict=True):
             h = part(h)
             z, c = head(h)
             logits.append(z)
@@ -88,7 +88,7 @@ def export_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     inputs = segment_inputs(model, splits, torch.zeros(2, *input_shape))
     paths = []
-    for i, (seg, x) in enumerate(zip(segs, inputs)):
+    for i, (seg, x) in enumerate(zip(segs, inputs, strict=True)):
         path = out_dir / f"{stem}_{i}.onnx"
         with torch.no_grad():  # an inference graph (the heads' pooling takes its forward-only form)
             torch.onnx.export(seg, (x,), str(path), dynamo=True, external_data=False, verbose=False,
@@ -166,13 +166,13 @@ def verify_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], paths:
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(seed))
     sessions = [_session(p) for p in paths]
     checks = []
-    for seg, sess, h, p in zip(segs, sessions, segment_inputs(model, splits, x), paths):
+    for seg, sess, h, p in zip(segs, sessions, segment_inputs(model, splits, x), paths, strict=True):
         ref = [t.numpy() for t in seg(h)]
         got = sess.run(None, {sess.get_inputs()[0].name: h.numpy()})
         names = _output_names(seg)
-        diffs = {n: float(np.abs(g - r).max()) for n, g, r in zip(names, got, ref)}
+        diffs = {n: float(np.abs(g - r).max()) for n, g, r in zip(names, got, ref, strict=True)}
         checks.append(SegmentCheck(p.name, list(range(seg.first, seg.last + 1)), diffs,
-                                   all(_close(g, r, atol, rtol) for g, r in zip(got, ref))))
+                                   all(_close(g, r, atol, rtol) for g, r in zip(got, ref, strict=True))))
     full = model(x)
     ref_logits = torch.stack(full.logits).numpy()
     h, logits, confs = x.numpy(), [], []
@@ -200,7 +200,7 @@ def write_manifest(out_dir: str | Path, model: EarlyExitNet, splits: list[int] |
 
     sizes = feature_sizes(model, input_shape)
     segs = []
-    for i, (r, p) in enumerate(zip(segment_ranges(model.num_exits, splits), paths)):
+    for i, (r, p) in enumerate(zip(segment_ranges(model.num_exits, splits), paths, strict=True)):
         shape_in = list(input_shape) if i == 0 else list(sizes.exit_shapes[r.start - 1])
         segs.append({"file": p.name, "exits": list(r), "blocks": [b for k in r for b in model.segment_blocks(k)],
                      "input": {"name": "input" if i == 0 else "features_in", "shape": ["batch", *shape_in]},
@@ -257,7 +257,7 @@ def export_torchscript(model: EarlyExitNet, path: str | Path, input_shape: tuple
         torch.jit.save(traced, str(path))
         loaded = torch.jit.load(str(path))
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
-    diff = max(float((a - b).abs().max()) for a, b in zip(loaded(x), wrapper(x)))
+    diff = max(float((a - b).abs().max()) for a, b in zip(loaded(x), wrapper(x), strict=True))
     if diff > atol:
         raise ConfigError(f"The TorchScript file {path} differs from the model by {diff:.2e} (> {atol:g}).")
     return diff

@@ -6,7 +6,7 @@ input image itself (a cloud-only or edge-only deployment), a later one relays wh
 tiers after the last exit are never reached.
 
 Everything is replayed from saved per-exit outputs (an ExitRecord): the exit each sample stops at is
-the exit rule's decision (`aep_core.policies`), and the cost of stopping at exit e under a deployment
+the exit rule's decision (`aep_core.exits.rules`), and the cost of stopping at exit e under a deployment
 is fixed, so a whole split costs a lookup per sample:
 
 - compute on tier t: the MACs of the exits it ran (from `cum_macs`, heads included) / its MACs per second;
@@ -30,14 +30,15 @@ import torch
 from aep_core.cost import count_macs, measure_latency
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
+from aep_core.exits.rules import decide, get_rule, replay_rule
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
-from aep_core.exits.rules import decide, get_rule, replay_rule
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 MAX_TIERS = 4
 STATS = ("mean", "p50", "p95", "p99")
-TIER_NAMES = {1: ("device",), 2: ("device", "cloud"), 3: ("device", "edge", "cloud"), 4: ("device", "edge", "fog", "cloud")}
+TIER_NAMES = {1: ("device",), 2: ("device", "cloud"), 3: ("device", "edge", "cloud"),
+              4: ("device", "edge", "fog", "cloud")}
 
 
 # ---- the model's side: feature sizes and the local tier's speed ----------------------------------
@@ -167,11 +168,12 @@ class Deployment:
         if len(s) != k - 1:
             raise ConfigError(f"{k} tiers need {k - 1} split points; got {len(s)} ({s}).")
         if s != sorted(s) or any(not -1 <= v <= num_exits - 1 for v in s):
-            raise ConfigError(f"Split points are non-decreasing exit indices in -1..{num_exits - 1} (the last exit on each "
-                              f"tier but the last; -1: the first tier sends the input); got {s}.")
+            raise ConfigError(f"Split points are non-decreasing exit indices in -1..{num_exits - 1} (the last exit "
+                              f"on each tier but the last; -1: the first tier sends the input); got {s}.")
         for t in self.tiers:
             if not t.macs_per_s > 0:
-                raise ConfigError(f"Tier '{t.name}': its speed must be a positive number of MACs per second, got {t.macs_per_s}.")
+                raise ConfigError(f"Tier '{t.name}': its speed must be a positive number of MACs per second, "
+                                  f"got {t.macs_per_s}.")
             if t.power_w is not None and not t.power_w >= 0:
                 raise ConfigError(f"Tier '{t.name}': its power must be >= 0 W, got {t.power_w}.")
         for i, link in enumerate(self.links):
@@ -183,7 +185,7 @@ class Deployment:
                 raise ConfigError(f"Link {i}: power must be >= 0 W, got {link.power_w}.")
         _precision_bytes(self.precision)
 
-    def with_splits(self, splits: Sequence[int]) -> "Deployment":
+    def with_splits(self, splits: Sequence[int]) -> Deployment:
         """The same tiers and links with other split points."""
         return Deployment(self.tiers, self.links, tuple(int(v) for v in splits), self.precision)
 
@@ -202,15 +204,17 @@ def make_deployment(speeds: Sequence[float], bandwidth_mbps: Sequence[float], la
     power = list(power_w) if power_w is not None else [None] * k
     if len(power) != k or len(names) != k:
         raise ConfigError(f"{k} tiers need {k} names and {k} powers; got {len(names)} and {len(power)}.")
-    tiers = tuple(Tier(n, float(s), None if p is None else float(p)) for n, s, p in zip(names, speeds, power))
-    links = tuple(Link(float(b), float(lat)) for b, lat in zip(bandwidth_mbps, latency_ms))
+    tiers = tuple(Tier(n, float(s), None if p is None else float(p))
+                  for n, s, p in zip(names, speeds, power, strict=True))
+    links = tuple(Link(float(b), float(lat)) for b, lat in zip(bandwidth_mbps, latency_ms, strict=True))
     return Deployment(tiers, links, tuple(int(v) for v in splits), precision)
 
 
 # Starting points for the remote tiers (GMAC/s; the device's speed is measured) and links (Mbit/s, ms), by tier count:
 # a device, an edge box on the local network, a cloud server across the internet.
 DEFAULT_GMACS = {1: [], 2: [1000.0], 3: [100.0, 1000.0], 4: [50.0, 200.0, 1000.0]}
-DEFAULT_LINKS = {1: [], 2: [(20.0, 30.0)], 3: [(20.0, 5.0), (100.0, 30.0)], 4: [(20.0, 2.0), (100.0, 5.0), (1000.0, 30.0)]}
+DEFAULT_LINKS = {1: [], 2: [(20.0, 30.0)], 3: [(20.0, 5.0), (100.0, 30.0)],
+                 4: [(20.0, 2.0), (100.0, 5.0), (1000.0, 30.0)]}
 
 
 def default_splits(num_exits: int, num_tiers: int) -> list[int]:
@@ -296,7 +300,7 @@ class DeployResult:
     timings: ExitTimings
     exit_index: np.ndarray  # (n,)
     correct: np.ndarray  # (n,) bool
-    policy: str = ""
+    rule: str = ""
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -358,7 +362,7 @@ class DeployResult:
         dep = self.deployment
         b = self.breakdown()
         e = self.energy_j
-        return {"policy": self.policy, "settings": self.settings, "splits": list(dep.splits), "precision": dep.precision,
+        return {"rule": self.rule, "settings": self.settings, "splits": list(dep.splits), "precision": dep.precision,
                 "tiers": [t.name for t in dep.tiers], "accuracy": self.accuracy,
                 "latency_s": self.latency_stats(), "mean_bytes_sent": float(self.bytes_sent.mean()),
                 "mean_energy_j": None if e is None else float(e.mean()),
@@ -369,7 +373,7 @@ class DeployResult:
 
 
 def simulate(rec: ExitRecord, sizes: FeatureSizes, dep: Deployment, rule: str, **settings: Any) -> DeployResult:
-    """Replay an exit rule (a name from aep_core.policies and its settings) on saved outputs under a deployment."""
+    """Replay an exit rule (a name from the rule registry and its settings) on saved outputs under a deployment."""
     res = replay_rule(rec, rule, **settings)
     timings = exit_timings(rec.cum_macs, sizes, dep)
     return DeployResult(dep, timings, res.exit_index, res.correct, res.rule, res.settings)
@@ -382,7 +386,7 @@ class DecisionGrid:
     """An exit rule over a grid of settings: how many samples stop at each exit, and the accuracy, per setting.
     Independent of the deployment, so it is computed once per model and rule."""
 
-    policy: str
+    rule: str
     settings: list[dict[str, Any]]
     counts: np.ndarray  # (settings, exits) samples stopping at each exit
     accuracy: np.ndarray  # (settings,)
@@ -395,7 +399,8 @@ class DecisionGrid:
 def decision_grid(rec: ExitRecord, rule: str, grid: Sequence[float] | None = None, points: int = 64,
                   weights: Sequence[float] | None = None) -> DecisionGrid:
     """The rule's decisions over a grid: global thresholds (default: 0, 0.01, ..., 1 plus `points` quantiles of
-    the scores) for threshold rules, t = 1..exits for patience, k = 0..exits-1 for fixed_exit, one point for the oracle."""
+    the scores) for threshold rules, every value of the setting for a rule with a whole-number setting, one point
+    for a rule without a setting."""
     from aep_core.exits.solvers import rule_settings, score_record, setting_grid, threshold_grid
 
     spec = get_rule(rule)
@@ -428,7 +433,8 @@ def decision_grid(rec: ExitRecord, rule: str, grid: Sequence[float] | None = Non
 
 
 def _grid_stat(counts: np.ndarray, latency: np.ndarray, stat: str) -> np.ndarray:
-    """(settings, splits) latency statistic from exit counts (settings, exits) and per-exit latencies (splits, exits)."""
+    """(settings, splits) latency statistic from exit counts (settings, exits) and per-exit latencies
+    (splits, exits)."""
     n = counts[0].sum()
     if stat == "mean":
         return counts @ latency.T / n
@@ -447,7 +453,7 @@ class SearchResult:
     """Every (split assignment, rule setting) tried: its accuracy and latency statistic, the accuracy-vs-latency
     Pareto front, and the most accurate point within the deadline (index `best`, None without a deadline)."""
 
-    policy: str
+    rule: str
     stat: str
     splits: list[tuple[int, ...]]  # (points,)
     settings: list[dict[str, Any]]  # (points,)
@@ -471,7 +477,8 @@ class SearchResult:
 
 
 def split_assignments(num_exits: int, num_tiers: int) -> list[tuple[int, ...]]:
-    """Every way to share `num_exits` exits out over `num_tiers` tiers in order (a tier may hold none), as split points."""
+    """Every way to share `num_exits` exits out over `num_tiers` tiers in order (a tier may hold none), as split
+    points."""
     return list(itertools.combinations_with_replacement(range(-1, num_exits), num_tiers - 1))
 
 
@@ -487,15 +494,19 @@ def search(grid: DecisionGrid, cum_macs: Sequence[float] | np.ndarray, sizes: Fe
     if stat not in STATS:
         raise ConfigError(f"Unknown latency statistic '{stat}'. Choose one of: {', '.join(STATS)}.")
     e = len(cum_macs)
-    assignments = [tuple(int(v) for v in s) for s in splits] if splits is not None else split_assignments(e, dep.num_tiers)
-    lat = np.stack([exit_timings(cum_macs, sizes, dep.with_splits(s)).latency_s for s in assignments])  # (splits, exits)
+    if splits is not None:
+        assignments = [tuple(int(v) for v in s) for s in splits]
+    else:
+        assignments = split_assignments(e, dep.num_tiers)
+    # (splits, exits)
+    lat = np.stack([exit_timings(cum_macs, sizes, dep.with_splits(s)).latency_s for s in assignments])
     value = _grid_stat(grid.counts, lat, stat)  # (settings, splits)
     mean = _grid_stat(grid.counts, lat, "mean")
     t_idx, s_idx = np.meshgrid(np.arange(len(grid.settings)), np.arange(len(assignments)), indexing="ij")
     t_idx, s_idx = t_idx.ravel(), s_idx.ravel()
     acc = grid.accuracy[t_idx]
     val = value.ravel()
-    res = SearchResult(grid.policy, stat, [assignments[i] for i in s_idx], [grid.settings[i] for i in t_idx], acc, val,
+    res = SearchResult(grid.rule, stat, [assignments[i] for i in s_idx], [grid.settings[i] for i in t_idx], acc, val,
                        mean.ravel(), pareto_front(val, acc), deadline_s)
     if deadline_s is not None:
         if not deadline_s > 0:
@@ -503,13 +514,15 @@ def search(grid: DecisionGrid, cum_macs: Sequence[float] | np.ndarray, sizes: Fe
         ok = np.flatnonzero(val <= deadline_s * (1 + 1e-12))
         if ok.size == 0:
             fastest = int(np.argmin(val))
-            raise ConfigError(f"No configuration meets a {stat} latency deadline of {deadline_s * 1e3:.3g} ms: the fastest "
-                              f"reachable is {val[fastest] * 1e3:.3g} ms (splits {list(res.splits[fastest])}, "
-                              f"{grid.policy} {_describe(res.settings[fastest])}).")
+            raise ConfigError(f"No configuration meets a {stat} latency deadline of {deadline_s * 1e3:.3g} ms: "
+                              f"the fastest reachable is {val[fastest] * 1e3:.3g} ms "
+                              f"(splits {list(res.splits[fastest])}, "
+                              f"{grid.rule} {_describe(res.settings[fastest])}).")
         res.best = int(ok[np.lexsort((val[ok], -acc[ok]))[0]])
     return res
 
 
 def _describe(settings: dict[str, Any]) -> str:
     shown = {k: v for k, v in settings.items() if k != "weights"}
-    return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in shown.items()) or "(no settings)"
+    text = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in shown.items())
+    return text or "(no settings)"

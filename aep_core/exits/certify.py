@@ -10,7 +10,7 @@ fails (fixed-sequence testing). With probability at least `confidence` over the 
 set, the chosen setting's expected damage rate, and so its expected drop, on data from the same
 distribution is at most the bound.
 
-The solver in `thresholds.py` picks the cheapest setting that meets the floor on validation; its drop on
+The solver in `solvers.py` picks the cheapest setting that meets the floor on validation; its drop on
 new data scatters around the floor. This one pays some compute for a bound that holds.
 """
 from __future__ import annotations
@@ -22,8 +22,7 @@ import numpy as np
 
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
-from aep_core.exits.rules import replay_rule, decide
-from aep_core.exits.rules import get_rule, list_rules
+from aep_core.exits.rules import decide, get_rule, list_rules, replay_rule
 from aep_core.exits.solvers import Solution, require_early_exits, rule_settings, score_record
 
 
@@ -35,7 +34,8 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
         return 1.0
     if p >= 1.0:
         return 0.0
-    logs = [math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * math.log(p) + (n - j) * math.log1p(-p)
+    log_comb = math.lgamma(n + 1)
+    logs = [log_comb - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * math.log(p) + (n - j) * math.log1p(-p)
             for j in range(k + 1)]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))

@@ -218,7 +218,7 @@ def _depth_scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[n
 
 @dataclass
 class ExitRule:
-    """A policy in decision form: a sample stops at the first exit k < last whose score passes
+    """A rule in decision form: a sample stops at the first exit k < last whose score passes
     thresholds[k] (score >= t, or score <= t when `lower_is_confident`), else at the last exit."""
 
     name: str
@@ -255,7 +255,8 @@ class ExitRule:
         """Apply the rule to every sample of an evaluation record."""
         _check_record(rec)
         if len(self.thresholds) != rec.num_exits - 1:
-            raise ConfigError(f"This rule was made for {len(self.thresholds) + 1} exits; the record has {rec.num_exits}.")
+            raise ConfigError(f"This rule was made for {len(self.thresholds) + 1} exits; "
+                              f"the record has {rec.num_exits}.")
         score, pred = self.scores(rec.logits, rec.confidences)
         idx = decide(score, self.thresholds, self.lower_is_confident)
         return _result(rec, idx, pred[idx, np.arange(rec.num_samples)], self.name, self.settings)
@@ -272,8 +273,8 @@ def decide(score: np.ndarray, thresholds: np.ndarray, lower_is_confident: bool =
 
 
 def _result(rec: ExitRecord, idx: np.ndarray, pred: np.ndarray, name: str, settings: dict[str, Any]) -> RuleResult:
-    return RuleResult(idx.astype(np.int64), pred.astype(np.int64), rec.labels, np.asarray(rec.cum_macs), int(rec.full_macs),
-                        rec.logits.shape[-1], name, settings)
+    return RuleResult(idx.astype(np.int64), pred.astype(np.int64), rec.labels, np.asarray(rec.cum_macs),
+                      int(rec.full_macs), rec.logits.shape[-1], name, settings)
 
 
 def _check_record(rec: ExitRecord) -> None:
@@ -304,9 +305,9 @@ def resolve_ensemble_weights(weights: Sequence[float] | np.ndarray | None, model
         weights = model.ensemble_weights if model.ensemble_weights is not None else [1.0 / n] * n
     w = np.asarray(weights, dtype=np.float64).ravel()
     if w.size != n:
-        raise ConfigError(f"aep_ensemble: got {w.size} ensemble weights for {n} exits.")
+        raise ConfigError(f"Got {w.size} ensemble weights for {n} exits: give one per exit.")
     if np.isnan(w).any() or (w < 0).any() or w[0] <= 0:
-        raise ConfigError(f"aep_ensemble: weights must be >= 0 with a positive first weight, got {w.tolist()}.")
+        raise ConfigError(f"Ensemble weights must be >= 0 with a positive first weight, got {w.tolist()}.")
     return w
 
 
@@ -452,8 +453,8 @@ def _entropy(model: ModelExits, thresholds: Thresholds) -> ExitRule:
 def _aep_ensemble(model: ModelExits, thresholds: Thresholds, weights: Sequence[float] | None = None) -> ExitRule:
     t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "aep_ensemble")
     w = resolve_ensemble_weights(weights, model)
-    return ExitRule("aep_ensemble", t, _ensemble_score_fn(w), settings={"thresholds": t.tolist(), "weights": w.tolist()},
-                    step_scorer=lambda: EnsembleScorer(w))
+    return ExitRule("aep_ensemble", t, _ensemble_score_fn(w),
+                    settings={"thresholds": t.tolist(), "weights": w.tolist()}, step_scorer=lambda: EnsembleScorer(w))
 
 
 @register_rule(RuleSpec("eenet_confidence", "EENet confidence >= t",
@@ -506,10 +507,11 @@ def make_rule(name: str, model: ModelExits, **settings: Any) -> ExitRule:
     and, for ensemble rules, optional `weights` (default: the model's trained weights)."""
     spec = get_rule(name)
     if spec.reads_labels or spec.build is None:
-        raise ConfigError(f"The {name} reads the labels, so it cannot run on new inputs; it is a reference for replay only.")
+        raise ConfigError(f"The {name} reads the labels, so it cannot run on new inputs; "
+                          "it is a reference for replay only.")
     if not spec.available_for(model):
         raise ConfigError(f"{name} needs exits with a learned confidence branch (a model trained with --method eenet); "
-                          "this model has none. Use max_probability, entropy or aep_ensemble instead.")
+                          f"this model has none. Use one of: {', '.join(list_rules(deployable=True, model=model))}.")
     allowed = {spec.setting.keyword} if spec.setting is not None else set()
     if spec.uses_ensemble_weights:
         allowed.add("weights")

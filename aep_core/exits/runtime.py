@@ -2,7 +2,7 @@
 
 At batch size 1 the remaining segments are simply skipped; in a batch, samples that exit are removed
 and the rest continue through the next segment. Decisions use the same `ExitRule` as the replayed
-policy (scores from exits 0..k only), so on the same per-exit outputs they agree exactly.
+rule (scores from exits 0..k only), so on the same per-exit outputs they agree exactly.
 
 By default every function here runs a copy of the model prepared for inference (BatchNorm folded,
 channels-last; `models.inference`), and the network without exits gets the same preparation, so
@@ -19,9 +19,9 @@ import torch
 from aep_core.analysis.calibration import check_temperatures, scale_logits
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
+from aep_core.exits.rules import ExitRule, RuleResult, StepScorer, get_rule
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
-from aep_core.exits.rules import ExitRule, RuleResult, StepScorer, get_rule
 
 
 @dataclass
@@ -39,17 +39,18 @@ class RunResult:
         return len(self.exit_index) / self.seconds if self.seconds > 0 else float("inf")
 
     def as_rule_result(self, labels: np.ndarray, cum_macs: np.ndarray, full_macs: int, num_classes: int,
-                         policy: str = "") -> RuleResult:
+                       rule: str = "") -> RuleResult:
         """The same outcome with the replay's metrics (accuracy, expected MACs, ...)."""
         return RuleResult(self.exit_index, self.prediction, np.asarray(labels), np.asarray(cum_macs), int(full_macs),
-                            num_classes, policy)
+                          num_classes, rule)
 
 
 def _check_inputs(model: EarlyExitNet, x: torch.Tensor, batch_size: int) -> None:
     if batch_size < 1:
         raise ConfigError(f"Batch size must be >= 1, got {batch_size}.")
     if x.ndim != 4 or len(x) == 0:
-        raise ConfigError(f"Inputs must be a non-empty batch of images (n, channels, height, width), got shape {tuple(x.shape)}.")
+        raise ConfigError("Inputs must be a non-empty batch of images (n, channels, height, width), "
+                          f"got shape {tuple(x.shape)}.")
 
 
 class EarlyExitRunner:
@@ -163,7 +164,8 @@ class SpeedMeasurement:
 
 
 def measure_speedup(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: int, rounds: int = 2,
-                    temperatures: list[float] | np.ndarray | None = None, threads: int | None = None) -> SpeedMeasurement:
+                    temperatures: list[float] | np.ndarray | None = None,
+                    threads: int | None = None) -> SpeedMeasurement:
     """Best-of-`rounds` throughput of the early-exit runner and of the same weights without exits on inputs
     `x`, at `batch_size`; the two alternate so background load hits both alike. One untimed pass of each
     over all of `x` comes first: the early-exit batches shrink to sizes of their own, and the first pass
@@ -201,9 +203,10 @@ def _measure(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: i
 
 
 @torch.inference_mode()
-def record_outputs(model: EarlyExitNet, x: torch.Tensor, labels: np.ndarray | torch.Tensor, cum_macs: list[int] | np.ndarray,
-                   full_macs: int, batch_size: int = 1, info: dict | None = None, optimize: bool = True) -> ExitRecord:
-    """Every exit's outputs for the inputs, computed in batches of `batch_size` (to replay policies on the
+def record_outputs(model: EarlyExitNet, x: torch.Tensor, labels: np.ndarray | torch.Tensor,
+                   cum_macs: list[int] | np.ndarray, full_macs: int, batch_size: int = 1, info: dict | None = None,
+                   optimize: bool = True) -> ExitRecord:
+    """Every exit's outputs for the inputs, computed in batches of `batch_size` (to replay rules on the
     very numbers a runner at that batch size, with the same `optimize`, sees)."""
     _check_inputs(model, x, batch_size)
     model = prepare_for_inference(model) if optimize else model.eval()
@@ -214,5 +217,6 @@ def record_outputs(model: EarlyExitNet, x: torch.Tensor, labels: np.ndarray | to
         logits.append(torch.stack(out.logits).float().cpu().numpy())
         if out.confidences is not None:
             confs.append(torch.stack(out.confidences).float().cpu().numpy())
-    return ExitRecord(np.concatenate(logits, 1), np.asarray(labels, dtype=np.int64), np.asarray(cum_macs, dtype=np.int64),
-                      int(full_macs), np.concatenate(confs, 1) if confs else None, dict(info or {}))
+    return ExitRecord(np.concatenate(logits, 1), np.asarray(labels, dtype=np.int64),
+                      np.asarray(cum_macs, dtype=np.int64), int(full_macs),
+                      np.concatenate(confs, 1) if confs else None, dict(info or {}))

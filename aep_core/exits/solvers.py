@@ -1,4 +1,4 @@
-"""Choosing a policy's settings: a Pareto sweep (accuracy against expected MACs over a grid) and a
+"""Choosing a rule's settings: a Pareto sweep (accuracy against expected MACs over a grid) and a
 solver for per-exit thresholds under a MACs budget or an accuracy floor.
 
 Thresholds are chosen on one record (the validation split) and can be reported on another (test).
@@ -42,9 +42,9 @@ def pareto_front(macs: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Sweep:
-    """Accuracy and MACs ratio of one policy over a grid of settings, with the Pareto points marked."""
+    """Accuracy and MACs ratio of one rule over a grid of settings, with the Pareto points marked."""
 
-    policy: str
+    rule: str
     settings: list[dict[str, Any]]
     accuracy: np.ndarray  # (p,)
     macs_ratio: np.ndarray  # (p,)
@@ -53,7 +53,7 @@ class Sweep:
     def rows(self) -> list[dict[str, Any]]:
         """One plain dict per point: its setting, accuracy, MACs ratio and whether it is on the front."""
         return [{**s, "accuracy": float(a), "macs_ratio": float(m), "pareto": bool(p)}
-                for s, a, m, p in zip(self.settings, self.accuracy, self.macs_ratio, self.pareto)]
+                for s, a, m, p in zip(self.settings, self.accuracy, self.macs_ratio, self.pareto, strict=True)]
 
 
 def rule_settings(rec: ExitRecord, name: str, weights: Sequence[float] | None) -> dict[str, Any]:
@@ -100,7 +100,7 @@ def require_early_exits(rec: ExitRecord) -> None:
 def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, points: int = 100,
                  weights: Sequence[float] | None = None) -> Sweep:
     """Accuracy against MACs ratio for `name` over a grid: global thresholds (default: `points` quantiles
-    of the scores) for threshold rules, t = 1..exits for patience, k = 0..exits-1 for fixed_exit."""
+    of the scores) for threshold rules, every value of the setting for the others (`setting_grid`)."""
     spec = get_rule(name)
     require_early_exits(rec)
     if spec.has_thresholds:
@@ -127,7 +127,7 @@ def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, 
 class Solution:
     """Per-exit settings chosen on one split, with the outcome there and (optionally) on another split."""
 
-    policy: str
+    rule: str
     settings: dict[str, Any]
     val: RuleResult
     test: RuleResult | None
@@ -135,7 +135,7 @@ class Solution:
 
     def summary(self) -> dict[str, Any]:
         """Plain-type view: settings, and accuracy / MACs ratio on each split."""
-        out: dict[str, Any] = {"policy": self.policy, "goal": self.goal, "settings": self.settings,
+        out: dict[str, Any] = {"rule": self.rule, "goal": self.goal, "settings": self.settings,
                                "val": {"accuracy": self.val.accuracy, "macs_ratio": self.val.macs_ratio}}
         if self.test is not None:
             out["test"] = {"accuracy": self.test.accuracy, "macs_ratio": self.test.macs_ratio}
@@ -159,7 +159,8 @@ def _search(score: np.ndarray, correct: np.ndarray, cost: np.ndarray, lower: boo
         if best is None or k > best:
             best_t, best = t, k
     qs = np.linspace(0.0, 1.0, grid_points)
-    cands = [np.unique(np.clip(np.concatenate([[0.0, 1.0], np.quantile(score[j], qs)]), 0.0, 1.0)) for j in range(e - 1)]
+    cands = [np.unique(np.clip(np.concatenate([[0.0, 1.0], np.quantile(score[j], qs)]), 0.0, 1.0))
+             for j in range(e - 1)]
     for _ in range(passes):
         improved = False
         for j in range(e - 1):
@@ -199,7 +200,7 @@ def solve_budget(val: ExitRecord, name: str, max_macs_ratio: float, test: ExitRe
                  weights: Sequence[float] | None = None, grid_points: int = 64, passes: int = 3) -> Solution:
     """Per-exit thresholds that maximise accuracy on `val` with expected MACs at most `max_macs_ratio`
     of the network without exits; reported on `test` too when given."""
-    if not 0 < max_macs_ratio:
+    if not max_macs_ratio > 0:
         raise ConfigError(f"The MACs budget must be a positive fraction of the full network, got {max_macs_ratio}.")
     tol = 1e-12
 
@@ -208,8 +209,8 @@ def solve_budget(val: ExitRecord, name: str, max_macs_ratio: float, test: ExitRe
 
     def message(rec: ExitRecord, n: str, closest: RuleResult) -> str:
         cheapest = float(np.min(rec.cum_macs)) / rec.full_macs
-        return (f"No setting of {n} meets a budget of {100 * max_macs_ratio:.1f}% of the full network's MACs: the cheapest "
-                f"reachable cost is {100 * cheapest:.1f}% (every sample stopping at exit 0).")
+        return (f"No setting of {n} meets a budget of {100 * max_macs_ratio:.1f}% of the full network's MACs: "
+                f"the cheapest reachable cost is {100 * cheapest:.1f}% (every sample stopping at exit 0).")
 
     return _solve(val, name, key, f"max MACs ratio {max_macs_ratio:g}", test, weights,
                   lambda r: r.macs_ratio <= max_macs_ratio + tol, message, grid_points, passes)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from aep_core.models.backbones import Backbone
-from aep_core.models.heads import make_head
+from aep_core.models.heads import HEAD_TYPES, make_head
 
 
 class ExitOutputs(NamedTuple):
@@ -47,7 +47,7 @@ class EarlyExitNet(nn.Module):
     @property
     def has_confidence(self) -> bool:
         """Whether the exits carry a learned confidence branch (EENet heads)."""
-        return self.head_kind == "eenet"
+        return HEAD_TYPES[self.head_kind].has_confidence
 
     def segment_blocks(self, k: int) -> range:
         """Indices of the backbone blocks run between exit k-1 and exit k."""

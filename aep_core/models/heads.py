@@ -5,6 +5,8 @@ confidence in (0, 1) per sample.
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,7 +50,13 @@ class GridAvgPool(nn.Module):
         return (h.reshape(b, c, height * width) @ self._matrices[key]).view(b, c, self.pool, self.pool)
 
 
-class AEPHead(nn.Module):
+class ExitHead(nn.Module):
+    """An exit head: features (b, c, h, w) -> logits (b, classes) and, with a confidence branch, (b,) confidences."""
+
+    has_confidence: ClassVar[bool] = False
+
+
+class AEPHead(ExitHead):
     """AEP exit: a replica of the network's own classifier (average pooling to a pool x pool grid + linear;
     pool = 1 is global average pooling)."""
 
@@ -62,8 +70,10 @@ class AEPHead(nn.Module):
         return self.fc(z), None  # (b, classes)
 
 
-class EENetHead(nn.Module):
+class EENetHead(ExitHead):
     """EENet exit ("pool" type of the authors): pooling, then a softmax branch and a sigmoid confidence branch."""
+
+    has_confidence = True
 
     def __init__(self, in_channels: int, num_classes: int, pool: int = 1) -> None:
         super().__init__()
@@ -76,11 +86,11 @@ class EENetHead(nn.Module):
         return self.classifier(z), torch.sigmoid(self.confidence(z)).squeeze(1)  # (b, classes), (b,)
 
 
-HEAD_TYPES: dict[str, type[nn.Module]] = {"aep": AEPHead, "eenet": EENetHead}
+HEAD_TYPES: dict[str, type[ExitHead]] = {"aep": AEPHead, "eenet": EENetHead}
 
 
-def make_head(kind: str, in_channels: int, num_classes: int, pool: int = 1) -> nn.Module:
-    """Build an exit head of the named kind ('aep' or 'eenet') pooling to a pool x pool grid."""
+def make_head(kind: str, in_channels: int, num_classes: int, pool: int = 1) -> ExitHead:
+    """Build an exit head of a kind named in HEAD_TYPES, pooling to a pool x pool grid."""
     if kind not in HEAD_TYPES:
         from aep_core.errors import ConfigError
 

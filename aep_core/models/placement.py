@@ -54,5 +54,6 @@ def place_exits(
             chosen.append(block)
         chosen = sorted(set(chosen))
     else:
-        raise ConfigError(f"Unknown exit placement '{placement}'. Choose one of: {', '.join(PLACEMENTS)}, or block indices.")
+        raise ConfigError(f"Unknown exit placement '{placement}'. Choose one of: {', '.join(PLACEMENTS)}, "
+                          "or block indices.")
     return sorted(set(chosen) | {last})

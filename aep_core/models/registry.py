@@ -1,4 +1,5 @@
-"""A small registry: backbones are registered by name, listed, and built by name with a config.
+"""A small registry: backbones are registered by name with a one-line description, listed, and built by
+name with a config.
 
 A `ModelSpec` is the plain-data description of an early-exit model (stored in every checkpoint), so a
 model can always be rebuilt from its checkpoint's metadata.
@@ -12,18 +13,32 @@ from typing import Any
 from aep_core.errors import ConfigError
 from aep_core.models.backbones import Backbone, CifarResNet, CompactCNN, CompactCNNConfig, ResNetConfig
 from aep_core.models.early_exit import EarlyExitNet
+from aep_core.models.heads import HEAD_TYPES
 from aep_core.models.placement import COST_FRACTIONS, place_exits
 
-_BACKBONES: dict[str, Callable[..., Backbone]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
+BackboneBuilder = Callable[..., Backbone]  # fn(in_channels=..., **config) -> Backbone
 
 
-def register_model(name: str, description: str) -> Callable[[Callable[..., Backbone]], Callable[..., Backbone]]:
-    """Decorator registering a backbone builder `fn(in_channels=..., **config) -> Backbone` under `name`."""
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One registered backbone: its name, a one-line description, its builder and its tiny config."""
 
-    def wrap(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
-        _BACKBONES[name] = fn
-        _DESCRIPTIONS[name] = description
+    name: str
+    description: str
+    build: BackboneBuilder
+    tiny_config: dict[str, Any] = field(default_factory=dict)  # the smallest sensible settings, for quick checks
+
+
+_BACKBONES: dict[str, BackboneSpec] = {}
+
+
+def register_model(name: str, description: str,
+                   tiny_config: dict[str, Any] | None = None) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator registering a backbone builder `fn(in_channels=..., **config) -> Backbone` under `name`, with a
+    one-line description and `tiny_config`, settings that make it small enough to build and run in a second."""
+
+    def wrap(fn: BackboneBuilder) -> BackboneBuilder:
+        _BACKBONES[name] = BackboneSpec(name, description, fn, dict(tiny_config or {}))
         return fn
 
     return wrap
@@ -31,15 +46,24 @@ def register_model(name: str, description: str) -> Callable[[Callable[..., Backb
 
 def list_models() -> dict[str, str]:
     """Registered backbone names with a one-line description each."""
-    return dict(_DESCRIPTIONS)
+    return {name: spec.description for name, spec in _BACKBONES.items()}
 
 
-@register_model("compact_cnn", "VGG-style 32/64/128-channel CNN, 5 blocks, ~0.29M params; trains on CPU in minutes")
-def _compact_cnn(in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64, 128), convs_per_stage: int = 2) -> Backbone:
+def get_backbone(name: str) -> BackboneSpec:
+    """The registered backbone called `name`; ConfigError naming the choices otherwise."""
+    if name not in _BACKBONES:
+        raise ConfigError(f"Unknown model '{name}'. Registered models: {', '.join(_BACKBONES)}.")
+    return _BACKBONES[name]
+
+
+@register_model("compact_cnn", "VGG-style 32/64/128-channel CNN, 5 blocks, ~0.29M params; trains on CPU in minutes",
+                tiny_config={"widths": [4, 8, 8]})
+def _compact_cnn(in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64, 128),
+                 convs_per_stage: int = 2) -> Backbone:
     return CompactCNN(CompactCNNConfig(tuple(widths), convs_per_stage, in_channels))
 
 
-def _resnet_builder(depth: int) -> Callable[..., Backbone]:
+def _resnet_builder(depth: int) -> BackboneBuilder:
     def build(in_channels: int = 3, width: int = 16) -> Backbone:
         return CifarResNet(ResNetConfig(depth, width, in_channels))
 
@@ -47,12 +71,11 @@ def _resnet_builder(depth: int) -> Callable[..., Backbone]:
 
 
 for _depth in (20, 32, 56, 110):
-    register_model(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (6n+2, n={(_depth - 2) // 6}), width factor via 'width'")(
-        _resnet_builder(_depth)
-    )
+    register_model(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (6n+2, n={(_depth - 2) // 6}), width factor via 'width'",
+                   tiny_config={"width": 2})(_resnet_builder(_depth))
 
 
-@register_model("resnet", "CIFAR ResNet of any depth 6n+2 ('depth', 'width')")
+@register_model("resnet", "CIFAR ResNet of any depth 6n+2 ('depth', 'width')", tiny_config={"depth": 8, "width": 4})
 def _resnet_any(in_channels: int = 3, depth: int = 20, width: int = 16) -> Backbone:
     return CifarResNet(ResNetConfig(depth, width, in_channels))
 
@@ -80,7 +103,7 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         """Inverse of to_dict; unknown keys are an error."""
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
@@ -90,10 +113,9 @@ class ModelSpec:
 
 def build_backbone(spec: ModelSpec) -> Backbone:
     """The backbone named in `spec`, built with its config."""
-    if spec.backbone not in _BACKBONES:
-        raise ConfigError(f"Unknown model '{spec.backbone}'. Registered models: {', '.join(_BACKBONES)}.")
+    build = get_backbone(spec.backbone).build
     try:
-        return _BACKBONES[spec.backbone](in_channels=spec.in_channels, **spec.backbone_config)
+        return build(in_channels=spec.in_channels, **spec.backbone_config)
     except TypeError as e:
         raise ConfigError(f"Bad settings for model '{spec.backbone}': {e}.") from None
 
@@ -115,8 +137,8 @@ def build_model(spec: ModelSpec) -> EarlyExitNet:
         backbone.block_channels = backbone.block_channels[: spec.num_blocks]
         backbone.block_stage = backbone.block_stage[: spec.num_blocks]
     spec.num_blocks = len(backbone.blocks)
-    if spec.head not in ("aep", "eenet"):
-        raise ConfigError(f"Unknown exit head '{spec.head}'. Choose 'aep' or 'eenet'.")
+    if spec.head not in HEAD_TYPES:
+        raise ConfigError(f"Unknown exit head '{spec.head}'. Choose one of: {', '.join(HEAD_TYPES)}.")
     if spec.head_pool < 1:
         raise ConfigError(f"The exit heads' pooled grid must be at least 1x1, got {spec.head_pool}.")
     return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes, spec.head_pool)

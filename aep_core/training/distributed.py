@@ -146,12 +146,6 @@ class ExitStep(nn.Module):
         return self.method.loss(out, y, epoch), [z.detach() for z in out.logits]  # loss, (b, classes) per exit
 
 
-def may_leave_parameters_unused(method: Method) -> bool:
-    """Whether some trainable parameters can get no gradient in a step: EENet's last confidence branch and
-    the two-stage first half; classifier-wise, whose early heads wait while the backbone trains."""
-    return method.settings.method in ("eenet", "classifier-wise")
-
-
 def wrap(step: ExitStep, device: torch.device) -> nn.Module:
     """`step` inside DistributedDataParallel when distributed, `step` itself otherwise.
     Only parameters that currently require grad are synchronised: re-wrap after freezing or unfreezing."""
@@ -161,7 +155,7 @@ def wrap(step: ExitStep, device: torch.device) -> nn.Module:
     # A 1-channel first conv gets its (c_out, 1, 3, 3) gradient in an equivalent but differently strided
     # layout; the reducer copies it and warns on every step. The copy is harmless, the noise is not.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=may_leave_parameters_unused(step.method))
+    return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=step.method.may_leave_parameters_unused)
 
 
 def parameter_digest(*modules: nn.Module) -> str:

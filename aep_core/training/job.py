@@ -15,12 +15,13 @@ import torch
 from aep_core import __version__
 from aep_core.analysis.calibration import calibrate_checkpoint
 from aep_core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path, log_path, resume_path
 from aep_core.cost import exit_costs
 from aep_core.data import DataBundle, load_dataset
 from aep_core.errors import CheckpointError, ConfigError
-from aep_core.evaluation import ExitRecord, collect_outputs, evaluation_path, save_evaluation
+from aep_core.evaluation import ExitRecord, collect_outputs, save_evaluation
 from aep_core.models import EarlyExitNet, ModelSpec, build_model
-from aep_core.training import EpochStats, Method, MethodSettings, TrainConfig, head_for, train
+from aep_core.training import EpochStats, MethodSettings, TrainConfig, build_method, get_method, train
 from aep_core.training import distributed as dd
 from aep_core.training.loop import TrainingInterrupted
 
@@ -49,11 +50,12 @@ class TrainJob:
 
 def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, ModelSpec]:
     """The model a job trains: baseline gets the final classifier only, other methods get exits."""
+    method = get_method(job.method.method)
     spec = ModelSpec(backbone=job.model, backbone_config=dict(job.model_config), in_channels=bundle.in_channels,
                      image_size=bundle.image_size, num_classes=len(bundle.class_names),
-                     head=head_for(job.method.method), placement=job.placement, num_early_exits=job.num_early_exits,
+                     head=method.head, placement=job.placement, num_early_exits=job.num_early_exits,
                      head_pool=job.head_pool)
-    if job.method.method == "baseline":
+    if not method.uses_early_exits:
         spec.placement, spec.num_early_exits = [], None
     model = build_model(spec)
     if job.init:
@@ -62,20 +64,15 @@ def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, Mode
         # The final head of the initial model is this model's final head; other heads are new.
         src = dict(init_model.state_dict())
         last_src, last_dst = init_model.num_exits - 1, model.num_exits - 1
-        renamed = {k.replace(f"heads.{last_src}.", f"heads.{last_dst}.", 1) if k.startswith(f"heads.{last_src}.") else k: v
-                   for k, v in src.items() if k.startswith("backbone.") or k.startswith(f"heads.{last_src}.")}
+        src_head, dst_head = f"heads.{last_src}.", f"heads.{last_dst}."
+        renamed = {k.replace(src_head, dst_head, 1) if k.startswith(src_head) else k: v
+                   for k, v in src.items() if k.startswith(("backbone.", src_head))}
         matching = {k: v for k, v in renamed.items() if k in own and own[k].shape == v.shape}
         if not any(k.startswith("backbone.") for k in matching):
             raise CheckpointError(f"--init {job.init}: its backbone does not match the model being trained.")
         own.update(matching)
         model.load_state_dict(own)
     return model, spec
-
-
-def resume_path(out: str | Path) -> Path:
-    """Where a job writes its resumable training state: `<stem>.resume.pt` next to the checkpoint."""
-    out = Path(out)
-    return out.with_name(f"{out.stem}.resume.pt")
 
 
 def _read_resume_state(path: str, spec: ModelSpec, job: TrainJob) -> dict[str, Any]:
@@ -119,7 +116,7 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     input_shape = (bundle.in_channels, bundle.image_size, bundle.image_size)
     costs = exit_costs(model, input_shape)
     cost_rates = [e.macs_fraction for e in costs.exits]
-    method = Method(job.method, model, cost_rates, cfg.epochs)
+    method = build_method(job.method, model, cost_rates, cfg.epochs)
     resume = _read_resume_state(job.resume, spec, job) if job.resume else None
     out = Path(job.out)
     state_path = resume_path(out)
@@ -134,7 +131,8 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
         meta = {**base_meta, "training": {**job.method.relevant(), "config": asdict(cfg), "init": job.init,
                                           "limit": job.limit, "ensemble_weights": method.ensemble_weights(),
                                           "seconds": state["seconds"], "device": cfg.device, "resume_of": out.name}}
-        save_checkpoint(state_path, model, meta, extra={"train_state": {k: v for k, v in state.items() if k != "model"}})
+        train_state = {k: v for k, v in state.items() if k != "model"}
+        save_checkpoint(state_path, model, meta, extra={"train_state": train_state})
 
     try:
         result = train(model, method, bundle.train, bundle.val, cfg, callback, on_batch, resume=resume,
@@ -151,30 +149,32 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     weights = method.ensemble_weights()
     records: dict[str, ExitRecord] = {}
     for split in ("val", "test"):
-        records[split] = collect_outputs(model, getattr(bundle, split), costs.cum_macs, costs.full_macs,
-                                         info={"split": split, "checkpoint": out.name, "class_names": bundle.class_names,
-                                               "ensemble_weights": weights})
-    metrics = {split: {"exit_acc": rec.exit_accuracy().tolist(), "ensemble_acc": rec.ensemble_accuracy(weights).tolist(),
-                       "n": rec.num_samples} for split, rec in records.items()}
+        info = {"split": split, "checkpoint": out.name, "class_names": bundle.class_names, "ensemble_weights": weights}
+        records[split] = collect_outputs(model, getattr(bundle, split), costs.cum_macs, costs.full_macs, info=info)
+    metrics = {split: {"exit_acc": rec.exit_accuracy().tolist(),
+                       "ensemble_acc": rec.ensemble_accuracy(weights).tolist(), "n": rec.num_samples}
+               for split, rec in records.items()}
+    processes = f" x {env.world_size} processes" if env.active else ""
     meta = {
         **base_meta,
         "training": {**job.method.relevant(), "config": asdict(cfg), "ensemble_weights": weights,
                      "init": job.init, "limit": job.limit, "seconds": result.seconds, "resumed_from": job.resume,
                      "processes": env.world_size,
                      "device": f"{cfg.device} ({platform.processor() or platform.machine()}, "
-                               f"{torch.get_num_threads()} threads" + (f" x {env.world_size} processes" if env.active else "")
-                               + ")"},
+                               f"{torch.get_num_threads()} threads{processes})"},
         "metrics": metrics,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     save_checkpoint(out, model, meta)
     for split, rec in records.items():
         save_evaluation(evaluation_path(out, split), rec)
     calibrate_checkpoint(out, records["val"])  # per-exit temperatures fitted on the validation split
-    atomic_write_bytes(out.with_suffix(".log.json"), json.dumps({"job": asdict(job), **result.to_dict()}, indent=1).encode())
+    log_text = json.dumps({"job": asdict(job), **result.to_dict()}, indent=1)
+    atomic_write_bytes(log_path(out), log_text.encode())
     if state_path.exists():
         state_path.unlink()  # the run finished: its final checkpoint supersedes the resumable state
-    log(f"saved {out} (+ {evaluation_path(out, 'val').name}, {evaluation_path(out, 'test').name}, {out.with_suffix('.log.json').name})")
+    sidecars = [evaluation_path(out, "val").name, evaluation_path(out, "test").name, log_path(out).name]
+    log(f"saved {out} (+ {', '.join(sidecars)})")
     dd.barrier()
     return out
 

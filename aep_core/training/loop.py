@@ -231,14 +231,16 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
     loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
                          distributed=world > 1)
     steps = len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * method.schedule_fraction(s, steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * method.schedule_fraction(s, steps))))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     amp_dtype = AMP_DTYPES.get(cfg.amp or "", torch.float32)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)  # each rank augments differently
     result = TrainResult()
     start_epoch, start_step, partial = 0, 0, None
     if resume is not None:
-        start_epoch, start_step, partial = _load_state(resume, model, method, opt, sched, scaler, aug_gen, result, rank, world)
+        start_epoch, start_step, partial = _load_state(resume, model, method, opt, sched, scaler, aug_gen, result,
+                                                       rank, world)
     step_module = dd.ExitStep(model, method)
     runner, trainable = None, None
     stop = stop or StopRequest()
@@ -298,7 +300,8 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
             val_acc, val_ens = evaluate_exits(model, val_set, weights, device=str(device))
             n_seen = max(totals[1].item(), 1)
             run = method.last_exit(epoch)  # exits after it were not run this epoch: no training accuracy
-            train_acc = [None if run is not None and k > run else a for k, a in enumerate((totals[3:] / n_seen).tolist())]
+            train_acc = [None if run is not None and k > run else a
+                         for k, a in enumerate((totals[3:] / n_seen).tolist())]
             stats = EpochStats(epoch + 1, totals[0].item() / n_seen, train_acc, val_acc, val_ens,
                                weights, time.perf_counter() - t0, totals[2].item() / max(train_seconds, 1e-9))
             result.history.append(stats)

@@ -11,7 +11,7 @@ EPS = 1e-12
 
 def weighted_exit_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """AEP joint loss: L = sum_i w_i * CE(y, z_i)."""
-    return sum(w * F.cross_entropy(z, y) for w, z in zip(weights, logits))
+    return sum(w * F.cross_entropy(z, y) for w, z in zip(weights, logits, strict=True))
 
 
 def ensemble_probs(logits: Sequence[torch.Tensor], weights: torch.Tensor, upto: int | None = None) -> torch.Tensor:
@@ -58,7 +58,7 @@ def eenet_loss_v2(logits: Sequence[torch.Tensor], confidences: Sequence[torch.Te
                   cost_rates: Sequence[float], lam: float) -> torch.Tensor:
     """EENet loss v2 (the authors' default): sum_i [NLL(Y_i) + lambda * mean(C_i)], i = 0..N."""
     pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
-    return sum(_nll(p, y) + lam * c.mean() for p, c in zip(pred, cost))
+    return sum(_nll(p, y) + lam * c.mean() for p, c in zip(pred, cost, strict=True))
 
 
 def per_exit_loss(logits: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Training methods: what each one optimises and which parameters it trains.
+"""Training methods: what each one optimises and which parameters it trains. Each is one class registered
+in METHODS with `register_method`; `build_method` binds the one a MethodSettings names to a model.
 
 baseline          the backbone alone, final classifier only (no early exits)
 aep               AEP joint training: sum_i w_i CE(y, z_i), weights from a named scheme
@@ -10,8 +11,10 @@ distillation      survey: self-distillation, the last exit teaches the earlier o
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -20,14 +23,12 @@ from torch import nn
 from aep_core.errors import ConfigError
 from aep_core.models import EarlyExitNet, ExitOutputs
 from aep_core.training import losses
-from aep_core.training.weighting import SCHEMES, ExitWeighting
-
-METHODS = ("baseline", "aep", "eenet", "classifier-wise", "layer-wise", "distillation")
+from aep_core.training.weighting import ExitWeighting, get_scheme
 
 
 @dataclass
 class MethodSettings:
-    """Options of every method; each method reads the ones it needs."""
+    """Options of every method; each method reads the ones it names in `Method.reads`."""
 
     method: str = "aep"
     weighting: str = "hybrid"  # aep
@@ -38,86 +39,167 @@ class MethodSettings:
     temperature: float = 3.0  # distillation
     alpha: float = 0.5  # distillation
     freeze_epochs: int | None = None  # classifier-wise: epochs of backbone training before freezing (default half)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def relevant(self) -> dict[str, Any]:
         """The settings that matter for this method (for metadata and logs)."""
-        keys = {"baseline": [], "aep": ["weighting"] + (["geometric_base"] if self.weighting == "geometric" else []),
-                "eenet": ["eenet_loss", "lam", "two_stage"], "classifier-wise": ["freeze_epochs"],
-                "layer-wise": [], "distillation": ["temperature", "alpha"]}[self.method]
-        return {"method": self.method, **{k: getattr(self, k) for k in keys}}
+        return {"method": self.method, **{k: getattr(self, k) for k in get_method(self.method).settings_read(self)}}
 
 
-def head_for(method: str) -> str:
-    """The exit head kind a method trains: EENet heads for 'eenet', AEP heads otherwise."""
-    return "eenet" if method == "eenet" else "aep"
-
-
-class Method(nn.Module):
+class Method(nn.Module, ABC):
     """A training method bound to a model: computes the loss and decides what trains each epoch.
-    It is an nn.Module so that learned ensemble weights train and checkpoint with everything else."""
+    It is an nn.Module so that learned ensemble weights train and checkpoint with everything else.
+
+    A method is a subclass registered with `register_method`; by default it trains every exit jointly
+    through the whole run with one cosine schedule, and its ensemble weights are uniform."""
+
+    name: ClassVar[str]
+    help: ClassVar[str]  # one line: what it optimises and what trains
+    head: ClassVar[str] = "aep"  # exit head kind it trains (a key of aep_core.models.heads.HEAD_TYPES)
+    uses_early_exits: ClassVar[bool] = True  # False: the model gets the final classifier only
+    reads: ClassVar[tuple[str, ...]] = ()  # MethodSettings fields it reads
+    may_leave_parameters_unused: ClassVar[bool] = False  # some trainable parameters can get no gradient in a step
 
     def __init__(self, settings: MethodSettings, model: EarlyExitNet, cost_rates: list[float], epochs: int) -> None:
         super().__init__()
-        s = settings
-        if s.method not in METHODS:
-            raise ConfigError(f"Unknown training method '{s.method}'. Choose one of: {', '.join(METHODS)}.")
-        if s.method == "aep" and s.weighting not in SCHEMES:
-            raise ConfigError(f"Unknown weighting scheme '{s.weighting}'. Choose one of: {', '.join(SCHEMES)}.")
-        if s.method == "eenet":
-            if not model.has_confidence:
-                raise ConfigError("EENet training needs EENet exit heads (confidence branches).")
-            if s.eenet_loss not in ("v1", "v2"):
-                raise ConfigError(f"EENet loss must be 'v1' or 'v2', got '{s.eenet_loss}'.")
-            if s.lam < 0:
-                raise ConfigError(f"EENet lambda must be >= 0, got {s.lam}.")
-        if s.method in ("aep", "eenet", "classifier-wise", "layer-wise", "distillation") and model.num_exits < 2:
-            raise ConfigError(f"Method '{s.method}' needs at least one early exit besides the final classifier.")
-        if s.method == "layer-wise" and epochs < model.num_exits:
-            raise ConfigError(f"Layer-wise training gives each of the {model.num_exits} exits at least one epoch: "
-                              f"train for {model.num_exits} epochs or more (got {epochs}).")
-        if s.method == "distillation" and (s.temperature <= 0 or not 0 <= s.alpha <= 1):
-            raise ConfigError("Distillation needs temperature > 0 and 0 <= alpha <= 1.")
-        self.settings = s
+        self.validate(settings, model, epochs)
+        self.settings = settings
         self.cost_rates = cost_rates
         self.epochs = epochs
         self.num_exits = model.num_exits
-        self.freeze_at = 0
-        if s.method == "classifier-wise":
-            self.freeze_at = epochs // 2 if s.freeze_epochs is None else s.freeze_epochs
-        scheme = s.weighting if s.method == "aep" else "uniform"
-        self.weighting = ExitWeighting(scheme, model.num_exits, cost_rates, s.geometric_base)
+        self.weighting = ExitWeighting(self.ensemble_scheme(settings), model.num_exits, cost_rates,
+                                       settings.geometric_base)
+
+    @classmethod
+    def settings_read(cls, settings: MethodSettings) -> tuple[str, ...]:
+        """The MethodSettings fields this method reads with these settings."""
+        return cls.reads
+
+    def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
+        """Raise ConfigError when the settings, the model or the number of epochs do not suit the method."""
+        if self.uses_early_exits and model.num_exits < 2:
+            raise ConfigError(f"Method '{self.name}' needs at least one early exit besides the final classifier.")
+
+    def ensemble_scheme(self, settings: MethodSettings) -> str:
+        """The weighting scheme of the ensemble prediction."""
+        return "uniform"
 
     def ensemble_weights(self) -> list[float]:
         """The exit weights for the ensemble prediction (the training weights for AEP, uniform otherwise)."""
         with torch.no_grad():
             return [float(w) for w in self.weighting()]
 
-    def stage(self, epoch: int) -> int:
-        """Layer-wise training: the exit trained during `epoch` (the epochs are shared evenly)."""
-        return min(epoch * self.num_exits // max(self.epochs, 1), self.num_exits - 1)
-
     def schedule_fraction(self, step: int, steps_per_epoch: int) -> float:
-        """How far optimiser step `step` is through its learning-rate schedule, in [0, 1]: through the whole
-        run, or for layer-wise training through the current exit's epochs (each exit gets its own cosine)."""
-        if self.settings.method != "layer-wise":
-            return min(step / max(self.epochs * steps_per_epoch, 1), 1.0)
-        k = self.stage(min(step // max(steps_per_epoch, 1), self.epochs - 1))
-        # stage k spans epochs ceil(k * epochs / exits) up to the next stage's first epoch
-        first, end = (-(-j * self.epochs // self.num_exits) for j in (k, k + 1))
-        return min((step - first * steps_per_epoch) / max((end - first) * steps_per_epoch, 1), 1.0)
+        """How far optimiser step `step` is through its learning-rate schedule, in [0, 1]."""
+        return min(step / max(self.epochs * steps_per_epoch, 1), 1.0)
 
     def last_exit(self, epoch: int) -> int | None:
         """The last exit the forward pass needs this epoch (None: all of them)."""
-        return self.stage(epoch) if self.settings.method == "layer-wise" else None
+        return None
 
     def prepare_epoch(self, model: EarlyExitNet, epoch: int) -> None:
-        """Freeze or unfreeze parameters for this epoch (classifier-wise and layer-wise training)."""
-        if self.settings.method == "layer-wise":
-            self._prepare_layer_wise(model, self.stage(epoch))
-            return
-        if self.settings.method != "classifier-wise":
-            return
+        """Freeze or unfreeze parameters for this epoch (nothing: every parameter trains)."""
+
+    @abstractmethod
+    def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The method's training loss for one batch."""
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator registering a training method under its `name`."""
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    """The registered method called `name`; ConfigError naming the choices otherwise."""
+    if name not in METHODS:
+        raise ConfigError(f"Unknown training method '{name}'. Choose one of: {', '.join(METHODS)}.")
+    return METHODS[name]
+
+
+def build_method(settings: MethodSettings, model: EarlyExitNet, cost_rates: list[float], epochs: int) -> Method:
+    """The method `settings.method` bound to `model` (exit cost rates `cost_rates`) for a run of `epochs`."""
+    return get_method(settings.method)(settings, model, cost_rates, epochs)
+
+
+@register_method
+class Baseline(Method):
+    name = "baseline"
+    help = "the backbone alone: cross-entropy of the final classifier, no early exits"
+    uses_early_exits = False
+
+    def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        return F.cross_entropy(out.logits[-1], y)
+
+
+@register_method
+class AEP(Method):
+    name = "aep"
+    help = "joint training of every exit: sum_i w_i CE(y, z_i), the weights w from a weighting scheme"
+    reads = ("weighting",)
+
+    @classmethod
+    def settings_read(cls, settings: MethodSettings) -> tuple[str, ...]:
+        return cls.reads + (("geometric_base",) if get_scheme(settings.weighting).uses_base else ())
+
+    def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
+        get_scheme(settings.weighting)
+        super().validate(settings, model, epochs)
+
+    def ensemble_scheme(self, settings: MethodSettings) -> str:
+        return settings.weighting
+
+    def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        z = out.logits
+        loss = losses.weighted_exit_loss(z, y, self.weighting.loss_weights())
+        if self.weighting.trainable:
+            loss = loss + losses.ensemble_weight_loss(z, y, self.weighting())
+        return loss
+
+
+EENET_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"v1": losses.eenet_loss_v1, "v2": losses.eenet_loss_v2}
+
+
+@register_method
+class EENet(Method):
+    name = "eenet"
+    help = "EENet cost-aware loss (v1 or v2) over exits with confidence branches, optionally two-stage"
+    head = "eenet"
+    reads = ("eenet_loss", "lam", "two_stage")
+    may_leave_parameters_unused = True  # the last confidence branch; every confidence in the two-stage first half
+
+    def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
+        if not model.has_confidence:
+            raise ConfigError("EENet training needs EENet exit heads (confidence branches).")
+        if settings.eenet_loss not in EENET_LOSSES:
+            raise ConfigError(f"EENet loss must be 'v1' or 'v2', got '{settings.eenet_loss}'.")
+        if settings.lam < 0:
+            raise ConfigError(f"EENet lambda must be >= 0, got {settings.lam}.")
+        super().validate(settings, model, epochs)
+
+    def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        s, z = self.settings, out.logits
+        if s.two_stage and epoch < self.epochs // 2:
+            return losses.per_exit_loss(z, y)
+        return EENET_LOSSES[s.eenet_loss](z, out.confidences, y, self.cost_rates, s.lam)
+
+
+@register_method
+class ClassifierWise(Method):
+    name = "classifier-wise"
+    help = "the backbone and final classifier train first, then freeze while only the early exit heads learn"
+    reads = ("freeze_epochs",)
+    may_leave_parameters_unused = True  # the early heads wait while the backbone trains
+
+    def __init__(self, settings: MethodSettings, model: EarlyExitNet, cost_rates: list[float], epochs: int) -> None:
+        super().__init__(settings, model, cost_rates, epochs)
+        self.freeze_at = epochs // 2 if settings.freeze_epochs is None else settings.freeze_epochs
+
+    def prepare_epoch(self, model: EarlyExitNet, epoch: int) -> None:
+        """From `freeze_at` on, the backbone and the final classifier are frozen, BatchNorm statistics included."""
         frozen = epoch >= self.freeze_at
         for p in list(model.backbone.parameters()) + list(model.heads[-1].parameters()):
             p.requires_grad_(not frozen)
@@ -126,10 +208,42 @@ class Method(nn.Module):
         if frozen:
             model.backbone.eval()  # keep the frozen backbone's BatchNorm statistics fixed
 
-    @staticmethod
-    def _prepare_layer_wise(model: EarlyExitNet, k: int) -> None:
+    def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        z = out.logits
+        if epoch < self.freeze_at:
+            return F.cross_entropy(z[-1], y)
+        return losses.per_exit_loss(z[:-1], y)
+
+
+@register_method
+class LayerWise(Method):
+    name = "layer-wise"
+    help = "greedy, one exit at a time: segment k and exit k learn from exit k's loss, everything before frozen"
+
+    def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
+        super().validate(settings, model, epochs)
+        if epochs < model.num_exits:
+            raise ConfigError(f"Layer-wise training gives each of the {model.num_exits} exits at least one epoch: "
+                              f"train for {model.num_exits} epochs or more (got {epochs}).")
+
+    def stage(self, epoch: int) -> int:
+        """The exit trained during `epoch` (the epochs are shared evenly)."""
+        return min(epoch * self.num_exits // max(self.epochs, 1), self.num_exits - 1)
+
+    def schedule_fraction(self, step: int, steps_per_epoch: int) -> float:
+        """How far step `step` is through the current exit's epochs (each exit gets its own cosine)."""
+        k = self.stage(min(step // max(steps_per_epoch, 1), self.epochs - 1))
+        # stage k spans epochs ceil(k * epochs / exits) up to the next stage's first epoch
+        first, end = (-(-j * self.epochs // self.num_exits) for j in (k, k + 1))
+        return min((step - first * steps_per_epoch) / max((end - first) * steps_per_epoch, 1), 1.0)
+
+    def last_exit(self, epoch: int) -> int | None:
+        return self.stage(epoch)
+
+    def prepare_epoch(self, model: EarlyExitNet, epoch: int) -> None:
         """Only segment k (with the stem when k = 0) and exit k train; every other module is frozen, its
         BatchNorm statistics included."""
+        k = self.stage(epoch)
         trained: list[nn.Module] = [model.backbone.blocks[b] for b in model.segment_blocks(k)] + [model.heads[k]]
         if k == 0:
             trained.append(model.backbone.stem)
@@ -143,24 +257,19 @@ class Method(nn.Module):
                 p.requires_grad_(True)
 
     def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        """The method's training loss for one batch."""
-        s, z = self.settings, out.logits
-        if s.method == "baseline":
-            return F.cross_entropy(z[-1], y)
-        if s.method == "aep":
-            loss = losses.weighted_exit_loss(z, y, self.weighting.loss_weights())
-            if self.weighting.trainable:
-                loss = loss + losses.ensemble_weight_loss(z, y, self.weighting())
-            return loss
-        if s.method == "eenet":
-            if s.two_stage and epoch < self.epochs // 2:
-                return losses.per_exit_loss(z, y)
-            fn = losses.eenet_loss_v2 if s.eenet_loss == "v2" else losses.eenet_loss_v1
-            return fn(z, out.confidences, y, self.cost_rates, s.lam)
-        if s.method == "layer-wise":
-            return F.cross_entropy(z[self.stage(epoch)], y)
-        if s.method == "classifier-wise":
-            if epoch < self.freeze_at:
-                return F.cross_entropy(z[-1], y)
-            return losses.per_exit_loss(z[:-1], y)
-        return losses.self_distillation_loss(z, y, s.temperature, s.alpha)
+        return F.cross_entropy(out.logits[self.stage(epoch)], y)
+
+
+@register_method
+class Distillation(Method):
+    name = "distillation"
+    help = "self-distillation: the last exit learns from the labels and teaches the earlier ones"
+    reads = ("temperature", "alpha")
+
+    def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
+        super().validate(settings, model, epochs)
+        if settings.temperature <= 0 or not 0 <= settings.alpha <= 1:
+            raise ConfigError("Distillation needs temperature > 0 and 0 <= alpha <= 1.")
+
+    def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        return losses.self_distillation_loss(out.logits, y, self.settings.temperature, self.settings.alpha)

@@ -1,0 +1,34 @@
+"""Command-line sub-command for data: make-slice (the shipped Fashion-MNIST test slice)."""
+from __future__ import annotations
+
+import argparse
+
+
+def _cmd_make_slice(a: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+
+    from aep_core.checkpoint import atomic_write_bytes
+    from aep_core.data import load_fashion_mnist_arrays
+
+    arr = load_fashion_mnist_arrays(a.data_dir)
+    idx = np.sort(np.random.default_rng(a.seed).choice(len(arr["test_y"]), a.size, replace=False))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=arr["test_x"][idx], labels=arr["test_y"][idx], indices=idx)
+    atomic_write_bytes(a.out, buf.getvalue())
+    print(f"wrote {a.size} test images to {a.out}")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `make-slice` on `sub`."""
+    from aep_core.data import SLICE_PATH
+
+    s = sub.add_parser("make-slice", help="write the shipped Fashion-MNIST test slice",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--out", default=str(SLICE_PATH))
+    s.add_argument("--size", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--data-dir", default=None)
+    s.set_defaults(func=_cmd_make_slice)

@@ -1,0 +1,37 @@
+"""Command-line sub-command for AEP pruning: prune (cut a checkpoint at its best validation ensemble exit,
+save the smaller model and print what it saves)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _cmd_prune(a: argparse.Namespace) -> int:
+    import torch
+
+    from aep_core.analysis.pruning import prune_checkpoint
+
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
+    src = Path(a.checkpoint)
+    out = Path(a.out) if a.out else src.with_name(f"{src.stem}.pruned.pt")
+    path, report = prune_checkpoint(src, out, a.tolerance / 100.0, a.cut, a.latency_repeats)
+    print(json.dumps(report.to_dict(), indent=1) if a.json else report.format())
+    print(f"saved {path} (+ its val/test evaluation files)")
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `prune` on `sub`."""
+    r = sub.add_parser("prune", help="AEP prune a checkpoint at its best validation ensemble cut; print the savings",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("checkpoint")
+    r.add_argument("--out", default=None, help="pruned checkpoint path (default: <name>.pruned.pt)")
+    r.add_argument("--tolerance", type=float, default=0.0,
+                   help="take the smallest cut within this many points of the best")
+    r.add_argument("--cut", type=int, default=None, help="cut at this exit instead of choosing")
+    r.add_argument("--latency-repeats", type=int, default=20, help="timing repeats (0: skip latency)")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads for the latency measurement")
+    r.add_argument("--json", action="store_true", help="print the report as JSON")
+    r.set_defaults(func=_cmd_prune)

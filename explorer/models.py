@@ -1,0 +1,342 @@
+"""Models for the pages: cached loading of checkpoint files and uploads, the loaded-model object (the one
+place the app reads a checkpoint's metadata), temperature-scaled records, and cached per-image outputs.
+
+Caches are keyed on plain values (path and mtime, content digests, the model's key); models and records
+are passed as `_`-prefixed arguments so they are not hashed."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+import torch
+
+from aep_core.analysis.calibration import TemperatureSource, resolve_temperatures, scale_logits, scale_record
+from aep_core.analysis.ood import FlagThreshold, flag_threshold
+from aep_core.analysis.pruning import prune_model
+from aep_core.checkpoint import load_checkpoint, save_checkpoint
+from aep_core.checkpoint.sidecars import evaluation_path
+from aep_core.data import load_slice, reads_slice_images, slice_dataset
+from aep_core.errors import AepError
+from aep_core.evaluation import ExitRecord, collect_outputs, load_evaluation
+from aep_core.exits.rules import ModelExits
+from aep_core.models import EarlyExitNet
+from explorer.catalog import UPLOAD_PREFIX, model_files, uploads
+from explorer.state import settings
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the pages: network, metadata, evaluation records (None where missing)."""
+
+    label: str
+    key: str  # a plain value identifying the weights (path + mtime, or upload hash): the cache key
+    model: EarlyExitNet
+    meta: dict[str, Any]
+    val: ExitRecord | None
+    test: ExitRecord | None
+    path: str | None = None
+    notes: list[str] = field(default_factory=list)
+    temperatures: list[float] | None = None  # per-exit temperatures already applied to val/test (calibrated outputs)
+
+    @property
+    def record(self) -> ExitRecord | None:
+        """The record the pages report on: test split if present, else validation."""
+        return self.test if self.test is not None else self.val
+
+    @property
+    def num_exits(self) -> int:
+        return self.model.num_exits
+
+    @property
+    def exits(self) -> ModelExits:
+        """What an exit rule needs to know of this model (its trained ensemble weights included)."""
+        return ModelExits.of_model(self.model, self.ensemble_weights)
+
+    # ---- the checkpoint's metadata ----------------------------------------------------------------
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["dataset"]["class_names"])
+
+    @property
+    def dataset_name(self) -> str:
+        return str(self.meta["dataset"]["name"])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.meta["dataset"]["in_channels"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["dataset"]["image_size"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one input."""
+        return self.in_channels, self.image_size, self.image_size
+
+    @property
+    def mean(self) -> list[float]:
+        """Per-channel normalisation mean of the training data."""
+        return list(self.meta["dataset"]["mean"])
+
+    @property
+    def std(self) -> list[float]:
+        return list(self.meta["dataset"]["std"])
+
+    @property
+    def cum_macs(self) -> list[int]:
+        """(exits,) MACs a sample spends to stop at each exit."""
+        return [int(e["cum_macs"]) for e in self.meta["cost"]["exits"]]
+
+    @property
+    def macs_fractions(self) -> list[float]:
+        """(exits,) share of the full network's MACs spent to stop at each exit."""
+        return [float(e["macs_fraction"]) for e in self.meta["cost"]["exits"]]
+
+    @property
+    def full_macs(self) -> int:
+        """MACs of the network without exits."""
+        return int(self.meta["cost"]["full_macs"])
+
+    @property
+    def params_with_exits(self) -> int:
+        return int(self.meta["cost"]["with_exits_params"])
+
+    @property
+    def backbone(self) -> str:
+        return str(self.meta["model"]["backbone"])
+
+    @property
+    def num_blocks(self) -> int:
+        """Blocks of the backbone (as built, after any pruning)."""
+        spec = self.meta["model"]
+        return int(spec.get("num_blocks") or max(spec["exit_blocks"]) + 1)
+
+    @property
+    def training_method(self) -> str | None:
+        return self.meta.get("training", {}).get("method")
+
+    @property
+    def weighting(self) -> str | None:
+        """The AEP weighting scheme it was trained with (None for other methods)."""
+        return self.meta.get("training", {}).get("weighting")
+
+    @property
+    def ensemble_weights(self) -> list[float] | None:
+        """The trained AEP ensemble weights, one per exit (None: trained without)."""
+        w = self.meta.get("training", {}).get("ensemble_weights")
+        return [float(v) for v in w] if w else None
+
+    @property
+    def validation_accuracy(self) -> list[float] | None:
+        """(exits,) accuracy of each exit on the validation split: from its record, else the checkpoint's metrics."""
+        if self.val is not None:
+            return self.val.exit_accuracy().tolist()
+        return self.meta.get("metrics", {}).get("val", {}).get("exit_acc")
+
+    @property
+    def reads_slice(self) -> bool:
+        """Whether the model reads the shipped slice's images (28x28 grayscale, 10 classes)."""
+        return reads_slice_images(self.in_channels, self.image_size, len(self.class_names))
+
+    def pruned(self, cut: int, tolerance: float | None = None) -> LoadedModel:
+        """The model without the blocks and exits after exit `cut` (AEP pruning), its metadata naming this
+        model as its source (and the tolerance the cut was chosen with)."""
+        model, meta = prune_model(self.model, self.meta, cut)
+        meta["pruning"]["source"] = Path(self.path or self.label).name
+        if tolerance is not None:
+            meta["pruning"]["tolerance"] = tolerance
+        return LoadedModel(f"{self.label} (cut after exit {cut})", f"{self.key}|cut={cut}", model, meta, None, None)
+
+    def checkpoint_bytes(self) -> bytes:
+        """The model as an aep_core checkpoint file."""
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.pt"
+            save_checkpoint(path, self.model, self.meta)
+            return path.read_bytes()
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+def _slice_record(loaded: LoadedModel) -> ExitRecord | None:
+    """The model's outputs on the shipped Fashion-MNIST slice, if it reads such images."""
+    if not loaded.reads_slice:
+        return None
+    return collect_outputs(loaded.model, slice_dataset(loaded.mean, loaded.std), loaded.cum_macs, loaded.full_macs,
+                           info={"split": "test (shipped slice)", "class_names": loaded.class_names,
+                                 "ensemble_weights": loaded.ensemble_weights})
+
+
+@st.cache_resource(show_spinner="Loading model...", max_entries=16)
+def _load_file(path: str, mtime: float) -> LoadedModel:
+    model, meta = load_checkpoint(path)
+    records, notes = [], []
+    for split in ("val", "test"):
+        try:
+            records.append(load_evaluation(evaluation_path(path, split)))
+        except AepError as e:
+            records.append(None)
+            notes.append(str(e))
+    return LoadedModel(path, f"{path}@{mtime}", model, meta, records[0], records[1], path, notes)
+
+
+@st.cache_resource(show_spinner="Checking the uploaded checkpoint...", max_entries=8)
+def _load_upload(content_digest: str, _data: bytes) -> LoadedModel:
+    model, meta = load_checkpoint(bytes(_data))
+    loaded = LoadedModel("", f"upload:{content_digest}", model, meta, None, None)
+    record = _slice_record(loaded)
+    notes = [] if record is not None else ["This checkpoint has no evaluation files and does not read 28x28 "
+                                           "grayscale images, so only the image pages can use it."]
+    return replace(loaded, test=record, notes=notes)
+
+
+def digest(data: bytes) -> str:
+    """Short content hash used as a cache key."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def add_upload(name: str, data: bytes) -> str:
+    """Validate an uploaded checkpoint and add it to this session's models; returns its label.
+    Raises CheckpointError for files that are not ours, corrupt, or carry pickled code."""
+    content_digest = digest(data)
+    _load_upload(content_digest, data)
+    uploads()[name] = (content_digest, data)
+    return UPLOAD_PREFIX + name
+
+
+def load_model(label: str) -> LoadedModel:
+    """The model with this picker label (cached, shared by all sessions). Raises AepError if unusable."""
+    if label.startswith(UPLOAD_PREFIX):
+        content_digest, data = uploads()[label[len(UPLOAD_PREFIX):]]
+        return replace(_load_upload(content_digest, data), label=label)
+    files = model_files()
+    if label not in files:
+        raise AepError(f"Model '{label}' is not available. Pick one of: {', '.join(files) or 'none'}.")
+    path = files[label]
+    return replace(_load_file(path, os.path.getmtime(path)), label=label)
+
+
+# ---- calibrated outputs ------------------------------------------------------------------------
+
+@st.cache_data(show_spinner="Fitting per-exit temperatures on the validation split...", max_entries=32)
+def _temperature_source(model_key: str, _loaded: LoadedModel) -> TemperatureSource:
+    return resolve_temperatures(_loaded.meta, _loaded.val, _loaded.path)
+
+
+def temperature_source(loaded: LoadedModel) -> TemperatureSource:
+    """The model's per-exit temperatures and where they come from (cached per model). Raises AepError if the
+    stored ones are malformed."""
+    return _temperature_source(loaded.key, loaded)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _scaled_records(key: str, temperatures: tuple[float, ...], _val: ExitRecord | None,
+                    _test: ExitRecord | None) -> tuple[ExitRecord | None, ExitRecord | None]:
+    # Once per model and temperatures, not on every rerun; the records are read-only from here on.
+    return (None if _val is None else scale_record(_val, list(temperatures)),
+            None if _test is None else scale_record(_test, list(temperatures)))
+
+
+def calibrated_model(loaded: LoadedModel) -> LoadedModel:
+    """The model with temperature-scaled val/test records and its own cache key (itself, unchanged, if no
+    temperatures can be had)."""
+    if loaded.temperatures is not None:
+        return loaded
+    temperatures = temperature_source(loaded).temperatures
+    if temperatures is None:
+        return loaded
+    key = f"{loaded.key}|T=" + ",".join(f"{t:.6g}" for t in temperatures)
+    val, test = _scaled_records(key, tuple(temperatures), loaded.val, loaded.test)
+    return replace(loaded, key=key, val=val, test=test, temperatures=list(temperatures))
+
+
+# ---- the current model, for the pages ------------------------------------------------------------
+
+def current_model(calibrated: bool | None = None) -> LoadedModel | None:
+    """The selected model, or None after showing a message in the page (no model / unreadable model).
+    With calibrated outputs (the sidebar switch, or `calibrated=True`) its records are temperature-scaled."""
+    current = settings()
+    if current.model is None:
+        st.warning("No model found. Train one on the **Train** page, upload a checkpoint in the sidebar, or put a "
+                   "checkpoint in `assets/models/` (`python -m aep_core train --out assets/models/m.pt`).")
+        return None
+    try:
+        loaded = load_model(current.model)
+        if not (current.calibrated if calibrated is None else calibrated):
+            return loaded
+        scaled = calibrated_model(loaded)
+        source = temperature_source(loaded)
+    except AepError as e:
+        st.error(f"Model '{current.model}' cannot be used: {e}")
+        return None
+    if scaled.temperatures is None:
+        st.caption(":material/speed: Calibrated outputs are on, but this model stores no temperatures and has no "
+                   "validation outputs to fit them on: showing uncalibrated outputs.")
+    else:
+        st.caption(":material/speed: Calibrated outputs: each exit's logits divided by its temperature ("
+                   + ", ".join(f"{t:.2f}" for t in scaled.temperatures) + f"), {source.description}.")
+    return scaled
+
+
+def require_record(loaded: LoadedModel) -> ExitRecord | None:
+    """The model's evaluation record, or None after a message saying how to create one."""
+    if loaded.record is None:
+        st.info("This model has no evaluation file, so replayed metrics are not available. Create one with "
+                f"`python -m aep_core evaluate {loaded.path or 'CHECKPOINT'}`.")
+    return loaded.record
+
+
+def model_and_record() -> tuple[LoadedModel, ExitRecord]:
+    """The current model and its test-split evaluation file (temperature-scaled when calibrated outputs are on);
+    stops the page (after its message) if either is missing."""
+    loaded = current_model()
+    record = require_record(loaded) if loaded is not None else None
+    if loaded is None or record is None:
+        st.stop()
+    return loaded, record
+
+
+# ---- inputs and per-image outputs ------------------------------------------------------------------
+
+@st.cache_resource(show_spinner=False)
+def shipped_samples() -> tuple[np.ndarray, np.ndarray]:
+    """The shipped Fashion-MNIST slice: images (n, 28, 28) uint8 and labels (n,)."""
+    samples = load_slice()
+    return samples["images"], samples["labels"]
+
+
+def slice_inputs(loaded: LoadedModel, n: int) -> torch.Tensor | None:
+    """The first n images of the shipped slice as the model's inputs (n, 1, 28, 28), or None if the model
+    reads other images."""
+    if not loaded.reads_slice:
+        return None
+    dataset = slice_dataset(loaded.mean, loaded.std)
+    return dataset[list(range(min(n, len(dataset))))][0]
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def image_outputs(model_key: str, image_key: str, _model: EarlyExitNet, _x: torch.Tensor,
+                  temperatures: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-exit logits (exits, classes) and confidences (exits,) or None for one input image; logits
+    divided by their exit's temperature when `temperatures` is given (calibrated outputs)."""
+    with torch.inference_mode():
+        out = _model(_x)
+    logits = torch.stack(out.logits)[:, 0].numpy()
+    if temperatures is not None:
+        logits = scale_logits(logits, temperatures)
+    confidences = None if out.confidences is None else torch.stack(out.confidences)[:, 0].numpy()
+    return logits, confidences
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def ood_flag_threshold(model_key: str, _loaded: LoadedModel) -> FlagThreshold | None:
+    """The "I don't know" flagging threshold of the model (from its validation outputs, else its evaluation
+    record), with where it comes from; None without records."""
+    return flag_threshold(_loaded.val, _loaded.record)
