@@ -46,11 +46,11 @@ def main() -> None:
     a = ap.parse_args()
     print(setup(a.threads))
     ckpt, model, meta, val, test = load_model_and_records(a.checkpoint)
-    ds = meta["dataset"]
-    bundle = load_dataset(ds["name"], None, ds.get("val_size"), ds.get("val_seed", 0))
+    ds = meta.dataset
+    bundle = load_dataset(ds.name, None, ds.val_size, ds.val_seed)
     final_acc = float(test.exit_accuracy()[-1])
     bound = oracle(test)
-    print(f"{ckpt.name}: {model.num_exits} exits, {meta['cost']['full_macs'] / 1e6:.2f} M MACs without exits; "
+    print(f"{ckpt.name}: {model.num_exits} exits, {meta.cost.full_macs / 1e6:.2f} M MACs without exits; "
           f"test final-exit accuracy {100 * final_acc:.2f}% on {test.num_samples}; "
           f"oracle MACs ratio {bound.macs_ratio:.3f} (accuracy {100 * bound.accuracy:.2f}%)")
     targets = {1: 2.0, 256: 1.5}
@@ -74,7 +74,7 @@ def main() -> None:
         print(f"\noperating point {title}: {wording}")
         print(f"{'rule':16} {'test acc':>8} {'drop':>6} {'MACs ratio':>10} {'speed-up b1':>11} {'speed-up b256':>13} "
               f"{'MACs speed-up':>13}  samples/s (no exits -> early exit)")
-        exits = ModelExits.of_model(model, meta["training"].get("ensemble_weights"))
+        exits = ModelExits.of_model(model, meta.ensemble_weights)
         for name in a.rules.split(","):
             sol = choose(name)
             rule = make_rule(name, exits, **sol.settings)

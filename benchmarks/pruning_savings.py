@@ -22,7 +22,7 @@ def main() -> None:
     a = ap.parse_args()
     print(setup(a.threads))
     ckpt, model, meta, val, test = load_model_and_records(a.checkpoint)
-    w = meta["training"]["ensemble_weights"]
+    w = meta.ensemble_weights
     cut = choose_cut(val, w, a.tolerance / 100) if a.cut is None else a.cut
     pruned, pmeta = prune_model(model, meta, cut)
     rep = prune_report(model, meta, pruned, pmeta, val, test, latency_repeats=a.repeats)

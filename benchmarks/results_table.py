@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from aep_core.analysis.pruning import choose_cut, measure_prune_latency, prune_model
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import oracle
-from aep_core.analysis.pruning import choose_cut, measure_prune_latency, prune_model
 from aep_core.exits.solvers import accuracy_floor, solve_accuracy, solve_budget
 
 from ._common import load_model_and_records, setup
@@ -48,8 +48,8 @@ def _epochs(path: Path) -> str:
     from aep_core.errors import AepError
 
     try:
-        return str(read_checkpoint(path)["meta"]["training"]["config"]["epochs"])
-    except (AepError, KeyError, TypeError):
+        return str(read_checkpoint(path).meta.training.config["epochs"])
+    except (AepError, KeyError):
         return "?"
 
 
@@ -73,7 +73,8 @@ def comparison_set() -> list[Row]:
         Row("distillation", "Self-distillation", seeds("distillation")),
         Row("classifier_wise", "Classifier-wise", seeds("classifier_wise")),
         Row("layer_wise", "Layer-wise", seeds("layer_wise")),
-        Row("default", f"AEP hybrid, shipped default ({_epochs(SHIP / 'aep_hybrid.pt')} epochs)", [SHIP / "aep_hybrid.pt"]),
+        Row("default", f"AEP hybrid, shipped default ({_epochs(SHIP / 'aep_hybrid.pt')} epochs)",
+            [SHIP / "aep_hybrid.pt"]),
     ]
 
 
@@ -98,7 +99,7 @@ def best_rule(val: ExitRecord, test: ExitRecord, solve, better) -> dict | None:
             best = sol
     if best is None:
         return None
-    return {"rule": best.policy, "test_accuracy": best.test.accuracy, "test_macs_ratio": best.test.macs_ratio}
+    return {"rule": best.rule, "test_accuracy": best.test.accuracy, "test_macs_ratio": best.test.macs_ratio}
 
 
 def best_under_budget(val: ExitRecord, test: ExitRecord, budget: float) -> dict | None:
@@ -117,12 +118,12 @@ def cheapest_within(val: ExitRecord, test: ExitRecord, drop_points: float) -> di
 def measure(path: Path, latency: bool, with_curve: bool = False) -> dict:
     """All figures of one checkpoint (and its accuracy-vs-MACs curve under "curve" when asked)."""
     _, model, meta, val, test = load_model_and_records(path)
-    w = meta["training"].get("ensemble_weights") or [1.0] * model.num_exits
+    w = meta.ensemble_weights or [1.0] * model.num_exits
     cut = choose_cut(val, w)
     ens_test = test.ensemble_accuracy(w)
     out = {"checkpoint": str(path.relative_to(ROOT)), "exits": model.num_exits,
-           "epochs": meta["training"]["config"]["epochs"], "seed": meta["training"]["config"]["seed"],
-           "device": meta["training"].get("device", "cpu"),
+           "epochs": meta.training.config["epochs"], "seed": meta.training.config["seed"],
+           "device": meta.training.device,
            "final_accuracy": float(test.exit_accuracy()[-1]), "exit_accuracy": test.exit_accuracy().tolist(),
            "exit_macs_ratio": (np.asarray(test.cum_macs) / test.full_macs).tolist(),
            "ensemble_cut": cut, "ensemble_accuracy": float(ens_test[cut]),
@@ -130,14 +131,13 @@ def measure(path: Path, latency: bool, with_curve: bool = False) -> dict:
            "budgets": {str(b): best_under_budget(val, test, b) for b in BUDGETS},
            "within_half_point": cheapest_within(val, test, 0.5)}
     pruned, pmeta = prune_model(model, meta, cut)
-    cost, pcost = meta["cost"], pmeta["cost"]
+    cost, pcost = meta.cost, pmeta.cost
     # The pruned model computes all of its exits (the AEP ensemble): its cost is the last kept exit's cum_macs.
-    out["pruned"] = {"cut": cut, "params": pcost["with_exits_params"], "params_full": cost["full_params"],
-                     "macs": pcost["exits"][-1]["cum_macs"], "macs_full": cost["full_macs"],
+    out["pruned"] = {"cut": cut, "params": pcost.with_exits_params, "params_full": cost.full_params,
+                     "macs": pcost.exits[-1].cum_macs, "macs_full": cost.full_macs,
                      "test_accuracy": float(ens_test[cut])}
     if latency:
-        ds = meta["dataset"]
-        lat = measure_prune_latency(model, pruned, (ds["in_channels"], ds["image_size"], ds["image_size"]), repeats=20)
+        lat = measure_prune_latency(model, pruned, meta.dataset.input_shape, repeats=20)
         out["pruned"]["latency_ms"] = lat
     if with_curve:
         out["curve"] = curve(val, test)
@@ -184,8 +184,8 @@ def tables(results: dict[str, list[dict]], rows: list[Row]) -> str:
             continue
         within = [r["within_half_point"] for r in rs]
         wtxt = "—" if any(w is None for w in within) else (
-            f"{mean_sd([w['test_accuracy'] for w in within])} at {100 * np.mean([w['test_macs_ratio'] for w in within]):.1f}% "
-            f"({short(within[0]['rule'])})")
+            f"{mean_sd([w['test_accuracy'] for w in within])} at "
+            f"{100 * np.mean([w['test_macs_ratio'] for w in within]):.1f}% ({short(within[0]['rule'])})")
         lines.append(
             f"| {row.label} | {len(rs)} | {mean_sd([r['final_accuracy'] for r in rs])} | "
             f"{mean_sd([r['ensemble_accuracy'] for r in rs])} (exits 0..{rs[0]['ensemble_cut']}) | "
@@ -194,8 +194,8 @@ def tables(results: dict[str, list[dict]], rows: list[Row]) -> str:
     cheapest = min(r[0]["exit_macs_ratio"][0] for r in results.values())
     unreachable = [b for b in BUDGETS if b < cheapest]
     if unreachable:
-        lines += ["", f"— at {', '.join(f'{100 * b:.0f}%' for b in unreachable)} of the MACs: no setting reaches that cost, "
-                  f"since exit 0 alone costs {100 * cheapest:.1f}% of the network without exits."]
+        lines += ["", f"— at {', '.join(f'{100 * b:.0f}%' for b in unreachable)} of the MACs: no setting reaches "
+                  f"that cost, since exit 0 alone costs {100 * cheapest:.1f}% of the network without exits."]
     lines += ["", "Pruned at the cut with the best validation ensemble (seed 0; parameters and MACs include the kept "
               "exit heads, latency is the fastest of 20 runs in one process, alternating the models):", "",
               "| Method | cut | params (vs no exits) | MACs (vs no exits) | latency b1 ms (vs no exits) | "
@@ -212,9 +212,11 @@ def tables(results: dict[str, list[dict]], rows: list[Row]) -> str:
         lat = p.get("latency_ms") or {}
         b1 = f"{lat['pruned@1']:.2f} ({rel(lat['pruned@1'], lat['full@1'])})" if lat else "—"
         b256 = f"{lat['pruned@256']:.1f} ({rel(lat['pruned@256'], lat['full@256'])})" if lat else "—"
+        gain = 100 * (p["test_accuracy"] - r["final_accuracy"])
         lines.append(f"| {row.label} | exit {p['cut']} of {r['exits'] - 1} | {p['params'] / 1e3:.1f} k "
-                     f"({rel(p['params'], p['params_full'])}) | {p['macs'] / 1e6:.2f} M ({rel(p['macs'], p['macs_full'])}) | "
-                     f"{b1} | {b256} | {100 * p['test_accuracy']:.2f} ({100 * (p['test_accuracy'] - r['final_accuracy']):+.2f} pt) |")
+                     f"({rel(p['params'], p['params_full'])}) | {p['macs'] / 1e6:.2f} M "
+                     f"({rel(p['macs'], p['macs_full'])}) | {b1} | {b256} | {100 * p['test_accuracy']:.2f} "
+                     f"({gain:+.2f} pt) |")
     return "\n".join(lines)
 
 
@@ -236,8 +238,8 @@ def plot(curves: dict[str, list[dict]], labels: dict[str, str], out: Path) -> No
     import altair as alt
     import pandas as pd
 
-    data = pd.DataFrame([{**p, "method": labels[name], "accuracy %": 100 * p["accuracy"], "MACs %": 100 * p["macs_ratio"]}
-                         for name, pts in curves.items() for p in pts])
+    data = pd.DataFrame([{**p, "method": labels[name], "accuracy %": 100 * p["accuracy"],
+                          "MACs %": 100 * p["macs_ratio"]} for name, pts in curves.items() for p in pts])
     # Below 80% a curve only says "not usable at this cost"; leaving those points out keeps the top legible.
     data = data[data["accuracy %"] >= 80]
     base = alt.Chart(data).encode(x=alt.X("MACs %:Q", scale=alt.Scale(domain=[25, 102])),
@@ -269,7 +271,8 @@ def main() -> None:
                              for i, p in enumerate(paths)]
         curves[row.name] = results[row.name][0].pop("curve")
         print(f"{row.name}: {len(paths)} seed(s) measured")
-    text = tables(results, rows) + "\n\nPer-exit test accuracy (%), each exit on its own:\n\n" + per_exit_table(results, rows)
+    text = (tables(results, rows) + "\n\nPer-exit test accuracy (%), each exit on its own:\n\n"
+            + per_exit_table(results, rows))
     print(text)
     if a.no_write:
         return

@@ -16,18 +16,19 @@ from aep_core.training.job import TrainJob
 from aep_core.models import ModelSpec, build_model
 from aep_core.training import MethodSettings, TrainConfig
 from aep_core.training.loop import make_optimizer
-from aep_core.training.methods import Method
+from aep_core.training.methods import build_method, get_method
 
 from ._common import setup
 
 
 def images_per_s(method_name: str, batches: list[tuple[torch.Tensor, torch.Tensor]], spec_kw: dict) -> float:
     """Images/s of the training step the loop runs (augment, forward, method loss, backward, step)."""
-    spec = ModelSpec(**spec_kw, placement=[] if method_name == "baseline" else "blocks")
+    kind = get_method(method_name)
+    spec = ModelSpec(**spec_kw, head=kind.head, placement="blocks" if kind.uses_early_exits else [])
     torch.manual_seed(0)
     model = build_model(spec).train()
     costs = exit_costs(model, (spec.in_channels, spec.image_size, spec.image_size))
-    method = Method(MethodSettings(method_name, "hybrid"), model, [e.macs_fraction for e in costs.exits], 1)
+    method = build_method(MethodSettings(method_name, "hybrid"), model, [e.macs_fraction for e in costs.exits], 1)
     model.train()
     opt = make_optimizer(list(model.parameters()) + list(method.parameters()), TrainConfig())
     gen = torch.Generator().manual_seed(0)

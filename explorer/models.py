@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -19,7 +17,8 @@ import torch
 from aep_core.analysis.calibration import TemperatureSource, resolve_temperatures, scale_logits, scale_record
 from aep_core.analysis.ood import FlagThreshold, flag_threshold
 from aep_core.analysis.pruning import prune_model
-from aep_core.checkpoint import load_checkpoint, save_checkpoint
+from aep_core.checkpoint import CheckpointMeta, load_checkpoint
+from aep_core.checkpoint.format import checkpoint_bytes as file_bytes
 from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.data import load_slice, reads_slice_images, slice_dataset
 from aep_core.errors import AepError
@@ -37,7 +36,7 @@ class LoadedModel:
     label: str
     key: str  # a plain value identifying the weights (path + mtime, or upload hash): the cache key
     model: EarlyExitNet
-    meta: dict[str, Any]
+    meta: CheckpointMeta
     val: ExitRecord | None
     test: ExitRecord | None
     path: str | None = None
@@ -62,84 +61,83 @@ class LoadedModel:
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["dataset"]["class_names"])
+        return self.meta.class_names
 
     @property
     def dataset_name(self) -> str:
-        return str(self.meta["dataset"]["name"])
+        return self.meta.dataset.name
 
     @property
     def in_channels(self) -> int:
-        return int(self.meta["dataset"]["in_channels"])
+        return self.meta.dataset.in_channels
 
     @property
     def image_size(self) -> int:
-        return int(self.meta["dataset"]["image_size"])
+        return self.meta.dataset.image_size
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one input."""
-        return self.in_channels, self.image_size, self.image_size
+        return self.meta.dataset.input_shape
 
     @property
     def mean(self) -> list[float]:
         """Per-channel normalisation mean of the training data."""
-        return list(self.meta["dataset"]["mean"])
+        return list(self.meta.dataset.mean)
 
     @property
     def std(self) -> list[float]:
-        return list(self.meta["dataset"]["std"])
+        return list(self.meta.dataset.std)
 
     @property
     def cum_macs(self) -> list[int]:
         """(exits,) MACs a sample spends to stop at each exit."""
-        return [int(e["cum_macs"]) for e in self.meta["cost"]["exits"]]
+        return self.meta.cost.cum_macs
 
     @property
     def macs_fractions(self) -> list[float]:
         """(exits,) share of the full network's MACs spent to stop at each exit."""
-        return [float(e["macs_fraction"]) for e in self.meta["cost"]["exits"]]
+        return [e.macs_fraction for e in self.meta.cost.exits]
 
     @property
     def full_macs(self) -> int:
         """MACs of the network without exits."""
-        return int(self.meta["cost"]["full_macs"])
+        return self.meta.cost.full_macs
 
     @property
     def params_with_exits(self) -> int:
-        return int(self.meta["cost"]["with_exits_params"])
+        return self.meta.cost.with_exits_params
 
     @property
     def backbone(self) -> str:
-        return str(self.meta["model"]["backbone"])
+        return self.meta.model.backbone
 
     @property
     def num_blocks(self) -> int:
         """Blocks of the backbone (as built, after any pruning)."""
-        spec = self.meta["model"]
-        return int(spec.get("num_blocks") or max(spec["exit_blocks"]) + 1)
+        return len(self.model.backbone.blocks)
 
     @property
-    def training_method(self) -> str | None:
-        return self.meta.get("training", {}).get("method")
+    def training_method(self) -> str:
+        return self.meta.training.method
 
     @property
     def weighting(self) -> str | None:
         """The AEP weighting scheme it was trained with (None for other methods)."""
-        return self.meta.get("training", {}).get("weighting")
+        return self.meta.training.settings.get("weighting")
 
     @property
     def ensemble_weights(self) -> list[float] | None:
         """The trained AEP ensemble weights, one per exit (None: trained without)."""
-        w = self.meta.get("training", {}).get("ensemble_weights")
-        return [float(v) for v in w] if w else None
+        return self.meta.ensemble_weights
 
     @property
     def validation_accuracy(self) -> list[float] | None:
         """(exits,) accuracy of each exit on the validation split: from its record, else the checkpoint's metrics."""
         if self.val is not None:
             return self.val.exit_accuracy().tolist()
-        return self.meta.get("metrics", {}).get("val", {}).get("exit_acc")
+        val = self.meta.metrics.get("val")
+        return list(val.exit_acc) if val is not None else None
 
     @property
     def reads_slice(self) -> bool:
@@ -149,18 +147,12 @@ class LoadedModel:
     def pruned(self, cut: int, tolerance: float | None = None) -> LoadedModel:
         """The model without the blocks and exits after exit `cut` (AEP pruning), its metadata naming this
         model as its source (and the tolerance the cut was chosen with)."""
-        model, meta = prune_model(self.model, self.meta, cut)
-        meta["pruning"]["source"] = Path(self.path or self.label).name
-        if tolerance is not None:
-            meta["pruning"]["tolerance"] = tolerance
+        model, meta = prune_model(self.model, self.meta, cut, Path(self.path or self.label).name, tolerance)
         return LoadedModel(f"{self.label} (cut after exit {cut})", f"{self.key}|cut={cut}", model, meta, None, None)
 
     def checkpoint_bytes(self) -> bytes:
         """The model as an aep_core checkpoint file."""
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "model.pt"
-            save_checkpoint(path, self.model, self.meta)
-            return path.read_bytes()
+        return file_bytes(self.model, self.meta)
 
 
 # ---- loading ------------------------------------------------------------------------------------

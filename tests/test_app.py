@@ -9,16 +9,17 @@ import time
 import numpy as np
 import pytest
 import torch
-from app_helpers import APP, ROOT, assert_no_exception, png_bytes, run_app, small_model_dir
+from app_helpers import APP, assert_no_exception, png_bytes, run_app, small_model_dir
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
 from aep_core.checkpoint import load_checkpoint
-from aep_core.checkpoint.discovery import model_folders, trained_models_dir
+from aep_core.checkpoint.discovery import discover_models, model_folders, trained_models_dir
 from aep_core.checkpoint.sidecars import resume_path
 from aep_core.data import load_slice
 from aep_core.exits import runtime
 from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule
+from aep_core.paths import shipped_models_dir
 from aep_core.preprocess import prepare_array
 
 PAGES = ["overview", "try_image", "thresholds", "calibration", "ensemble", "pruning", "saliency", "deploy", "train"]
@@ -191,9 +192,14 @@ def test_checkpoint_upload_good_and_bad(env, models, tmp_path):
 
     buf = io.BytesIO()
     torch.save({"format": "aep-core-checkpoint", "payload": Evil()}, buf)
+    future, classes = (torch.load(models / "tiny.pt", weights_only=True) for _ in range(2))
+    future["version"] = 99
+    classes["meta"]["dataset"]["class_names"] = classes["meta"]["dataset"]["class_names"][:3]
     for name, data, words in [("evil.pt", buf.getvalue(), "pickled code"),
                               ("junk.pt", b"\x00garbage" * 10, "not a readable"),
-                              ("other.pt", _torch_bytes({"weights": torch.zeros(2)}), "not an aep_core checkpoint")]:
+                              ("other.pt", _torch_bytes({"weights": torch.zeros(2)}), "not an aep_core checkpoint"),
+                              ("future.pt", _torch_bytes(future), "checkpoint version 99"),
+                              ("classes.pt", _torch_bytes(classes), "names 3 classes but the model predicts 10")]:
         at = _app()
         at.file_uploader(key="ckpt_upload").set_value((name, data, "application/octet-stream")).run()
         _ok(at)
@@ -377,7 +383,7 @@ def test_model_folders_follow_the_environment(tmp_path):
 def _trained_ensemble(models) -> tuple:
     """The tiny model, its metadata, and its aep_ensemble rule with its trained weights (checked not uniform)."""
     model, meta = load_checkpoint(models / "tiny.pt")
-    exits = ModelExits.of_model(model, meta["training"]["ensemble_weights"])
+    exits = ModelExits.of_model(model, meta.ensemble_weights)
     trained = make_rule("aep_ensemble", exits, thresholds=0.9)
     uniform = make_rule("aep_ensemble", ModelExits(model.num_exits), thresholds=0.9)
     assert trained.settings["weights"] != pytest.approx(uniform.settings["weights"]), "needs non-uniform weights"
@@ -386,9 +392,9 @@ def _trained_ensemble(models) -> tuple:
 
 def test_try_image_ensemble_scores_use_the_trained_weights(env, models):
     model, meta, trained = _trained_ensemble(models)
-    d = meta["dataset"]
+    d = meta.dataset
     with torch.inference_mode():
-        logits = torch.stack(model(prepare_array(load_slice()["images"][3], d["mean"], d["std"])).logits)[:, 0].numpy()
+        logits = torch.stack(model(prepare_array(load_slice()["images"][3], d.mean, d.std)).logits)[:, 0].numpy()
     at = _app("try_image", rule="aep_ensemble", thr_aep_ensemble=0.9, img_sample=3)
     _ok(at)
     shown = at.dataframe[0].value[get_rule("aep_ensemble").score_name].tolist()
@@ -429,7 +435,7 @@ def _huge_png() -> bytes:
     return png_header(30000, 30000)
 
 
-SHIPPED = sorted(p.stem for p in (ROOT / "assets" / "models").glob("*.pt") if not p.name.endswith(".resume.pt"))
+SHIPPED = sorted(discover_models([shipped_models_dir()]))
 
 
 @pytest.mark.parametrize("model", SHIPPED)

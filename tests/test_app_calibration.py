@@ -4,6 +4,7 @@ reports (and goes into the URL), and Try an image flags a noise image as unlike 
 Expected values are computed from the shipped model's files, copied into a temporary folder."""
 import io
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from aep_core.analysis.calibration import (
     resolve_temperatures,
     scale_record,
 )
-from aep_core.checkpoint import load_checkpoint, read_checkpoint
+from aep_core.checkpoint import load_checkpoint, read_checkpoint, rewrite_meta
 from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.data import load_slice
 from aep_core.evaluation import load_evaluation
@@ -35,10 +36,10 @@ SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
 def models(tmp_path_factory):
     """`plain.pt`: the shipped model without stored temperatures; `stored.pt`: the same with temperatures stored."""
     d = tmp_path_factory.mktemp("cal_models")
-    payload = read_checkpoint(SHIPPED)
-    payload["meta"].pop("calibration", None)
+    plain = replace(read_checkpoint(SHIPPED).meta, calibration=None)
     for name in ("plain", "stored"):
-        torch.save(payload, d / f"{name}.pt")
+        shutil.copy(SHIPPED, d / f"{name}.pt")
+        rewrite_meta(d / f"{name}.pt", plain)
         for split in ("val", "test"):
             shutil.copy(evaluation_path(SHIPPED, split), evaluation_path(d / f"{name}.pt", split))
     calibrate_checkpoint(d / "stored.pt")
@@ -113,7 +114,7 @@ def test_calibrated_switch_changes_the_thresholds_page(env):
     at = _app("thresholds", model="stored", thr_max_probability=0.9)
     _ok(at)
     test = load_evaluation(evaluation_path(env / "stored.pt", "test"))
-    temps = read_checkpoint(env / "stored.pt")["meta"]["calibration"]["temperatures"]
+    temps = read_checkpoint(env / "stored.pt").meta.calibration.temperatures
     raw = replay_rule(test, "max_probability", thresholds=0.9)
     cal = replay_rule(scale_record(test, temps), "max_probability", thresholds=0.9)
     assert (raw.accuracy, raw.expected_macs) != (cal.accuracy, cal.expected_macs), "scaling should move this rule"
@@ -153,14 +154,14 @@ def _score(model, x: torch.Tensor) -> float:
 
 def test_try_image_flags_a_noise_image_and_not_a_test_image(env):
     model, meta = load_checkpoint(env / "plain.pt")
-    d = meta["dataset"]
+    d = meta.dataset
     thr = ood.ood_threshold(ood.ood_score(load_evaluation(evaluation_path(env / "plain.pt", "val")).logits))
-    noise = [prepare_image(_noise_png(seed), 28, 1, d["mean"], d["std"]).tensor for seed in range(20)]
+    noise = [prepare_image(_noise_png(seed), 28, 1, d.mean, d.std).tensor for seed in range(20)]
     flagged = [seed for seed, x in enumerate(noise) if _score(model, x) > thr]
     assert flagged, "some noise image should score above the validation threshold"
     images = load_slice()["images"]
     familiar = next(i for i, image in enumerate(images)
-                    if _score(model, prepare_array(image, d["mean"], d["std"])) <= thr)
+                    if _score(model, prepare_array(image, d.mean, d.std)) <= thr)
 
     at = _app("try_image", model="plain", img_source="Upload")
     at.file_uploader(key="img_upload").set_value(("noise.png", _noise_png(flagged[0]), "image/png")).run()
@@ -191,12 +192,12 @@ def test_every_replay_page_works_with_calibrated_outputs(env, page):
 ])
 def test_temperatures_come_from_the_checkpoint_else_validation_else_none(env, name, with_val, expected, words):
     path = env / f"{name}.pt"
-    meta = read_checkpoint(path)["meta"]
+    meta = read_checkpoint(path).meta
     val = load_evaluation(evaluation_path(path, "val"))
     source = resolve_temperatures(meta, val if with_val else None, path)
     assert words in source.description
     if expected == "stored":
-        assert source.temperatures == pytest.approx(meta["calibration"]["temperatures"])
+        assert source.temperatures == pytest.approx(meta.calibration.temperatures)
     elif expected == "fitted":
         assert source.temperatures == pytest.approx(fit_temperatures(val).tolist())
         assert str(path) in source.description  # the command that stores them names the checkpoint

@@ -21,8 +21,7 @@ pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model
 @pytest.fixture(scope="module")
 def shipped():
     model, meta = load_checkpoint(SHIPPED)
-    ds = meta["dataset"]
-    sizes = feature_sizes(model, (ds["in_channels"], ds["image_size"], ds["image_size"]))
+    sizes = feature_sizes(model, meta.dataset.input_shape)
     return load_evaluation(evaluation_path(SHIPPED, "test")), sizes
 
 

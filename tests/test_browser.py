@@ -132,7 +132,8 @@ def test_app_in_browser(server, tmp_path):
         page.goto(server)
         _idle(page)
         page.wait_for_selector("h1:has-text('Early-Exit Explorer')")
-        assert page.locator("[data-testid='stVegaLiteChart']").count() >= 1
+        page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)  # the loaded model's exit strip
+        _idle(page)
         _shot(page, "overview")
 
         # Try an image: upload a photo of a sneaker on white, see every exit's answer

@@ -2,6 +2,7 @@
 temperature, replay on scaled records, temperatures stored in a checkpoint, and the calibrate command."""
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from aep_core.analysis import calibration as cal
-from aep_core.checkpoint import read_checkpoint
+from aep_core.checkpoint import CalibrationMeta, read_checkpoint, rewrite_meta
 from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cli.main import main
 from aep_core.errors import CheckpointError, ConfigError
@@ -117,29 +118,28 @@ def test_calibrate_checkpoint_stores_temperatures_and_keeps_the_rest(tmp_path):
     src = tmp_path / "m.pt"
     shutil.copy(SHIPPED, src)
     shutil.copy(evaluation_path(SHIPPED, "val"), evaluation_path(src, "val"))
+    rewrite_meta(src, replace(read_checkpoint(src).meta, calibration=None))
     before = read_checkpoint(src)
     temps = cal.calibrate_checkpoint(src)
     after = read_checkpoint(src)
     val = load_evaluation(evaluation_path(src, "val"))
     assert temps == pytest.approx(cal.fit_temperatures(val).tolist())
-    assert cal.stored_temperatures(after["meta"]) == pytest.approx(temps)
-    assert {k: v for k, v in after["meta"].items() if k != "calibration"} == \
-        {k: v for k, v in before["meta"].items() if k != "calibration"}
-    assert after["state_dict"].keys() == before["state_dict"].keys()
-    assert all(torch.equal(after["state_dict"][k], before["state_dict"][k]) for k in before["state_dict"])
-    assert after["meta"]["calibration"]["samples"] == val.num_samples
+    assert before.meta.calibration is None and cal.stored_temperatures(after.meta) == pytest.approx(temps)
+    assert replace(after.meta, calibration=None) == before.meta  # only the calibration entry changed
+    assert after.state_dict.keys() == before.state_dict.keys() and after.extra == before.extra
+    assert all(torch.equal(after.state_dict[k], before.state_dict[k]) for k in before.state_dict)
+    assert after.meta.calibration.samples == val.num_samples
 
 
 def test_stored_temperatures_absent_or_malformed():
-    assert cal.stored_temperatures({"cost": {"exits": [{}, {}]}}) is None
-    stored = {"cost": {"exits": [{}, {}]}, "calibration": {"temperatures": [1.0, 2.0]}}
-    assert cal.stored_temperatures(stored) == [1.0, 2.0]
-    with pytest.raises(CheckpointError, match="malformed"):
-        cal.stored_temperatures({"cost": {"exits": [{}, {}]}, "calibration": {"temperatures": [1.0]}})
-    pruned = {"cost": {"exits": [{}, {}]}, "pruning": {"cut": 1}, "calibration": {"temperatures": [1.0, 2.0, 3.0]}}
-    assert cal.stored_temperatures(pruned) == [1.0, 2.0]
-    with pytest.raises(CheckpointError, match="malformed"):
-        cal.stored_temperatures({"cost": {"exits": [{}]}, "calibration": {"temperatures": ["x"]}})
+    meta = read_checkpoint(SHIPPED).meta
+    exits = len(meta.cost.exits)
+    assert cal.stored_temperatures(replace(meta, calibration=None)) is None
+    temps = [1.0 + k for k in range(exits)]
+    assert cal.stored_temperatures(replace(meta, calibration=CalibrationMeta(temps))) == temps
+    for bad in (temps[:-1], ["x"] * exits, [0.0] * exits):
+        with pytest.raises(CheckpointError, match="malformed"):
+            cal.stored_temperatures(replace(meta, calibration=CalibrationMeta(bad)))
 
 
 def test_calibrate_command_prints_before_and_after_and_stores(tmp_path, capsys):
@@ -150,7 +150,7 @@ def test_calibrate_command_prints_before_and_after_and_stores(tmp_path, capsys):
     assert main(["calibrate", str(src), "--bins", "10"]) == 0
     out = capsys.readouterr().out
     test = load_evaluation(evaluation_path(src, "test"))
-    temps = cal.stored_temperatures(read_checkpoint(src)["meta"])
+    temps = cal.stored_temperatures(read_checkpoint(src).meta)
     before = cal.exit_calibration(test, 10)
     after = cal.exit_calibration(cal.scale_record(test, temps), 10)
     lines = [ln for ln in out.splitlines() if ln.strip()[:1].isdigit()]
@@ -174,9 +174,11 @@ def test_calibrate_command_bad_inputs(tmp_path, capsys):
     assert err.startswith("error:") and "Traceback" not in err
 
 
-def test_calibrate_command_refuses_a_checkpoint_without_exits(tmp_path, capsys):
-    payload = read_checkpoint(SHIPPED)
+def test_calibrate_command_refuses_cost_entries_that_do_not_match_the_exits(tmp_path, capsys):
+    payload = torch.load(SHIPPED, weights_only=True)
     payload["meta"]["cost"] = {**payload["meta"]["cost"], "exits": []}
     torch.save(payload, tmp_path / "none.pt")
+    shutil.copy(evaluation_path(SHIPPED, "val"), evaluation_path(tmp_path / "none.pt", "val"))
     assert main(["calibrate", str(tmp_path / "none.pt")]) == 2
-    assert "describes no exits" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "gives the cost of 0 exits" in err and len(err.strip().splitlines()) == 1

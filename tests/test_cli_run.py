@@ -29,8 +29,7 @@ def test_run_on_a_split_matches_the_replayed_rule():
     model, meta = load_checkpoint(CKPT)
     torch.set_num_threads(1)
     x, y = load_dataset("fashion-mnist-slice").test[list(range(200))]
-    cum = [e["cum_macs"] for e in meta["cost"]["exits"]]
-    rec = record_outputs(model, x, y.numpy(), cum, meta["cost"]["full_macs"], batch_size=32)
+    rec = record_outputs(model, x, y.numpy(), meta.cost.cum_macs, meta.cost.full_macs, batch_size=32)
     replay = make_rule(DEFAULT_RULE, ModelExits.of_model(model, None), thresholds=0.9).replay(rec)
     assert out["samples"] == 200 and out["batch_size"] == 32
     assert np.allclose(out["exit_distribution"], replay.exit_distribution)

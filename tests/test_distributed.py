@@ -29,7 +29,7 @@ def _digests(text: str) -> dict[str, str]:
 
 def test_torchrun_two_cpu_processes_agree_and_rank0_saves(tmp_path):
     from aep_core.checkpoint import load_checkpoint
-    from aep_core.checkpoint.sidecars import resume_path
+    from aep_core.checkpoint.sidecars import log_path, resume_path
 
     out = tmp_path / "m.pt"
     r = _torchrun(["-m", "aep_core", "train", "--dataset", "fashion-mnist-slice", "--limit", "256", "--epochs", "1",
@@ -40,8 +40,8 @@ def test_torchrun_two_cpu_processes_agree_and_rank0_saves(tmp_path):
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], r.stdout
     assert r.stdout.count("saved ") == 1, "only rank 0 writes"
     model, meta = load_checkpoint(out)
-    assert meta["training"]["processes"] == 2 and model.num_exits == 5
-    assert out.with_suffix(".log.json").exists() and not resume_path(out).exists()
+    assert meta.training.processes == 2 and model.num_exits == 5
+    assert log_path(out).exists() and not resume_path(out).exists()
     from aep_core.training.distributed import parameter_digest
 
     assert parameter_digest(model) != ""  # the saved weights are readable and hashable

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from aep_core.analysis.pruning import prune_model
+from aep_core.checkpoint import TrainingMeta, model_meta
 from aep_core.deploy.export import (
     Segment,
     export_onnx,
@@ -91,10 +92,10 @@ def test_export_splits_are_checked(splits):
 @pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:FutureWarning")
 def test_torchscript_of_a_pruned_model(tmp_path):
     model, spec = tiny()
-    meta = {"model": spec.to_dict(), "dataset": {"in_channels": 1, "image_size": 12},
-            "training": {"ensemble_weights": [0.1, 0.2, 0.3, 0.2, 0.2]}, "metrics": {}}
+    meta = model_meta(spec, model, training=TrainingMeta("aep", ensemble_weights=[0.1, 0.2, 0.3, 0.2, 0.2]))
     pruned, pmeta = prune_model(model, meta, 2)
-    w = pmeta["training"]["ensemble_weights"]
+    w = pmeta.ensemble_weights
+    assert w == [0.1, 0.2, 0.3]
     path = tmp_path / "pruned.ts"
     diff = export_torchscript(pruned, path, (1, 12, 12), w)
     assert diff <= 1e-5
@@ -117,9 +118,8 @@ def test_cli_export_writes_checked_segments_and_torchscript(tmp_path, capsys):
     from aep_core.cli.main import main
 
     model, spec = tiny()
-    meta = {"model": spec.to_dict(), "dataset": {"in_channels": 1, "image_size": 12},
-            "training": {"ensemble_weights": [0.2] * 5}, "metrics": {}}
-    save_checkpoint(tmp_path / "tiny.pt", model, meta)
+    training = TrainingMeta("aep", ensemble_weights=[0.2] * 5)
+    save_checkpoint(tmp_path / "tiny.pt", model, model_meta(spec, model, training=training))
     out = tmp_path / "export"
     assert main(["export", str(tmp_path / "tiny.pt"), "--splits", "1", "--out", str(out), "--prune", "--cut", "2"]) == 0
     text = capsys.readouterr().out

@@ -147,10 +147,10 @@ def test_a_registered_scheme_and_method_are_picked_up_with_no_other_edit(tmp_pat
                            model_config=get_backbone("compact_cnn").tiny_config, method=settings,
                            train=TrainConfig(epochs=1, batch_size=32, threads=1, progress=False))
             _, meta = load_checkpoint(run_train_job(job, log=lambda s: None))
-            assert meta["training"]["method"] == settings.method
-            weights = meta["training"]["ensemble_weights"]
+            assert meta.training.method == settings.method
+            weights = meta.training.ensemble_weights
             if settings.method == "aep":
-                assert meta["training"]["weighting"] == "reverse-linear"
+                assert meta.training.settings["weighting"] == "reverse-linear"
                 assert np.all(np.diff(weights) < 0)  # the registered prior: earlier exits weigh more
             else:
                 np.testing.assert_allclose(weights, 1 / len(weights))

@@ -96,7 +96,7 @@ def test_resnet20_has_nine_blocks_in_three_stages():
 
 
 def test_unknown_model_and_placement_are_clear_errors():
-    with pytest.raises(ConfigError, match="Registered models"):
+    with pytest.raises(ConfigError, match=r"Unknown model .vgg99.. Choose one of: compact_cnn"):
         build_model(ModelSpec(backbone="vgg99"))
     with pytest.raises(ConfigError, match="Unknown exit placement"):
         build_model(ModelSpec(placement="everywhere"))
@@ -122,7 +122,7 @@ def test_cost_fraction_placements_follow_the_formulas():
 
 @pytest.mark.parametrize("head", ["aep", "eenet"])
 def test_head_pool_keeps_a_spatial_grid_and_survives_a_checkpoint(head, tmp_path):
-    from aep_core.checkpoint import load_checkpoint, save_checkpoint
+    from aep_core.checkpoint import load_checkpoint, model_meta, save_checkpoint
 
     spec = ModelSpec(backbone_config={"widths": [8, 16, 32]}, head=head, head_pool=3)
     model = build_model(spec).eval()
@@ -131,9 +131,9 @@ def test_head_pool_keeps_a_spatial_grid_and_survives_a_checkpoint(head, tmp_path
     assert linear.in_features == 8 * 3 * 3  # channels x pooled grid
     x = torch.randn(2, 1, 28, 28)
     path = tmp_path / "m.pt"
-    save_checkpoint(path, model, {"model": spec.to_dict()})
+    save_checkpoint(path, model, model_meta(spec, model))
     loaded, meta = load_checkpoint(path)
-    assert meta["model"]["head_pool"] == 3
+    assert meta.model.head_pool == 3
     torch.testing.assert_close(loaded.eval()(x).logits[0], model(x).logits[0])
 
 

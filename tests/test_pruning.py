@@ -1,10 +1,12 @@
 """AEP pruning: the cut, the smaller loadable checkpoint, identical outputs at the kept exits."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from aep_core.analysis.pruning import choose_cut, prune_checkpoint, prune_model
-from aep_core.checkpoint import load_checkpoint, save_checkpoint
+from aep_core.checkpoint import PruningMeta, SplitMetrics, TrainingMeta, load_checkpoint, model_meta, save_checkpoint
 from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cli.main import main
 from aep_core.errors import AepError
@@ -74,27 +76,30 @@ def test_pruned_checkpoint_is_smaller_loadable_and_equal_at_kept_exits(trained, 
     out, report = prune_checkpoint(trained, tmp_path / "p.pt", cut=2)
     pruned, pmeta = load_checkpoint(out)
     assert pruned.num_exits == 3 and len(pruned.backbone.blocks) == model.exit_blocks[2] + 1
-    assert pmeta["model"]["exit_blocks"] == model.exit_blocks[:3]
-    assert pmeta["model"]["num_blocks"] == model.exit_blocks[2] + 1
-    assert pmeta["training"]["ensemble_weights"] == meta["training"]["ensemble_weights"][:3]
+    assert pmeta.model.exit_blocks == model.exit_blocks[:3]
+    assert pmeta.model.num_blocks == model.exit_blocks[2] + 1
+    assert pmeta.training.ensemble_weights == meta.training.ensemble_weights[:3]
+    assert pmeta.pruning == PruningMeta(2, model.exit_blocks, len(model.backbone.blocks), trained.name, 0.0)
+    assert pmeta.calibration.temperatures == meta.calibration.temperatures[:3]
+    assert (pmeta.dataset, pmeta.training.settings) == (meta.dataset, meta.training.settings)
     n_params = sum(p.numel() for p in pruned.parameters())
     assert n_params == report.params_pruned < report.params_with_exits
-    assert report.macs_pruned == meta["cost"]["exits"][2]["cum_macs"] < report.macs_full
+    assert report.macs_pruned == meta.cost.exits[2].cum_macs < report.macs_full
     x = torch.randn(6, 1, 28, 28)
     with torch.no_grad():
         a, b = model(x), pruned(x)
     for k in range(3):
         assert torch.equal(a.logits[k], b.logits[k])
     val = load_evaluation(evaluation_path(out, "val"))
-    assert val.num_exits == 3 and val.full_macs == pmeta["cost"]["full_macs"]
+    assert val.num_exits == 3 and val.full_macs == pmeta.cost.full_macs
     assert report.test_acc_pruned == pytest.approx(
-        load_evaluation(evaluation_path(trained, "test")).ensemble_accuracy(meta["training"]["ensemble_weights"])[2])
+        load_evaluation(evaluation_path(trained, "test")).ensemble_accuracy(meta.training.ensemble_weights)[2])
 
 
 def test_prune_chooses_the_best_validation_cut(trained, tmp_path):
     _, meta = load_checkpoint(trained)
     val = load_evaluation(evaluation_path(trained, "val"))
-    expected = choose_cut(val, meta["training"]["ensemble_weights"])
+    expected = choose_cut(val, meta.training.ensemble_weights)
     _, report = prune_checkpoint(trained, tmp_path / "best.pt")
     assert report.cut == expected
     assert "parameters" in report.format()
@@ -104,19 +109,20 @@ def test_prune_model_direct_and_bad_cut():
     torch.manual_seed(0)
     spec = ModelSpec(backbone_config={"widths": [8, 16, 32]})
     m = build_model(spec).eval()
-    meta = {"model": spec.to_dict(), "dataset": {"in_channels": 1, "image_size": 28},
-            "training": {"ensemble_weights": [0.2] * 5}, "metrics": {"val": {"exit_acc": [0.1] * 5, "n": 3}}}
+    meta = model_meta(spec, m, training=TrainingMeta("aep", ensemble_weights=[0.2] * 5),
+                      metrics={"val": SplitMetrics([0.1, 0.2, 0.3, 0.4, 0.5], n=3)})
     p, pm = prune_model(m, meta, 0)
-    assert p.num_exits == 1 and pm["metrics"]["val"]["exit_acc"] == [0.1]
+    assert p.num_exits == 1 and pm.metrics["val"] == SplitMetrics([0.1], n=3)
+    assert pm.training.ensemble_weights == [0.2] and pm.cost.cum_macs == meta.cost.cum_macs[:1]
     with pytest.raises(AepError, match="does not exist"):
         prune_model(m, meta, 5)
 
 
 def test_prune_refuses_eenet_models(trained, tmp_path):
     _, meta = load_checkpoint(trained)
-    spec = ModelSpec.from_dict({**meta["model"], "head": "eenet"})
+    spec = replace(meta.model, head="eenet")
     m = build_model(spec)
-    save_checkpoint(tmp_path / "ee.pt", m, {**meta, "model": spec.to_dict()})
+    save_checkpoint(tmp_path / "ee.pt", m, replace(meta, model=spec))
     with pytest.raises(AepError, match="AEP model"):
         prune_checkpoint(tmp_path / "ee.pt", tmp_path / "x.pt")
 

@@ -6,13 +6,14 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from aep_core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from aep_core.checkpoint.sidecars import resume_path
+from aep_core.checkpoint import load_checkpoint, model_meta, read_checkpoint, save_checkpoint
+from aep_core.checkpoint.sidecars import log_path, resume_path
 from aep_core.errors import CheckpointError
 from aep_core.models import ModelSpec, build_model
 from aep_core.training import MethodSettings, TrainConfig
@@ -31,7 +32,7 @@ def _job(out: Path, resume: str | None = None, **method) -> TrainJob:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return read_checkpoint(path)["state_dict"]
+    return read_checkpoint(path).state_dict
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, uninterrup
     assert state_file.exists() and not out.exists()
     payload = torch.load(state_file, map_location="cpu", weights_only=True)  # plain types and tensors only
     assert payload["extra"]["train_state"]["epoch"] == epoch and payload["extra"]["train_state"]["step"] == step
+    assert read_checkpoint(state_file).meta.training.resume_of == out.name
 
     history = []
     run_train_job(_job(out, resume=str(state_file)), callback=history.append, log=lambda s: None)
@@ -64,8 +66,8 @@ def test_interrupted_then_resumed_run_matches_uninterrupted(tmp_path, uninterrup
     assert ref.keys() == got.keys()
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
-    ref_log = json.loads(uninterrupted.with_suffix(".log.json").read_text())["history"]
-    got_log = json.loads(out.with_suffix(".log.json").read_text())["history"]
+    ref_log = json.loads(log_path(uninterrupted).read_text())["history"]
+    got_log = json.loads(log_path(out).read_text())["history"]
     assert [h["loss"] for h in got_log] == pytest.approx([h["loss"] for h in ref_log], rel=1e-6)
     assert [h["val_acc"] for h in got_log] == [h["val_acc"] for h in ref_log]
     assert [s.epoch for s in history] == list(range(epoch + 1, 3))  # the interrupted epoch is reported once done
@@ -85,8 +87,10 @@ def test_resume_refuses_a_checkpoint_without_state_or_for_another_model(tmp_path
 
 def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "m.pt"
-    model = build_model(ModelSpec(backbone="compact_cnn", backbone_config=SMALL, in_channels=1, image_size=28))
-    save_checkpoint(path, model, {"note": "old"})
+    spec = ModelSpec(backbone="compact_cnn", backbone_config=SMALL, in_channels=1, image_size=28)
+    model = build_model(spec)
+    old = model_meta(spec, model)
+    save_checkpoint(path, model, old)
     before = path.read_bytes()
     real_fdopen = os.fdopen
 
@@ -111,10 +115,10 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
         for p in model.parameters():
             p.add_(1.0)
     with pytest.raises(OSError, match="No space"):
-        save_checkpoint(path, model, {"note": "new"})
+        save_checkpoint(path, model, replace(old, created="later"))
     monkeypatch.undo()
     assert path.read_bytes() == before
-    assert read_checkpoint(path)["meta"]["note"] == "old"
+    assert read_checkpoint(path).meta == old
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"], "no temporary file is left behind"
 
 
@@ -140,8 +144,8 @@ def test_sigterm_saves_state_and_resume_finishes(tmp_path):
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     _, meta = load_checkpoint(out)
-    assert meta["training"]["resumed_from"] == str(resume_path(out))
-    assert len(json.loads(out.with_suffix(".log.json").read_text())["history"]) == 3
+    assert meta.training.resumed_from == str(resume_path(out))
+    assert len(json.loads(log_path(out).read_text())["history"]) == 3
     assert not resume_path(out).exists()
 
 

@@ -32,11 +32,11 @@ def test_slice_dataset_is_normalised_with_the_given_statistics():
 def test_shipped_checkpoint_reproduces_its_evaluation_file(path):
     torch.set_num_threads(1)
     model, meta = load_checkpoint(path)
-    assert meta["dataset"]["name"] == "fashion-mnist"
+    assert meta.dataset.name == "fashion-mnist"
     rec = load_evaluation(evaluation_path(path, "test"))
     assert rec.num_samples == 10000 and rec.num_exits == model.num_exits
     shipped_slice = load_slice()
-    dataset = slice_dataset(meta["dataset"]["mean"], meta["dataset"]["std"])  # normalised as the model was trained
+    dataset = slice_dataset(meta.dataset.mean, meta.dataset.std)  # normalised as the model was trained
     again = collect_outputs(model, dataset, list(rec.cum_macs), rec.full_macs)
     rows = shipped_slice["indices"]
     np.testing.assert_array_equal(rec.labels[rows], shipped_slice["labels"])
@@ -44,5 +44,5 @@ def test_shipped_checkpoint_reproduces_its_evaluation_file(path):
     if rec.confidences is not None:
         np.testing.assert_allclose(again.confidences, rec.confidences[:, rows], atol=1e-5)
     # The headline figures stored in the metadata are those of the evaluation file.
-    stored = meta["metrics"]["test"]["exit_acc"]
+    stored = meta.metrics["test"].exit_acc
     np.testing.assert_allclose(stored, rec.exit_accuracy(), atol=1e-6)

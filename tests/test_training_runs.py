@@ -1,12 +1,13 @@
 """One-epoch training run of every method on the shipped slice, through the same job the CLI runs."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from aep_core.checkpoint import load_checkpoint
-from aep_core.checkpoint.sidecars import evaluation_path
+from aep_core.checkpoint.sidecars import evaluation_path, log_path
 from aep_core.evaluation import load_evaluation
 from aep_core.training import METHODS, MethodSettings, TrainConfig, get_method
 from aep_core.training.job import TrainJob, run_train_job
@@ -35,15 +36,15 @@ def test_each_method_trains_and_saves(tmp_path, method):
     assert len(stats) == epochs and np.isfinite(stats[-1].loss)
     n_exits = 5 if cls.uses_early_exits else 1
     assert model.num_exits == n_exits and model.head_kind == cls.head
-    assert meta["training"] == {**meta["training"], **MethodSettings(**method).relevant()}
-    assert len(meta["metrics"]["val"]["exit_acc"]) == n_exits
-    w = meta["training"]["ensemble_weights"]
+    assert {"method": meta.training.method, **meta.training.settings} == MethodSettings(**method).relevant()
+    assert len(meta.metrics["val"].exit_acc) == n_exits
+    w = meta.training.ensemble_weights
     assert len(w) == n_exits and abs(sum(w) - 1) < 1e-5
     for split in ("val", "test"):
         rec = load_evaluation(evaluation_path(path, split))
         assert rec.num_exits == n_exits
-        assert np.allclose(rec.exit_accuracy(), meta["metrics"][split]["exit_acc"])
-    log = json.loads(path.with_suffix(".log.json").read_text())
+        assert np.allclose(rec.exit_accuracy(), meta.metrics[split].exit_acc)
+    log = json.loads(log_path(path).read_text())
     assert len(log["history"]) == epochs
 
 
@@ -63,7 +64,7 @@ def test_classifier_wise_freezes_the_backbone(tmp_path):
 def test_learned_weights_move_during_training(tmp_path):
     path = run_train_job(_job(tmp_path, "learned", method="aep", weighting="learned"), log=lambda s: None)
     _, meta = load_checkpoint(path)
-    assert not np.allclose(meta["training"]["ensemble_weights"], 0.2)
+    assert not np.allclose(meta.training.ensemble_weights, 0.2)
 
 
 def test_training_is_repeatable(tmp_path):
@@ -117,3 +118,25 @@ def test_learning_rate_schedule_restarts_for_each_layer_wise_stage():
     lw = build_method(MethodSettings("layer-wise"), model, [0.2, 0.4, 0.6, 0.8, 1.0], 10)  # 2 epochs per exit
     assert [lw.stage(e) for e in range(10)] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert [lw.schedule_fraction(s, 10) for s in (0, 10, 19, 20, 30, 99)] == [0.0, 0.5, 0.95, 0.0, 0.5, 0.95]
+
+
+def test_training_writes_its_checkpoint_once_with_the_temperatures_in_it(tmp_path, monkeypatch):
+    from aep_core.analysis.calibration import fit_temperatures
+    from aep_core.checkpoint import format as checkpoint_format
+    from aep_core.checkpoint import read_checkpoint
+
+    written: list[tuple[Path, bytes]] = []
+    write = checkpoint_format.atomic_write_bytes
+
+    def recording(path, data):
+        written.append((Path(path), data))
+        write(path, data)
+
+    monkeypatch.setattr(checkpoint_format, "atomic_write_bytes", recording)
+    path = run_train_job(_job(tmp_path, "once", method="aep"), log=lambda s: None)
+    finals = [data for p, data in written if p == path]
+    assert len(finals) == 1, "the checkpoint is written once"
+    stored = read_checkpoint(finals[0]).meta.calibration
+    val = load_evaluation(evaluation_path(path, "val"))
+    assert stored is not None and stored.samples == val.num_samples
+    assert stored.temperatures == pytest.approx(fit_temperatures(val).tolist())

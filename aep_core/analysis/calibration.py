@@ -9,24 +9,22 @@ Temperature scaling divides exit k's logits by T_k (T > 1 softens, T < 1 sharpen
 of every exit is unchanged, only its probabilities move. `scale_record` applies the temperatures to a
 whole evaluation record, so every exit policy (the AEP ensemble averages the scaled softmaxes)
 replays on calibrated outputs without knowing about calibration. Fitted temperatures are stored in
-the checkpoint's metadata under "calibration".
+the checkpoint's metadata (`CheckpointMeta.calibration`).
 """
 from __future__ import annotations
 
-import datetime as dt
-import io
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from aep_core.checkpoint import atomic_write_bytes, read_checkpoint
+from aep_core.checkpoint import CalibrationMeta, CheckpointMeta, read_checkpoint, rewrite_meta
+from aep_core.checkpoint.meta import now
+from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.evaluation import ExitRecord, load_evaluation
-from aep_core.checkpoint.sidecars import evaluation_path
 
 DEFAULT_BINS = 15
 T_MIN, T_MAX = 0.01, 100.0  # temperatures are searched in this range
@@ -115,7 +113,8 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int = DE
     onehot[np.arange(n), labels] = 1.0
     return CalibrationMetrics(ece=float((bins.count[filled] / n * gap[filled]).sum()), mce=float(gap[filled].max()),
                               nll=float(-logp[np.arange(n), labels].mean()),
-                              brier=float(((p - onehot) ** 2).sum(-1).mean()), accuracy=float(correct.mean()), bins=bins)
+                              brier=float(((p - onehot) ** 2).sum(-1).mean()), accuracy=float(correct.mean()),
+                              bins=bins)
 
 
 def exit_calibration(rec: ExitRecord, n_bins: int = DEFAULT_BINS) -> list[CalibrationMetrics]:
@@ -189,51 +188,39 @@ def scale_record(rec: ExitRecord, temperatures: Any) -> ExitRecord:
 
 # ---- temperatures in a checkpoint ---------------------------------------------------------------
 
-def stored_temperatures(meta: dict[str, Any]) -> list[float] | None:
+def stored_temperatures(meta: CheckpointMeta) -> list[float] | None:
     """The per-exit temperatures stored in a checkpoint's metadata, or None if it has none.
     Raises CheckpointError if they are there but malformed."""
-    cal = meta.get("calibration")
-    if not cal:
+    if meta.calibration is None:
         return None
-    t = cal.get("temperatures") if isinstance(cal, dict) else None
-    exits = len(meta.get("cost", {}).get("exits", [])) or None
-    if meta.get("pruning") and isinstance(t, list) and exits is not None and len(t) > exits:
-        t = t[:exits]  # a pruned model keeps exits 0..cut unchanged, and their temperatures with them
     try:
-        return check_temperatures(t, exits if exits is not None else len(t)).tolist()
+        return check_temperatures(meta.calibration.temperatures, len(meta.cost.exits)).tolist()
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"The checkpoint's stored calibration is malformed ({e}); run "
                               "`python -m aep_core calibrate CHECKPOINT` again.") from None
 
 
-def calibration_meta(temperatures: Any, val: ExitRecord) -> dict[str, Any]:
+def calibration_meta(temperatures: Any, val: ExitRecord) -> CalibrationMeta:
     """The metadata entry describing temperatures fitted on a validation record."""
-    return {"method": "temperature scaling (per exit, minimum validation NLL)",
-            "temperatures": [float(t) for t in temperatures], "fitted_on": val.info.get("split", "val"),
-            "samples": val.num_samples, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return CalibrationMeta([float(t) for t in temperatures], fitted_on=val.info.get("split", "val"),
+                           samples=val.num_samples, created=now())
 
 
 def calibrate_checkpoint(path: str | Path, val: ExitRecord | None = None) -> list[float]:
     """Fit one temperature per exit on the checkpoint's validation evaluation file (or `val`) and store
     them in its metadata; weights and all other metadata are kept. Returns the temperatures."""
-    payload = read_checkpoint(path)
-    meta = payload["meta"]
-    exits = len(meta.get("cost", {}).get("exits", []))
-    if exits == 0:
-        raise CheckpointError(f"{path} describes no exits, so there is nothing to calibrate.")
+    meta = read_checkpoint(path).meta
     if val is None:
         vpath = evaluation_path(path, "val")
         if not vpath.is_file():
             raise ConfigError(f"{path} has no validation evaluation file ({vpath.name}); temperatures are fitted on "
                               f"the validation split. Create it with `python -m aep_core evaluate {path} --split val`.")
         val = load_evaluation(vpath)
+    exits = len(meta.cost.exits)
     if val.num_exits != exits:
         raise ConfigError(f"The validation outputs have {val.num_exits} exits; the checkpoint has {exits}.")
     temps = fit_temperatures(val)
-    payload["meta"] = {**meta, "calibration": calibration_meta(temps, val)}
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    rewrite_meta(path, replace(meta, calibration=calibration_meta(temps, val)))
     return temps.tolist()
 
 
@@ -245,7 +232,7 @@ class TemperatureSource:
     description: str
 
 
-def resolve_temperatures(meta: dict[str, Any], val: ExitRecord | None,
+def resolve_temperatures(meta: CheckpointMeta, val: ExitRecord | None,
                          checkpoint: str | Path | None = None) -> TemperatureSource:
     """The temperatures a model's outputs are scaled with: the ones stored in its checkpoint, else fitted now
     on its validation record, else none; with a sentence saying which (naming `checkpoint` in the command

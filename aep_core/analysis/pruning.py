@@ -2,28 +2,27 @@
 blocks and heads after it, and report what that saves.
 
 The pruned model is a real, smaller EarlyExitNet: its checkpoint records the kept exits
-(meta['model']['exit_blocks']) and block count (meta['model']['num_blocks']), so `build_model`
-rebuilds it truncated. Its final exit is the cut exit and it predicts with the ensemble of the kept
+(`meta.model.exit_blocks`) and block count (`meta.model.num_blocks`), so `build_model` rebuilds it
+truncated. Its final exit is the cut exit and it predicts with the ensemble of the kept
 exits under their training weights.
 """
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from aep_core.checkpoint import load_checkpoint, save_checkpoint
+from aep_core.checkpoint import CheckpointMeta, PruningMeta, load_checkpoint, save_checkpoint
 from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cost import exit_costs
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord, load_evaluation, save_evaluation
 from aep_core.exits.rules import ModelExits, resolve_ensemble_weights
-from aep_core.models import EarlyExitNet, ModelSpec, build_model
+from aep_core.models import EarlyExitNet, build_model
 from aep_core.models.inference import as_model_input, prepare_for_inference
 
 
@@ -42,28 +41,28 @@ def choose_cut(val: ExitRecord, weights: list[float] | np.ndarray | None = None,
     return int(np.flatnonzero(acc >= acc.max() - tolerance)[0])
 
 
-def prune_model(model: EarlyExitNet, meta: dict[str, Any], cut: int) -> tuple[EarlyExitNet, dict[str, Any]]:
-    """The model without the blocks and heads after exit `cut`, and its checkpoint metadata."""
+def prune_model(model: EarlyExitNet, meta: CheckpointMeta, cut: int, source: str | None = None,
+                tolerance: float | None = None) -> tuple[EarlyExitNet, CheckpointMeta]:
+    """The model without the blocks and heads after exit `cut`, and its checkpoint metadata (naming the
+    `source` checkpoint and the `tolerance` the cut was chosen with, when given)."""
     if not 0 <= cut < model.num_exits:
         raise ConfigError(f"Cut exit {cut} does not exist: this model has exits 0..{model.num_exits - 1}.")
-    spec = ModelSpec.from_dict(dict(meta["model"]))
-    spec.exit_blocks = list(model.exit_blocks[: cut + 1])
-    spec.num_blocks = model.exit_blocks[cut] + 1
+    kept = cut + 1
+    spec = replace(meta.model, exit_blocks=list(model.exit_blocks[:kept]), num_blocks=model.exit_blocks[cut] + 1)
     pruned = build_model(spec)
     own = pruned.state_dict()
     pruned.load_state_dict({k: v for k, v in model.state_dict().items() if k in own}, strict=True)
     pruned.eval()
-    ds = meta["dataset"]
-    cost = exit_costs(pruned, (ds["in_channels"], ds["image_size"], ds["image_size"]))
-    new = copy.deepcopy(meta)
-    new["model"] = spec.to_dict()
-    new["cost"] = cost.to_dict()
-    new["training"]["ensemble_weights"] = list(meta["training"]["ensemble_weights"][: cut + 1])
-    new["metrics"] = {split: {k: (v[: cut + 1] if isinstance(v, list) else v) for k, v in m.items()}
-                      for split, m in meta.get("metrics", {}).items()}
-    new["pruning"] = {"cut": cut, "original_exit_blocks": list(model.exit_blocks),
-                      "original_num_blocks": len(model.backbone.blocks)}
-    return pruned, new
+    calibration = meta.calibration
+    if calibration is not None:  # the kept exits compute what they did, so their temperatures stay
+        calibration = replace(calibration, temperatures=list(calibration.temperatures[:kept]))
+    return pruned, replace(
+        meta, model=spec, cost=exit_costs(pruned, meta.dataset.input_shape),
+        training=replace(meta.training, ensemble_weights=list(meta.training.ensemble_weights[:kept])),
+        metrics={split: replace(m, exit_acc=m.exit_acc[:kept], ensemble_acc=m.ensemble_acc[:kept])
+                 for split, m in meta.metrics.items()},
+        calibration=calibration,
+        pruning=PruningMeta(cut, list(model.exit_blocks), len(model.backbone.blocks), source, tolerance))
 
 
 def prune_record(rec: ExitRecord, cut: int, full_macs: int) -> ExitRecord:
@@ -145,23 +144,23 @@ def measure_prune_latency(model: EarlyExitNet, pruned: EarlyExitNet, input_shape
     return out
 
 
-def prune_report(model: EarlyExitNet, meta: dict[str, Any], pruned: EarlyExitNet, pruned_meta: dict[str, Any],
+def prune_report(model: EarlyExitNet, meta: CheckpointMeta, pruned: EarlyExitNet, pruned_meta: CheckpointMeta,
                  val: ExitRecord, test: ExitRecord | None, latency_repeats: int = 0) -> PruneReport:
     """Savings of a pruned model against its source (latency measured only if `latency_repeats` > 0)."""
-    cut = pruned_meta["pruning"]["cut"]
-    w = meta["training"]["ensemble_weights"]
-    c, pc = meta["cost"], pruned_meta["cost"]
-    ds = meta["dataset"]
-    rep = PruneReport(cut, list(pruned.exit_blocks), val.ensemble_accuracy(w).tolist(), c["full_params"],
-                      c["with_exits_params"], pc["with_exits_params"], c["full_macs"], c["exits"][-1]["cum_macs"],
-                      pc["exits"][-1]["cum_macs"])
+    if pruned_meta.pruning is None:
+        raise ConfigError("The pruned model's metadata does not say where it was cut.")
+    cut = pruned_meta.pruning.cut
+    w = resolve_ensemble_weights(None, ModelExits.of_model(model, meta.ensemble_weights))  # trained, else uniform
+    c, pc = meta.cost, pruned_meta.cost
+    rep = PruneReport(cut, list(pruned.exit_blocks), val.ensemble_accuracy(w).tolist(), c.full_params,
+                      c.with_exits_params, pc.with_exits_params, c.full_macs, c.exits[-1].cum_macs,
+                      pc.exits[-1].cum_macs)
     if test is not None:
         ens = test.ensemble_accuracy(w)
         rep.test_acc_final_exit = float(test.exit_accuracy()[-1])
         rep.test_acc_full_ensemble, rep.test_acc_pruned = float(ens[-1]), float(ens[cut])
     if latency_repeats > 0:
-        rep.latency_ms = measure_prune_latency(model, pruned, (ds["in_channels"], ds["image_size"], ds["image_size"]),
-                                               repeats=latency_repeats)
+        rep.latency_ms = measure_prune_latency(model, pruned, meta.dataset.input_shape, repeats=latency_repeats)
     return rep
 
 
@@ -184,12 +183,10 @@ def prune_checkpoint(path: str | Path, out: str | Path, tolerance: float = 0.0, 
         if records[split].num_exits != model.num_exits:
             raise ConfigError(f"{p} has {records[split].num_exits} exits; the checkpoint has {model.num_exits}. "
                               f"Re-create it with `python -m aep_core evaluate {path}`.")
-    w = meta["training"]["ensemble_weights"]
-    k = choose_cut(records["val"], w, tolerance) if cut is None else cut
-    pruned, pmeta = prune_model(model, meta, k)
-    pmeta["pruning"].update({"source": Path(path).name, "tolerance": tolerance})
+    k = choose_cut(records["val"], meta.ensemble_weights, tolerance) if cut is None else cut
+    pruned, pmeta = prune_model(model, meta, k, Path(path).name, tolerance)
     out = Path(out)
     save_checkpoint(out, pruned, pmeta)
     for split, rec in records.items():
-        save_evaluation(evaluation_path(out, split), prune_record(rec, k, pmeta["cost"]["full_macs"]))
+        save_evaluation(evaluation_path(out, split), prune_record(rec, k, pmeta.cost.full_macs))
     return out, prune_report(model, meta, pruned, pmeta, records["val"], records["test"], latency_repeats)

@@ -1,23 +1,37 @@
-"""Checkpoints: weights plus metadata in one file, loaded with weights_only=True, written atomically.
+"""Checkpoints: weights plus typed metadata in one file, read with weights_only=True, written atomically.
+This module is the one reader and the one writer of checkpoint files.
 
-File layout (a plain dict): {"format": FORMAT, "version": VERSION, "meta": {...}, "state_dict": {...}}.
-meta["model"] is a ModelSpec dict, enough to rebuild the network before loading its weights.
+File layout (a plain dict): {"format": FORMAT, "version": VERSION, "meta": CheckpointMeta.to_dict(),
+"state_dict": {...}, ["extra": {...}]}. The metadata's model spec is enough to rebuild the network before
+loading its weights; metadata that disagrees with the weights (classes, exits, input channels) is refused.
 """
 from __future__ import annotations
 
 import io
 import os
 import tempfile
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from aep_core.checkpoint.meta import META_VERSION, CheckpointMeta
 from aep_core.errors import CheckpointError, ConfigError
-from aep_core.models import EarlyExitNet, ModelSpec, build_model
+from aep_core.models import EarlyExitNet, build_model
 
 FORMAT = "aep-core-checkpoint"
-VERSION = 1
+VERSION = META_VERSION  # the version written; older ones are migrated on read
+
+
+@dataclass
+class StoredCheckpoint:
+    """What a checkpoint file holds: typed metadata, the weights, and further state (e.g. for resuming)."""
+
+    meta: CheckpointMeta
+    state_dict: dict[str, torch.Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -37,57 +51,115 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
-def save_checkpoint(path: str | Path, model: EarlyExitNet, meta: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Save weights and metadata atomically. `extra` holds further state (e.g. optimiser, for resuming)."""
-    payload = {"format": FORMAT, "version": VERSION, "meta": meta,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+def _serialise(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor], extra: dict[str, Any] | None) -> bytes:
+    payload: dict[str, Any] = {"format": FORMAT, "version": VERSION, "meta": meta.to_dict(), "state_dict": state_dict}
     if extra:
         payload["extra"] = extra
     buf = io.BytesIO()
     torch.save(payload, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
-def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
-    """The raw checkpoint dict, validated; raises CheckpointError with a clear message otherwise."""
-    name = "uploaded file" if isinstance(source, (bytes, bytearray)) else str(source)
+def checkpoint_bytes(model: EarlyExitNet, meta: CheckpointMeta, extra: dict[str, Any] | None = None,
+                     name: str = "checkpoint") -> bytes:
+    """The checkpoint file of a model and its metadata, as bytes (CheckpointError if they disagree)."""
+    check_model_agreement(meta, model, name)
+    return _serialise(meta, {k: v.detach().cpu() for k, v in model.state_dict().items()}, extra)
+
+
+def save_checkpoint(path: str | Path, model: EarlyExitNet, meta: CheckpointMeta,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Save weights and metadata atomically. `extra` holds further state (e.g. optimiser, for resuming)."""
+    atomic_write_bytes(path, checkpoint_bytes(model, meta, extra, str(path)))
+
+
+def rewrite_meta(path: str | Path, meta: CheckpointMeta) -> None:
+    """Replace the metadata of the checkpoint at `path`, keeping its weights and further state (atomically;
+    CheckpointError if the new metadata disagrees with the weights)."""
+    stored = read_checkpoint(path)
+    model_from_checkpoint(replace(stored, meta=meta), str(path))
+    atomic_write_bytes(path, _serialise(meta, stored.state_dict, stored.extra))
+
+
+def _source_name(source: str | Path | bytes) -> str:
+    return "uploaded file" if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+def read_checkpoint(source: str | Path | bytes) -> StoredCheckpoint:
+    """The metadata, weights and further state of a checkpoint file (path or raw bytes; untrusted input,
+    loaded with weights_only); version-1 metadata is migrated. CheckpointError with a clear message otherwise."""
+    name = _source_name(source)
     if not isinstance(source, (bytes, bytearray)) and not Path(source).is_file():
         raise CheckpointError(f"Checkpoint {name} does not exist.")
     try:
         stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
         payload = torch.load(stream, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for bad files
+    except Exception as e:  # torch raises many kinds for bad files
         text = str(e)
         if "Unsupported global" in text or "GLOBAL" in text:
-            raise CheckpointError(f"{name} was refused: it contains pickled code or objects, not only weights and plain metadata.") from None
-        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint: the file is corrupt, truncated or of another kind.") from None
+            raise CheckpointError(f"{name} was refused: it contains pickled code or objects, not only weights and "
+                                  "plain metadata.") from None
+        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint: the file is corrupt, truncated or of "
+                              "another kind.") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{name} is a PyTorch file but not an aep_core checkpoint (no '{FORMAT}' header).")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{name} has checkpoint version {payload.get('version')}; this aep_core reads version {VERSION}.")
-    if not isinstance(payload.get("meta"), dict) or not isinstance(payload.get("state_dict"), dict):
-        raise CheckpointError(f"{name} lacks its metadata or weights.")
-    return payload
+    meta = CheckpointMeta.from_dict(payload.get("meta"), payload.get("version"), name)
+    state_dict, extra = payload.get("state_dict"), payload.get("extra", {})
+    if not isinstance(state_dict, dict) or not isinstance(extra, dict):
+        raise CheckpointError(f"{name} lacks its weights.")
+    spec = meta.model
+    check_agreement(meta, spec.num_classes, spec.exit_blocks, spec.in_channels, name)
+    return StoredCheckpoint(meta, state_dict, extra)
 
 
-def model_from_payload(payload: dict[str, Any], name: str = "checkpoint") -> EarlyExitNet:
-    """Rebuild the model described in a checkpoint's metadata and load its weights."""
+def model_from_checkpoint(stored: StoredCheckpoint, name: str = "checkpoint") -> EarlyExitNet:
+    """Rebuild the model a checkpoint's metadata describes and load its weights (in eval mode)."""
     try:
-        spec = ModelSpec.from_dict(dict(payload["meta"]["model"]))
-        model = build_model(spec)
+        model = build_model(replace(stored.meta.model))
     except (ConfigError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{name}: its model description is invalid: {e}") from None
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(stored.state_dict, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else ""
         raise CheckpointError(f"{name}: the weights do not match the model it describes ({first}).") from None
+    check_model_agreement(stored.meta, model, name)
     model.eval()
     return model
 
 
-def load_checkpoint(source: str | Path | bytes) -> tuple[EarlyExitNet, dict[str, Any]]:
-    """Load a model and its metadata from a path or raw bytes (untrusted input: weights_only loading)."""
-    payload = read_checkpoint(source)
-    name = "uploaded file" if isinstance(source, (bytes, bytearray)) else str(source)
-    return model_from_payload(payload, name), payload["meta"]
+def load_checkpoint(source: str | Path | bytes) -> tuple[EarlyExitNet, CheckpointMeta]:
+    """A model and its metadata from a path or raw bytes (untrusted input: weights_only loading)."""
+    stored = read_checkpoint(source)
+    return model_from_checkpoint(stored, _source_name(source)), stored.meta
+
+
+def first_layer_channels(model: nn.Module) -> int | None:
+    """Input channels of the model's first convolution (None if it has none)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if first is None else first.in_channels
+
+
+def check_agreement(meta: CheckpointMeta, num_classes: int | None, exit_blocks: list[int] | None,
+                    in_channels: int | None, name: str = "checkpoint") -> None:
+    """CheckpointError unless the metadata's class names, per-exit costs and input channels agree with a model
+    of `num_classes` outputs, exits after `exit_blocks` and `in_channels` input channels (None: not known)."""
+    names = meta.dataset.class_names
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{name}: its class names are not a list of names.")
+    if num_classes is not None and len(names) != num_classes:
+        raise CheckpointError(f"{name}: its metadata names {len(names)} classes but the model predicts "
+                              f"{num_classes}.")
+    cost_blocks = [e.block for e in meta.cost.exits]
+    if exit_blocks is not None and cost_blocks != list(exit_blocks):
+        raise CheckpointError(f"{name}: its metadata gives the cost of {len(cost_blocks)} exits (after blocks "
+                              f"{cost_blocks}) but the model has {len(exit_blocks)} (after blocks "
+                              f"{list(exit_blocks)}).")
+    if in_channels is not None and meta.dataset.in_channels != in_channels:
+        raise CheckpointError(f"{name}: its dataset has {meta.dataset.in_channels} channels but the model's first "
+                              f"layer reads {in_channels}.")
+
+
+def check_model_agreement(meta: CheckpointMeta, model: EarlyExitNet, name: str = "checkpoint") -> None:
+    """CheckpointError unless the metadata agrees with the model's outputs, exits and first layer."""
+    check_agreement(meta, model.num_classes, model.exit_blocks, first_layer_channels(model), name)

@@ -4,24 +4,22 @@ settings, ensemble weights), its accuracy per exit, and, when present, its calib
 
 `CheckpointMeta.to_dict()` is what the file stores (plain types only, so `weights_only` loading reads it);
 `CheckpointMeta.from_dict(d, version)` reads it back, migrating older layouts, and refuses a malformed one
-with one clear message.
+with one clear message. `model_meta` describes a model built in this process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
-from aep_core.cost import CostReport, ExitCost
-from aep_core.errors import CheckpointError
-from aep_core.models import ModelSpec
+from aep_core import __version__
+from aep_core.cost import CostReport, ExitCost, exit_costs
+from aep_core.errors import AepError, CheckpointError
+from aep_core.models import EarlyExitNet, ModelSpec
 
 META_VERSION = 2
-
-# Keys of the version-1 "training" entry that are not method settings.
-_TRAINING_COMMON = ("method", "config", "ensemble_weights", "init", "limit", "seconds", "resumed_from", "processes",
-                    "device")
+READABLE_VERSIONS = (1, META_VERSION)
 
 
 @dataclass
@@ -35,13 +33,19 @@ class DatasetMeta:
     mean: list[float]
     std: list[float]
     sizes: dict[str, int] = field(default_factory=dict)  # images per split
-    val_seed: int | None = None  # seed of the validation split carved from the training data
+    val_seed: int = 0  # seed of the validation split carved from the training data
     val_size: int | None = None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(channels, height, width) of one input."""
         return self.in_channels, self.image_size, self.image_size
+
+    @classmethod
+    def unnamed(cls, spec: ModelSpec) -> DatasetMeta:
+        """The data a model reads when nothing more is known than its spec: numbered classes, no normalisation."""
+        return cls("unnamed", [str(k) for k in range(spec.num_classes)], spec.in_channels, spec.image_size,
+                   [0.0] * spec.in_channels, [1.0] * spec.in_channels)
 
 
 @dataclass
@@ -64,9 +68,13 @@ class TrainingMeta:
     init: str | None = None
     limit: int | None = None
     seconds: float | None = None
-    resumed_from: str | None = None
+    resumed_from: str | None = None  # the resumable state this run continued
+    resume_of: str | None = None  # in a resumable state: the checkpoint file the run will write
     processes: int = 1
     device: str = "cpu"
+
+
+UNKNOWN_TRAINING = "unknown"  # TrainingMeta.method of a model whose training is not recorded
 
 
 @dataclass
@@ -116,9 +124,9 @@ class CheckpointMeta:
         return list(self.dataset.class_names)
 
     @property
-    def ensemble_weights(self) -> list[float]:
-        """The trained AEP ensemble weights, one per exit."""
-        return list(self.training.ensemble_weights)
+    def ensemble_weights(self) -> list[float] | None:
+        """The trained AEP ensemble weights, one per exit (None: none stored)."""
+        return [float(w) for w in self.training.ensemble_weights] or None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type view stored in the checkpoint file."""
@@ -138,51 +146,103 @@ class CheckpointMeta:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any, version: int = META_VERSION, name: str = "checkpoint") -> CheckpointMeta:
+    def from_dict(cls, d: Any, version: Any = META_VERSION, name: str = "checkpoint") -> CheckpointMeta:
         """Read stored metadata (migrating a version-1 layout); CheckpointError naming what is wrong otherwise."""
+        if version not in READABLE_VERSIONS:
+            raise CheckpointError(f"{name} has checkpoint version {version}; this aep_core reads versions "
+                                  f"{', '.join(map(str, READABLE_VERSIONS))}.")
         if not isinstance(d, dict):
-            raise CheckpointError(f"{name}: its metadata is not a mapping.")
-        if version == 1:
-            d = migrate_v1(d)
-        elif version != META_VERSION:
-            raise CheckpointError(f"{name} has checkpoint version {version}; this aep_core reads versions 1 and "
-                                  f"{META_VERSION}.")
+            raise CheckpointError(f"{name} lacks its metadata.")
         try:
+            if version == 1:
+                d = migrate_v1(d)
+            _check_keys("metadata", d, {f.name for f in fields(cls)}, required=("model", "dataset", "cost",
+                                                                                  "training"))
             return cls(
-                model=ModelSpec.from_dict(dict(d["model"])),
-                dataset=_build(DatasetMeta, d["dataset"]),
-                cost=CostReport([_build(ExitCost, e) for e in d["cost"]["exits"]], int(d["cost"]["full_macs"]),
-                                int(d["cost"]["full_params"]), int(d["cost"]["with_exits_params"])),
-                training=_build(TrainingMeta, d["training"]),
-                metrics={str(k): _build(SplitMetrics, v) for k, v in (d.get("metrics") or {}).items()},
-                aep_core_version=str(d.get("aep_core_version", "")),
-                created=str(d.get("created", "")),
-                calibration=_build(CalibrationMeta, d["calibration"]) if d.get("calibration") else None,
-                pruning=_build(PruningMeta, d["pruning"]) if d.get("pruning") else None,
+                model=_model_spec(d["model"]),
+                dataset=_build(DatasetMeta, d["dataset"], "dataset"),
+                cost=_cost(d["cost"]),
+                training=_build(TrainingMeta, d["training"], "training"),
+                metrics={str(k): _build(SplitMetrics, v, f"'{k}' metrics")
+                         for k, v in _mapping(d.get("metrics") or {}, "metrics").items()},
+                aep_core_version=str(d.get("aep_core_version") or ""),
+                created=str(d.get("created") or ""),
+                calibration=_build(CalibrationMeta, d["calibration"], "calibration") if d.get("calibration") else None,
+                pruning=_build(PruningMeta, d["pruning"], "pruning") if d.get("pruning") else None,
             )
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError) as e:
-            what = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
-            raise CheckpointError(f"{name}: its metadata is malformed ({what}).") from None
+        except _Malformed as e:
+            raise CheckpointError(f"{name}: its metadata is malformed ({e}).") from None
 
 
-def _build(kind: type, d: Any) -> Any:
-    """A metadata dataclass from a plain dict; unknown or missing keys are a CheckpointError."""
+def model_meta(spec: ModelSpec, model: EarlyExitNet, dataset: DatasetMeta | None = None,
+               training: TrainingMeta | None = None, cost: CostReport | None = None,
+               metrics: dict[str, SplitMetrics] | None = None) -> CheckpointMeta:
+    """The metadata of `model`, built from `spec`: the data it reads (default: `DatasetMeta.unnamed`), its cost
+    per exit (counted now unless given), how it was trained (default: not recorded) and its accuracy per split,
+    stamped with this aep_core's version and the current time."""
+    dataset = dataset if dataset is not None else DatasetMeta.unnamed(spec)
+    return CheckpointMeta(spec, dataset, cost if cost is not None else exit_costs(model, dataset.input_shape),
+                          training if training is not None else TrainingMeta(UNKNOWN_TRAINING), dict(metrics or {}),
+                          __version__, now())
+
+
+class _Malformed(ValueError):
+    """What is wrong with one entry of stored metadata, as a phrase."""
+
+
+def _mapping(d: Any, entry: str) -> dict[str, Any]:
     if not isinstance(d, dict):
-        raise CheckpointError(f"its {kind.__name__} entry is not a mapping")
-    names = {f.name for f in fields(kind)}
-    unknown = set(d) - names
+        raise _Malformed(f"the {entry} entry is not a mapping")
+    return d
+
+
+def _check_keys(entry: str, d: Any, known: set[str], required: tuple[str, ...] | list[str]) -> None:
+    d = _mapping(d, entry)
+    unknown = sorted(set(d) - known)
     if unknown:
-        raise CheckpointError(f"its {kind.__name__} entry has unknown keys {sorted(unknown)}")
+        raise _Malformed(f"the {entry} entry has unknown keys {unknown}")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise _Malformed(f"the {entry} entry lacks {', '.join(repr(k) for k in missing)}")
+
+
+def _build(kind: type, d: Any, entry: str) -> Any:
+    """A metadata dataclass from a plain dict; unknown or missing keys are malformed metadata."""
+    required = [f.name for f in fields(kind) if f.default is MISSING and f.default_factory is MISSING]
+    _check_keys(entry, d, {f.name for f in fields(kind)}, required)
     return kind(**d)
+
+
+def _model_spec(d: Any) -> ModelSpec:
+    try:
+        return ModelSpec.from_dict(dict(_mapping(d, "model")))
+    except AepError as e:
+        raise _Malformed(f"the model entry: {str(e).rstrip('.')}") from None
+
+
+def _cost(d: Any) -> CostReport:
+    _check_keys("cost", d, {"exits", "full_macs", "full_params", "with_exits_params"},
+                ("exits", "full_macs", "full_params", "with_exits_params"))
+    if not isinstance(d["exits"], list):
+        raise _Malformed("the cost entry's exits are not a list")
+    try:
+        totals = int(d["full_macs"]), int(d["full_params"]), int(d["with_exits_params"])
+    except (TypeError, ValueError):
+        raise _Malformed("the cost entry's totals are not numbers") from None
+    return CostReport([_build(ExitCost, e, f"cost of exit {k}") for k, e in enumerate(d["exits"])], *totals)
 
 
 def migrate_v1(d: dict[str, Any]) -> dict[str, Any]:
     """The version-2 layout of version-1 metadata: the method's settings, stored flat in the training entry,
-    move under `training.settings`."""
+    move under `training.settings`; a pruned model keeps the temperatures of its kept exits only."""
     out = dict(d)
-    training = dict(d.get("training") or {})
-    settings = {k: training.pop(k) for k in list(training) if k not in _TRAINING_COMMON}
+    training = dict(_mapping(d.get("training") or {}, "training"))
+    common = {f.name for f in fields(TrainingMeta)} - {"settings"}
+    settings = {k: training.pop(k) for k in list(training) if k not in common}
     out["training"] = {**training, "settings": settings}
+    calibration, cost = d.get("calibration"), d.get("cost")
+    if d.get("pruning") and isinstance(calibration, dict) and isinstance(cost, dict):
+        temperatures, exits = calibration.get("temperatures"), cost.get("exits")
+        if isinstance(temperatures, list) and isinstance(exits, list) and len(temperatures) > len(exits):
+            out["calibration"] = {**calibration, "temperatures": temperatures[: len(exits)]}
     return out

@@ -4,17 +4,12 @@ ood (AUROC of the "I don't know" score against rotated, inverted and noise image
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from aep_core.errors import ConfigError, DataError
 
-
-def _exits_of(meta: dict, path: str) -> int:
-    from aep_core.errors import CheckpointError
-
-    exits = len(meta.get("cost", {}).get("exits", []))
-    if exits == 0:
-        raise CheckpointError(f"{path} describes no exits, so there is nothing to calibrate.")
-    return exits
+if TYPE_CHECKING:
+    from aep_core.checkpoint import CheckpointMeta
 
 
 def format_calibration_table(before: list, after: list, temperatures: list[float]) -> str:
@@ -36,8 +31,7 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
 
     if a.bins < 1:
         raise ConfigError(f"--bins must be at least 1, got {a.bins}.")
-    meta = read_checkpoint(a.checkpoint)["meta"]
-    _exits_of(meta, a.checkpoint)
+    read_checkpoint(a.checkpoint)  # a clear message for a bad checkpoint before anything else
     vpath, tpath = evaluation_path(a.checkpoint, "val"), evaluation_path(a.checkpoint, "test")
     if not vpath.is_file():
         raise ConfigError(f"{a.checkpoint} has no validation evaluation file ({vpath.name}); temperatures are fitted "
@@ -57,25 +51,24 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _in_distribution_images(meta: dict, images: str, data_dir: str | None):
+def _in_distribution_images(meta: CheckpointMeta, images: str, data_dir: str | None):
     """uint8 test images (n, c, h, w) of the checkpoint's dataset and a description of them."""
     import torch
 
-    from aep_core.data import load_dataset, load_slice
+    from aep_core.data import load_dataset, load_slice, reads_slice_images
 
-    ds = meta["dataset"]
+    ds = meta.dataset
     if images == "slice":
-        if ds.get("in_channels") != 1 or ds.get("image_size") != 28 or len(ds.get("class_names", [])) != 10:
+        if not reads_slice_images(ds.in_channels, ds.image_size, len(ds.class_names)):
             raise DataError("The shipped slice holds 28x28 grayscale Fashion-MNIST images; this model reads "
-                            f"{ds.get('in_channels')}x{ds.get('image_size')}x{ds.get('image_size')} images. "
-                            "Use --images test.")
+                            f"{ds.in_channels}x{ds.image_size}x{ds.image_size} images. Use --images test.")
         s = load_slice()
         return torch.from_numpy(s["images"])[:, None], f"{len(s['images'])} Fashion-MNIST test images (shipped slice)"
-    name = ds["name"]
+    name = ds.name
     if name.startswith("folder"):
         raise DataError("The ood command reads in-memory datasets (Fashion-MNIST, CIFAR-10); this model was trained "
                         "on an image folder.")
-    bundle = load_dataset(name, data_dir, ds.get("val_size"), ds.get("val_seed", 0))
+    bundle = load_dataset(name, data_dir, ds.val_size, ds.val_seed)
     return bundle.test.images, f"{len(bundle.test)} {name} test images"
 
 
@@ -103,9 +96,9 @@ def _cmd_ood(a: argparse.Namespace) -> int:
                               f"`python -m aep_core calibrate {a.checkpoint}` first, or leave out --calibrated.")
     scale = (lambda lg: scale_logits(lg, temps)) if temps else (lambda lg: lg)
     images, what = _in_distribution_images(meta, a.images, a.data_dir)
-    d = meta["dataset"]
-    in_logits = scale(ood.exit_logits(model, images, d["mean"], d["std"]))
-    shifted = {k: scale(ood.exit_logits(model, ood.shift_images(images, k, a.seed), d["mean"], d["std"]))
+    d = meta.dataset
+    in_logits = scale(ood.exit_logits(model, images, d.mean, d.std))
+    shifted = {k: scale(ood.exit_logits(model, ood.shift_images(images, k, a.seed), d.mean, d.std))
                for k in ood.SHIFTS}
     vpath = evaluation_path(a.checkpoint, "val")
     if vpath.is_file():

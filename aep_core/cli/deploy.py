@@ -48,8 +48,7 @@ def _load(a: argparse.Namespace):
     from aep_core.evaluation import load_evaluation
 
     model, meta = load_checkpoint(a.checkpoint)
-    ds = meta["dataset"]
-    shape = (int(ds["in_channels"]), int(ds["image_size"]), int(ds["image_size"]))
+    shape = meta.dataset.input_shape
     rec = load_evaluation(evaluation_path(a.checkpoint, a.split)) if hasattr(a, "split") else None
     if rec is not None and rec.num_exits != model.num_exits:
         raise ConfigError(f"The {a.split} evaluation file has {rec.num_exits} exits; the checkpoint has "
@@ -199,7 +198,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     print(f"wrote {len(paths)} ONNX segments for splits {splits} and {manifest.name} to {out}")
     print(check.format())
     if a.torchscript or a.prune:
-        ts_model, weights, what = model, meta["training"].get("ensemble_weights"), "model"
+        ts_model, weights, what = model, meta.ensemble_weights, "model"
         if a.prune:
             from aep_core.analysis.pruning import choose_cut, prune_model
             from aep_core.checkpoint.sidecars import evaluation_path
@@ -213,7 +212,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
             else:
                 cut = choose_cut(load_evaluation(evaluation_path(a.checkpoint, "val")), weights)
             ts_model, pmeta = prune_model(model, meta, cut)
-            weights, what = pmeta["training"]["ensemble_weights"], f"model pruned after exit {cut}"
+            weights, what = pmeta.ensemble_weights, f"model pruned after exit {cut}"
         if model.head_kind != "aep":
             weights = None
         path = out / f"{Path(a.checkpoint).stem}{'.pruned' if a.prune else ''}.torchscript.pt"

@@ -4,35 +4,39 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aep_core.checkpoint import CheckpointMeta, SplitMetrics
 
 
-def format_info(meta: dict) -> str:
+def format_info(meta: CheckpointMeta) -> str:
     """A checkpoint's metadata as text: model, data, method, and the per-exit accuracy and cost table."""
-    m, d, t, c = meta["model"], meta["dataset"], meta["training"], meta["cost"]
-    method_keys = ("method", "weighting", "eenet_loss", "lam", "two_stage", "temperature", "alpha", "freeze_epochs")
+    m, d, t, c = meta.model, meta.dataset, meta.training, meta.cost
+    config = t.config
     lines = [
-        f"model     {m['backbone']} {m['backbone_config'] or ''} head={m['head']} "
-        f"exits after blocks {m['exit_blocks']}",
-        f"data      {d['name']} ({d['in_channels']}x{d['image_size']}x{d['image_size']}, {len(d['class_names'])} "
-        f"classes, train/val/test {d['sizes']['train']}/{d['sizes']['val']}/{d['sizes']['test']})",
-        "method    " + ", ".join(f"{k}={v}" for k, v in t.items() if k in method_keys),
-        f"training  {t['config']['epochs']} epochs, {t['config']['optimizer']} lr {t['config']['lr']}, "
-        f"seed {t['config']['seed']}, {t['seconds']:.0f} s on {t['device']}",
-        f"network without exits: {c['full_macs'] / 1e6:.2f} M MACs, {c['full_params'] / 1e3:.1f} k params "
-        f"(with exits {c['with_exits_params'] / 1e3:.1f} k)",
+        f"model     {m.backbone} {m.backbone_config or ''} head={m.head} exits after blocks {m.exit_blocks}",
+        f"data      {d.name} ({d.in_channels}x{d.image_size}x{d.image_size}, {len(d.class_names)} classes, "
+        f"train/val/test {d.sizes.get('train')}/{d.sizes.get('val')}/{d.sizes.get('test')})",
+        "method    " + ", ".join(f"{k}={v}" for k, v in {"method": t.method, **t.settings}.items()),
+        f"training  {config.get('epochs')} epochs, {config.get('optimizer')} lr {config.get('lr')}, "
+        f"seed {config.get('seed')}, {t.seconds or 0:.0f} s on {t.device}",
+        f"network without exits: {c.full_macs / 1e6:.2f} M MACs, {c.full_params / 1e3:.1f} k params "
+        f"(with exits {c.with_exits_params / 1e3:.1f} k)",
         "",
         f"{'exit':>4} {'block':>5} {'MACs (M)':>9} {'MACs %':>7} {'params (k)':>10} {'ens. w':>6} "
         f"{'val acc':>8} {'val ens':>8} {'test acc':>8} {'test ens':>8}",
     ]
-    mv, mt = meta["metrics"].get("val", {}), meta["metrics"].get("test", {})
-    w = t.get("ensemble_weights", [])
+    mv, mt = meta.metrics.get("val"), meta.metrics.get("test")
+    w = t.ensemble_weights
 
-    def pct(metrics: dict, key: str, i: int) -> str:
-        return f"{100 * metrics[key][i]:7.2f}%" if key in metrics else "      -"
+    def pct(metrics: SplitMetrics | None, values: str, i: int) -> str:
+        got = getattr(metrics, values) if metrics is not None else []
+        return f"{100 * got[i]:7.2f}%" if i < len(got) else "      -"
 
-    for i, e in enumerate(c["exits"]):
-        lines.append(f"{i:>4} {e['block']:>5} {e['cum_macs'] / 1e6:>9.2f} {100 * e['macs_fraction']:>6.1f}% "
-                     f"{e['cum_params'] / 1e3:>10.1f} {w[i] if i < len(w) else 0:>6.3f} {pct(mv, 'exit_acc', i)} "
+    for i, e in enumerate(c.exits):
+        lines.append(f"{i:>4} {e.block:>5} {e.cum_macs / 1e6:>9.2f} {100 * e.macs_fraction:>6.1f}% "
+                     f"{e.cum_params / 1e3:>10.1f} {w[i] if i < len(w) else 0:>6.3f} {pct(mv, 'exit_acc', i)} "
                      f"{pct(mv, 'ensemble_acc', i)} {pct(mt, 'exit_acc', i)} {pct(mt, 'ensemble_acc', i)}")
     return "\n".join(lines)
 
@@ -40,8 +44,8 @@ def format_info(meta: dict) -> str:
 def _cmd_info(a: argparse.Namespace) -> int:
     from aep_core.checkpoint import read_checkpoint
 
-    meta = read_checkpoint(a.checkpoint)["meta"]
-    print(json.dumps(meta, indent=1) if a.json else format_info(meta))
+    meta = read_checkpoint(a.checkpoint).meta
+    print(json.dumps(meta.to_dict(), indent=1) if a.json else format_info(meta))
     return 0
 
 
@@ -57,6 +61,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `info` and `list-models` on `sub`."""
     i = sub.add_parser("info", help="print a checkpoint's metadata and per-exit table")
     i.add_argument("checkpoint")
-    i.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
+    i.add_argument("--json", action="store_true", help="print the metadata as JSON")
     i.set_defaults(func=_cmd_info)
     sub.add_parser("list-models", help="list registered backbones").set_defaults(func=_cmd_list_models)

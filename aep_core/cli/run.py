@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
     import numpy as np
     import torch
 
+    from aep_core.checkpoint import CheckpointMeta
     from aep_core.exits.runtime import RunResult
 
 
@@ -47,7 +48,7 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any],
     return dict(sol.settings), f"chosen on validation for {sol.goal}"
 
 
-def _inputs(a: argparse.Namespace, meta: dict[str, Any]
+def _inputs(a: argparse.Namespace, meta: CheckpointMeta
             ) -> tuple[torch.Tensor, np.ndarray | None, list[str] | None, list[tuple[str, str]]]:
     """(images, labels or None, names or None, skipped files) from the split or the folder asked for."""
     import numpy as np
@@ -55,8 +56,8 @@ def _inputs(a: argparse.Namespace, meta: dict[str, Any]
     if a.images:
         from aep_core.preprocess import prepare_folder
 
-        ds = meta["dataset"]
-        folder = prepare_folder(a.images, ds["image_size"], ds["in_channels"], ds["mean"], ds["std"], a.limit)
+        ds = meta.dataset
+        folder = prepare_folder(a.images, ds.image_size, ds.in_channels, ds.mean, ds.std, a.limit)
         return folder.tensor, None, folder.files, folder.skipped
     from aep_core.training.job import checkpoint_dataset
 
@@ -84,19 +85,19 @@ def _cmd_run(a: argparse.Namespace) -> int:
     model, meta = load_checkpoint(ckpt)
     settings, how = _choose_settings(a, ckpt)
     # The ensemble's weights default to the ones the model was trained with, as in the replay and the solvers.
-    rule = make_rule(a.rule, ModelExits.of_model(model, meta["training"].get("ensemble_weights")), **settings)
+    rule = make_rule(a.rule, ModelExits.of_model(model, meta.ensemble_weights), **settings)
     x, labels, files, skipped = _inputs(a, meta)
     runner = EarlyExitRunner(model, rule)
     res = runner.run(x, a.batch_size)
-    cost = meta["cost"]
-    cum_macs = np.array([e["cum_macs"] for e in cost["exits"]], dtype=np.float64)
+    cost = meta.cost
+    cum_macs = np.array(cost.cum_macs, dtype=np.float64)
     counts = np.bincount(res.exit_index, minlength=model.num_exits)
     out: dict[str, Any] = {
         "rule": a.rule, "settings": dict(rule.settings), "settings_from": how,
         "samples": len(res.exit_index), "batch_size": a.batch_size, "threads": torch.get_num_threads(),
         "seconds": res.seconds, "samples_per_s": res.samples_per_s,
         "exit_distribution": (counts / counts.sum()).tolist(),
-        "macs_ratio": float(cum_macs[res.exit_index].mean() / cost["full_macs"]),
+        "macs_ratio": float(cum_macs[res.exit_index].mean() / cost.full_macs),
     }
     if labels is not None:
         out["accuracy"] = float((res.prediction == labels).mean())
@@ -109,7 +110,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if skipped:
         out["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
     if a.out:
-        _write_predictions(a.out, res, files, labels, meta["dataset"]["class_names"])
+        _write_predictions(a.out, res, files, labels, meta.class_names)
     if a.json:
         print(json.dumps(out, indent=1))
         return 0

@@ -20,6 +20,7 @@ import numpy as np
 
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
+from aep_core.registry import Registry
 
 Thresholds = float | Sequence[float] | np.ndarray
 # (exits, n, classes) logits, (exits, n) confidences or None -> (exits, n) score, (exits, n) prediction
@@ -397,24 +398,17 @@ class RuleSpec:
         return model.has_confidence or not self.needs_confidence
 
 
-RULES: dict[str, RuleSpec] = {}
+RULES: Registry[RuleSpec] = Registry("exit rule")
 
 
 def register_rule(spec: RuleSpec) -> Callable[[Callable[..., ExitRule]], Callable[..., ExitRule]]:
     """Decorator registering an exit rule: `spec` describes it, the decorated function builds it."""
-
-    def wrap(build: Callable[..., ExitRule]) -> Callable[..., ExitRule]:
-        RULES[spec.name] = replace(spec, build=build)
-        return build
-
-    return wrap
+    return RULES.register_spec(spec)
 
 
 def get_rule(name: str) -> RuleSpec:
     """The registered rule called `name`; ConfigError naming the choices otherwise."""
-    if name not in RULES:
-        raise ConfigError(f"Unknown exit rule '{name}'. Choose one of: {', '.join(RULES)}.")
-    return RULES[name]
+    return RULES.lookup(name)
 
 
 def list_rules(deployable: bool = False, thresholds: bool = False, model: ModelExits | None = None) -> list[str]:

@@ -15,6 +15,7 @@ from aep_core.models.backbones import Backbone, CifarResNet, CompactCNN, Compact
 from aep_core.models.early_exit import EarlyExitNet
 from aep_core.models.heads import HEAD_TYPES
 from aep_core.models.placement import COST_FRACTIONS, place_exits
+from aep_core.registry import Registry
 
 BackboneBuilder = Callable[..., Backbone]  # fn(in_channels=..., **config) -> Backbone
 
@@ -25,11 +26,11 @@ class BackboneSpec:
 
     name: str
     description: str
-    build: BackboneBuilder
+    build: BackboneBuilder | None = None
     tiny_config: dict[str, Any] = field(default_factory=dict)  # the smallest sensible settings, for quick checks
 
 
-_BACKBONES: dict[str, BackboneSpec] = {}
+BACKBONES: Registry[BackboneSpec] = Registry("model")
 
 
 def register_model(name: str, description: str,
@@ -37,23 +38,17 @@ def register_model(name: str, description: str,
     """Decorator registering a backbone builder `fn(in_channels=..., **config) -> Backbone` under `name`, with a
     one-line description and `tiny_config`, settings that make it small enough to build and run in a second."""
 
-    def wrap(fn: BackboneBuilder) -> BackboneBuilder:
-        _BACKBONES[name] = BackboneSpec(name, description, fn, dict(tiny_config or {}))
-        return fn
-
-    return wrap
+    return BACKBONES.register_spec(BackboneSpec(name, description, None, dict(tiny_config or {})))
 
 
 def list_models() -> dict[str, str]:
     """Registered backbone names with a one-line description each."""
-    return {name: spec.description for name, spec in _BACKBONES.items()}
+    return {name: spec.description for name, spec in BACKBONES.items()}
 
 
 def get_backbone(name: str) -> BackboneSpec:
     """The registered backbone called `name`; ConfigError naming the choices otherwise."""
-    if name not in _BACKBONES:
-        raise ConfigError(f"Unknown model '{name}'. Registered models: {', '.join(_BACKBONES)}.")
-    return _BACKBONES[name]
+    return BACKBONES.lookup(name)
 
 
 @register_model("compact_cnn", "VGG-style 32/64/128-channel CNN, 5 blocks, ~0.29M params; trains on CPU in minutes",

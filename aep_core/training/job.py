@@ -2,7 +2,6 @@
 evaluate a checkpoint on a split."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import platform
 from collections.abc import Callable
@@ -12,11 +11,20 @@ from typing import Any
 
 import torch
 
-from aep_core import __version__
-from aep_core.analysis.calibration import calibrate_checkpoint
-from aep_core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
+from aep_core.analysis.calibration import calibration_meta, fit_temperatures
+from aep_core.checkpoint import (
+    CheckpointMeta,
+    DatasetMeta,
+    SplitMetrics,
+    TrainingMeta,
+    atomic_write_bytes,
+    load_checkpoint,
+    model_meta,
+    read_checkpoint,
+    save_checkpoint,
+)
 from aep_core.checkpoint.sidecars import evaluation_path, log_path, resume_path
-from aep_core.cost import exit_costs
+from aep_core.cost import CostReport, exit_costs
 from aep_core.data import DataBundle, load_dataset
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.evaluation import ExitRecord, collect_outputs, save_evaluation
@@ -77,18 +85,28 @@ def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, Mode
 
 def _read_resume_state(path: str, spec: ModelSpec, job: TrainJob) -> dict[str, Any]:
     """The training state saved in a resumable checkpoint, checked against the run it should continue."""
-    payload = read_checkpoint(path)
-    state = payload.get("extra", {}).get("train_state") if isinstance(payload.get("extra"), dict) else None
+    stored = read_checkpoint(path)
+    state = stored.extra.get("train_state")
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds weights but no training state: resume from a `<name>.resume.pt` file "
-                              "written during training.")
-    saved = payload["meta"].get("model")
+        raise CheckpointError(f"{path} holds weights but no training state: resume from a "
+                              f"`{resume_path('<name>.pt').name}` file written during training.")
+    saved = stored.meta.model.to_dict()
     if saved != spec.to_dict():
         raise ConfigError(f"{path} was saved for another model ({saved}); resume with the same model options.")
-    method = payload["meta"].get("training", {}).get("method")
+    method = stored.meta.training.method
     if method != job.method.method:
         raise ConfigError(f"{path} was saved while training with --method {method}, not {job.method.method}.")
-    return {**state, "model": payload["state_dict"]}
+    return {**state, "model": stored.state_dict}
+
+
+def job_meta(job: TrainJob, cfg: TrainConfig, spec: ModelSpec, model: EarlyExitNet, bundle: DataBundle,
+             cost: CostReport, ensemble_weights: list[float], seconds: float, **training: Any) -> CheckpointMeta:
+    """The metadata of a job's model after `seconds` of training with loop configuration `cfg`; `training` holds
+    further entries of its training record (device, processes, ...)."""
+    settings = {k: v for k, v in job.method.relevant().items() if k != "method"}
+    record = TrainingMeta(job.method.method, settings, asdict(cfg), list(ensemble_weights), job.init, job.limit,
+                          seconds, **training)
+    return model_meta(spec, model, DatasetMeta(**bundle.meta()), record, cost)
 
 
 def run_train_job(job: TrainJob, callback: Callable[[EpochStats], None] | None = None,
@@ -124,13 +142,10 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
         f"{len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test images"
         + (f", {env.world_size} processes ({env.device})" if env.active else "")
         + (f", resuming from {job.resume} (epoch {resume['epoch'] + 1}, step {resume['step']})" if resume else ""))
-    base_meta = {"model": spec.to_dict(), "dataset": bundle.meta(), "cost": costs.to_dict(), "metrics": {},
-                 "aep_core_version": __version__}
 
     def save_state(state: dict[str, Any]) -> None:
-        meta = {**base_meta, "training": {**job.method.relevant(), "config": asdict(cfg), "init": job.init,
-                                          "limit": job.limit, "ensemble_weights": method.ensemble_weights(),
-                                          "seconds": state["seconds"], "device": cfg.device, "resume_of": out.name}}
+        meta = job_meta(job, cfg, spec, model, bundle, costs, method.ensemble_weights(), state["seconds"],
+                        device=cfg.device, resume_of=out.name)
         train_state = {k: v for k, v in state.items() if k != "model"}
         save_checkpoint(state_path, model, meta, extra={"train_state": train_state})
 
@@ -151,24 +166,19 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     for split in ("val", "test"):
         info = {"split": split, "checkpoint": out.name, "class_names": bundle.class_names, "ensemble_weights": weights}
         records[split] = collect_outputs(model, getattr(bundle, split), costs.cum_macs, costs.full_macs, info=info)
-    metrics = {split: {"exit_acc": rec.exit_accuracy().tolist(),
-                       "ensemble_acc": rec.ensemble_accuracy(weights).tolist(), "n": rec.num_samples}
-               for split, rec in records.items()}
     processes = f" x {env.world_size} processes" if env.active else ""
-    meta = {
-        **base_meta,
-        "training": {**job.method.relevant(), "config": asdict(cfg), "ensemble_weights": weights,
-                     "init": job.init, "limit": job.limit, "seconds": result.seconds, "resumed_from": job.resume,
-                     "processes": env.world_size,
-                     "device": f"{cfg.device} ({platform.processor() or platform.machine()}, "
-                               f"{torch.get_num_threads()} threads{processes})"},
-        "metrics": metrics,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    cpu = platform.processor() or platform.machine()
+    device = f"{cfg.device} ({cpu}, {torch.get_num_threads()} threads{processes})"
+    meta = replace(
+        job_meta(job, cfg, spec, model, bundle, costs, weights, result.seconds, resumed_from=job.resume,
+                 processes=env.world_size, device=device),
+        metrics={split: SplitMetrics(rec.exit_accuracy().tolist(), rec.ensemble_accuracy(weights).tolist(),
+                                     rec.num_samples) for split, rec in records.items()},
+        calibration=calibration_meta(fit_temperatures(records["val"]), records["val"]),  # per-exit temperatures
+    )
     save_checkpoint(out, model, meta)
     for split, rec in records.items():
         save_evaluation(evaluation_path(out, split), rec)
-    calibrate_checkpoint(out, records["val"])  # per-exit temperatures fitted on the validation split
     log_text = json.dumps({"job": asdict(job), **result.to_dict()}, indent=1)
     atomic_write_bytes(log_path(out), log_text.encode())
     if state_path.exists():
@@ -179,16 +189,16 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     return out
 
 
-def checkpoint_dataset(meta: dict[str, Any], dataset: str | None = None, data_dir: str | None = None) -> DataBundle:
+def checkpoint_dataset(meta: CheckpointMeta, dataset: str | None = None, data_dir: str | None = None) -> DataBundle:
     """The dataset a checkpoint was trained on, with the same validation split (or another dataset with the
     same number of classes). Raises ConfigError or DataError with a clear message."""
-    ds = meta["dataset"]
-    name = dataset or ds["name"]
+    ds = meta.dataset
+    name = dataset or ds.name
     if name.startswith("folder:"):
         data_dir, name = data_dir or name.split(":", 1)[1], "folder"
-    bundle = load_dataset(name, data_dir, ds.get("val_size") if name == ds["name"] else None, ds.get("val_seed", 0),
-                          image_size=ds["image_size"], in_channels=ds["in_channels"])
-    classes = meta["model"].get("num_classes", len(ds["class_names"]))
+    bundle = load_dataset(name, data_dir, ds.val_size if name == ds.name else None, ds.val_seed,
+                          image_size=ds.image_size, in_channels=ds.in_channels)
+    classes = meta.model.num_classes
     if len(bundle.class_names) != classes:
         raise ConfigError(f"{name} has {len(bundle.class_names)} classes, the model predicts {classes}.")
     return bundle
@@ -202,10 +212,9 @@ def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | No
         raise ConfigError(f"Split must be train, val or test, got '{split}'.")
     bundle = checkpoint_dataset(meta, dataset, data_dir)
     name = bundle.name
-    c = meta["cost"]
-    rec = collect_outputs(model, getattr(bundle, split), [e["cum_macs"] for e in c["exits"]], c["full_macs"],
+    rec = collect_outputs(model, getattr(bundle, split), meta.cost.cum_macs, meta.cost.full_macs,
                           info={"split": split, "checkpoint": Path(path).name, "class_names": bundle.class_names,
-                                "ensemble_weights": meta["training"]["ensemble_weights"], "dataset": name})
+                                "ensemble_weights": meta.training.ensemble_weights, "dataset": name})
     target = Path(out) if out else evaluation_path(path, split)
     save_evaluation(target, rec)
     return rec, target

@@ -22,6 +22,7 @@ from torch import nn
 
 from aep_core.errors import ConfigError
 from aep_core.models import EarlyExitNet, ExitOutputs
+from aep_core.registry import Registry
 from aep_core.training import losses
 from aep_core.training.weighting import ExitWeighting, get_scheme
 
@@ -104,20 +105,17 @@ class Method(nn.Module, ABC):
         """The method's training loss for one batch."""
 
 
-METHODS: dict[str, type[Method]] = {}
+METHODS: Registry[type[Method]] = Registry("training method")
 
 
 def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator registering a training method under its `name`."""
-    METHODS[cls.name] = cls
-    return cls
+    return METHODS.register_named(cls)
 
 
 def get_method(name: str) -> type[Method]:
     """The registered method called `name`; ConfigError naming the choices otherwise."""
-    if name not in METHODS:
-        raise ConfigError(f"Unknown training method '{name}'. Choose one of: {', '.join(METHODS)}.")
-    return METHODS[name]
+    return METHODS.lookup(name)
 
 
 def build_method(settings: MethodSettings, model: EarlyExitNet, cost_rates: list[float], epochs: int) -> Method:

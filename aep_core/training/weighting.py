@@ -12,12 +12,13 @@ leaves the early exits untrained.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from aep_core.errors import ConfigError
+from aep_core.registry import Registry
 
 WeightsBuilder = Callable[[int, Sequence[float] | None, float], torch.Tensor]  # (num_exits, costs, base) -> (N,)
 
@@ -36,25 +37,19 @@ class SchemeSpec:
     build: WeightsBuilder | None = None
 
 
-SCHEMES: dict[str, SchemeSpec] = {}
+SCHEMES: Registry[SchemeSpec] = Registry("weighting scheme")
 
 
 def register_scheme(spec: SchemeSpec) -> Callable[[WeightsBuilder], WeightsBuilder]:
     """Decorator registering a weighting scheme: `spec` describes it, the decorated function builds its weights
     `fn(num_exits, costs, base) -> (num_exits,)` tensor, positive and summing to 1."""
 
-    def wrap(build: WeightsBuilder) -> WeightsBuilder:
-        SCHEMES[spec.name] = replace(spec, build=build)
-        return build
-
-    return wrap
+    return SCHEMES.register_spec(spec)
 
 
 def get_scheme(name: str) -> SchemeSpec:
     """The registered scheme called `name`; ConfigError naming the choices otherwise."""
-    if name not in SCHEMES:
-        raise ConfigError(f"Unknown weighting scheme '{name}'. Choose one of: {', '.join(SCHEMES)}.")
-    return SCHEMES[name]
+    return SCHEMES.lookup(name)
 
 
 def scheme_weights(name: str, num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> torch.Tensor:
