@@ -1,5 +1,6 @@
 """Early-Exit Explorer: the entry point. Page config, the shared sidebar (explorer.widgets), URL query
 parameters for shareable links (explorer.state), and navigation over the pages in pages/."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ The cost: the process keeps its peak heap instead of returning it.
 Entry points (the CLI, the app, the benchmarks) call `keep_freed_buffers()`; the library never changes
 process settings by itself.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -31,5 +32,7 @@ def keep_freed_buffers(mmap_threshold: int = 64 << 20, trim_threshold: int = 1 <
         except (OSError, AttributeError):
             _applied = False
         else:
-            _applied = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+            _applied = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+                mallopt(_M_TRIM_THRESHOLD, trim_threshold)
+            )
     return _applied

@@ -4,6 +4,7 @@ per exit, the cumulative cost of reaching each exit, and wall-clock latency.
 MACs cover convolutions and matrix products (FlopCounterMode's FLOPs / 2); normalisation, activations
 and pooling are not counted, as in the usual MACs convention.
 """
+
 from __future__ import annotations
 
 import time
@@ -54,8 +55,12 @@ class CostReport:
 
     def to_dict(self) -> dict:
         """Plain-type view for checkpoint metadata."""
-        return {"exits": [asdict(e) for e in self.exits], "full_macs": self.full_macs,
-                "full_params": self.full_params, "with_exits_params": self.with_exits_params}
+        return {
+            "exits": [asdict(e) for e in self.exits],
+            "full_macs": self.full_macs,
+            "full_params": self.full_params,
+            "with_exits_params": self.with_exits_params,
+        }
 
     @property
     def cum_macs(self) -> list[int]:
@@ -83,8 +88,11 @@ def exit_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> CostRepor
             head_params = count_params(model.heads[k])
             cum_macs += seg_macs + head_macs
             cum_params += seg_params + head_params
-            rows.append(ExitCost(k, model.exit_blocks[k], seg_macs, head_macs, cum_macs, seg_params, head_params,
-                                 cum_params, 0.0))
+            rows.append(
+                ExitCost(
+                    k, model.exit_blocks[k], seg_macs, head_macs, cum_macs, seg_params, head_params, cum_params, 0.0
+                )
+            )
     full_macs = sum(r.segment_macs for r in rows) + rows[-1].head_macs
     full_params = sum(r.segment_params for r in rows) + rows[-1].head_params
     for r in rows:

@@ -5,6 +5,7 @@ batch augmentation.
 Nothing is downloaded. In-memory datasets (Fashion-MNIST, CIFAR-10, the slice) are uint8 tensors
 normalised per batch; folders stream from disk through DataLoader workers.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,19 +15,39 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, Subset
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+)
 
 from aep_core.errors import DataError
 from aep_core.paths import data_slice_path
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SLICE_PATH = data_slice_path()
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 DATASETS = ("fashion-mnist", "fashion-mnist-slice", "cifar10", "folder")
-INSTALL_HINT = ("Install Debian's package with `apt-get update && apt-get install dataset-fashion-mnist` "
-                f"(files land in {FASHION_MNIST_DIR}), or pass --data-dir with the four *-ubyte(.gz) files.")
+INSTALL_HINT = (
+    "Install Debian's package with `apt-get update && apt-get install dataset-fashion-mnist` "
+    f"(files land in {FASHION_MNIST_DIR}), or pass --data-dir with the four *-ubyte(.gz) files."
+)
 
 
 class TensorImageDataset(Dataset):
@@ -66,9 +87,16 @@ class DataBundle:
 
     def meta(self) -> dict:
         """Plain-type description for checkpoint metadata."""
-        return {"name": self.name, "class_names": self.class_names, "in_channels": self.in_channels,
-                "image_size": self.image_size, "mean": self.mean, "std": self.std,
-                "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)}, **self.info}
+        return {
+            "name": self.name,
+            "class_names": self.class_names,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
+            "mean": self.mean,
+            "std": self.std,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            **self.info,
+        }
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -82,7 +110,7 @@ def read_idx(path: Path) -> np.ndarray:
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataError(f"{path} is not an unsigned-byte IDX file.")
     ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise DataError(f"{path} holds {data.size} values, its header promises {int(np.prod(dims))}: truncated file.")
@@ -117,7 +145,9 @@ def load_slice(path: str | Path = SLICE_PATH) -> dict[str, np.ndarray]:
     """The shipped Fashion-MNIST test slice: images (n, 28, 28) uint8, labels (n,), indices into the test set."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"The shipped Fashion-MNIST slice {p} is missing; recreate it with `python -m aep_core make-slice`.")
+        raise DataError(
+            f"The shipped Fashion-MNIST slice {p} is missing; recreate it with `python -m aep_core make-slice`."
+        )
     with np.load(p, allow_pickle=False) as z:
         return {k: z[k] for k in ("images", "labels", "indices")}
 
@@ -133,8 +163,9 @@ def reads_slice_images(in_channels: int, image_size: int, num_classes: int) -> b
 def slice_dataset(mean: list[float], std: list[float], path: str | Path = SLICE_PATH) -> TensorImageDataset:
     """The shipped Fashion-MNIST slice as a dataset, normalised with the given (a model's own) mean and std."""
     s = load_slice(path)
-    return TensorImageDataset(torch.from_numpy(s["images"][:, None]), torch.from_numpy(s["labels"].astype(np.int64)),
-                              list(mean), list(std))
+    return TensorImageDataset(
+        torch.from_numpy(s["images"][:, None]), torch.from_numpy(s["labels"].astype(np.int64)), list(mean), list(std)
+    )
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,9 +176,19 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
-def _tensor_bundle(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-                   classes: list[str], mean: list[float], std: list[float], val_size: int, seed: int,
-                   limit: int | None) -> DataBundle:
+def _tensor_bundle(
+    name: str,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    classes: list[str],
+    mean: list[float],
+    std: list[float],
+    val_size: int,
+    seed: int,
+    limit: int | None,
+) -> DataBundle:
     if train_x.ndim == 3:
         train_x, test_x = train_x[:, None], test_x[:, None]
     tr_idx, va_idx = split_indices(len(train_y), val_size, seed)
@@ -160,7 +201,11 @@ def _tensor_bundle(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: 
         train=make(tx[tr_idx], ty[tr_idx]),
         val=make(tx[va_idx], ty[va_idx]),
         test=make(torch.from_numpy(np.array(test_x)), torch.from_numpy(test_y.astype(np.int64))),
-        class_names=classes, in_channels=train_x.shape[1], image_size=train_x.shape[-1], mean=mean, std=std,
+        class_names=classes,
+        in_channels=train_x.shape[1],
+        image_size=train_x.shape[-1],
+        mean=mean,
+        std=std,
         info={"val_seed": seed, "val_size": val_size},
     )
 
@@ -169,22 +214,37 @@ def _load_cifar10(data_dir: Path) -> dict[str, np.ndarray]:
     def read(name: str) -> tuple[np.ndarray, np.ndarray]:
         p = data_dir / name
         if not p.exists():
-            raise DataError(f"CIFAR-10 batch {p} not found: point --data-dir at the extracted 'cifar-10-batches-py' folder.")
+            raise DataError(
+                f"CIFAR-10 batch {p} not found: point --data-dir at the extracted 'cifar-10-batches-py' folder."
+            )
         try:
             with open(p, "rb") as f:
                 d = pickle.load(f, encoding="bytes")  # the user's own local files, in the format CIFAR publishes
-            return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], dtype=np.uint8)
-        except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+            return np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(
+                d[b"labels"], dtype=np.uint8
+            )
+        except Exception as e:
             raise DataError(f"Cannot read CIFAR-10 batch {p}: {e}.") from None
 
     parts = [read(f"data_batch_{i}") for i in range(1, 6)]
     test_x, test_y = read("test_batch")
-    return {"train_x": np.concatenate([p[0] for p in parts]), "train_y": np.concatenate([p[1] for p in parts]),
-            "test_x": test_x, "test_y": test_y}
+    return {
+        "train_x": np.concatenate([p[0] for p in parts]),
+        "train_y": np.concatenate([p[1] for p in parts]),
+        "test_x": test_x,
+        "test_y": test_y,
+    }
 
 
-def _folder_bundle(root: Path, image_size: int, in_channels: int, val_fraction: float, test_fraction: float,
-                   seed: int, limit: int | None) -> DataBundle:
+def _folder_bundle(
+    root: Path,
+    image_size: int,
+    in_channels: int,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    limit: int | None,
+) -> DataBundle:
     from torchvision import datasets, transforms
 
     if not root.is_dir():
@@ -209,38 +269,87 @@ def _folder_bundle(root: Path, image_size: int, in_channels: int, val_fraction: 
     n_test = 0 if test is not None else max(1, int(n * test_fraction))
     if n - n_val - n_test < 1:
         raise DataError(f"{root} has only {n} images: too few for train, validation and test splits.")
-    val_idx, test_idx, tr_idx = perm[:n_val], perm[n_val:n_val + n_test], perm[n_val + n_test:]
+    val_idx, test_idx, tr_idx = perm[:n_val], perm[n_val : n_val + n_test], perm[n_val + n_test :]
     if limit:
         tr_idx = tr_idx[:limit]
     if test is None:
         test = Subset(train_full, np.sort(test_idx).tolist())
-    return DataBundle(name=f"folder:{root}", train=Subset(train_full, np.sort(tr_idx).tolist()),
-                      val=Subset(train_full, np.sort(val_idx).tolist()), test=test, class_names=list(train_full.classes),
-                      in_channels=in_channels, image_size=image_size, mean=mean, std=std, in_memory=False,
-                      info={"val_seed": seed, "val_size": n_val})
+    return DataBundle(
+        name=f"folder:{root}",
+        train=Subset(train_full, np.sort(tr_idx).tolist()),
+        val=Subset(train_full, np.sort(val_idx).tolist()),
+        test=test,
+        class_names=list(train_full.classes),
+        in_channels=in_channels,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        in_memory=False,
+        info={"val_seed": seed, "val_size": n_val},
+    )
 
 
-def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int | None = None, seed: int = 0,
-                 limit: int | None = None, image_size: int = 32, in_channels: int = 3) -> DataBundle:
+def load_dataset(
+    name: str,
+    data_dir: str | Path | None = None,
+    val_size: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+    image_size: int = 32,
+    in_channels: int = 3,
+) -> DataBundle:
     """Load a dataset by name ('fashion-mnist', 'fashion-mnist-slice', 'cifar10', 'folder') with a seeded
     validation split carved from its training data. `limit` keeps only the first N training images.
     `image_size` and `in_channels` apply to folders only."""
     fm_mean, fm_std = [0.2860], [0.3530]
     if name == "fashion-mnist":
         a = load_fashion_mnist_arrays(data_dir)
-        return _tensor_bundle(name, a["train_x"], a["train_y"], a["test_x"], a["test_y"], FASHION_MNIST_CLASSES,
-                              fm_mean, fm_std, val_size or 5000, seed, limit)
+        return _tensor_bundle(
+            name,
+            a["train_x"],
+            a["train_y"],
+            a["test_x"],
+            a["test_y"],
+            FASHION_MNIST_CLASSES,
+            fm_mean,
+            fm_std,
+            val_size or 5000,
+            seed,
+            limit,
+        )
     if name == "fashion-mnist-slice":
         # Smoke-test data for machines without the Debian package: the slice is train, validation and test at once.
         s = load_slice(data_dir or SLICE_PATH)
-        return _tensor_bundle(name, s["images"], s["labels"], s["images"], s["labels"], FASHION_MNIST_CLASSES,
-                              fm_mean, fm_std, val_size or len(s["labels"]) // 5, seed, limit)
+        return _tensor_bundle(
+            name,
+            s["images"],
+            s["labels"],
+            s["images"],
+            s["labels"],
+            FASHION_MNIST_CLASSES,
+            fm_mean,
+            fm_std,
+            val_size or len(s["labels"]) // 5,
+            seed,
+            limit,
+        )
     if name == "cifar10":
         if not data_dir:
             raise DataError("CIFAR-10 needs --data-dir pointing at the extracted 'cifar-10-batches-py' folder.")
         a = _load_cifar10(Path(data_dir))
-        return _tensor_bundle(name, a["train_x"], a["train_y"], a["test_x"], a["test_y"], CIFAR10_CLASSES,
-                              [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616], val_size or 5000, seed, limit)
+        return _tensor_bundle(
+            name,
+            a["train_x"],
+            a["train_y"],
+            a["test_x"],
+            a["test_y"],
+            CIFAR10_CLASSES,
+            [0.4914, 0.4822, 0.4465],
+            [0.2470, 0.2435, 0.2616],
+            val_size or 5000,
+            seed,
+            limit,
+        )
     if name == "folder":
         if not data_dir:
             raise DataError("The 'folder' dataset needs --data-dir: a folder with one sub-folder of images per class.")
@@ -248,8 +357,9 @@ def load_dataset(name: str, data_dir: str | Path | None = None, val_size: int | 
     raise DataError(f"Unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}.")
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0,
-                distributed: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0, distributed: bool = False
+) -> DataLoader:
     """Batches of (x, y). In-memory datasets are indexed a whole batch at a time; others use workers.
     With `distributed`, each rank sees its own shard (call `loader.sampler.set_epoch` / `set_loader_epoch`)."""
     if distributed:
@@ -260,8 +370,14 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int = 0,
         sampler = SequentialSampler(dataset)
     if isinstance(dataset, TensorImageDataset):
         return DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, drop_last=False), batch_size=None)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
@@ -276,7 +392,7 @@ def set_loader_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
 def augment_shift_flip(x: torch.Tensor, generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
     """Random translation by up to `max_shift` pixels (zero padding) and random horizontal flip, per sample.
     x: (b, c, h, w) -> (b, c, h, w)."""
-    b, c, h, w = x.shape
+    b, _, h, w = x.shape
     dev = x.device
     pad = torch.nn.functional.pad(x, (max_shift,) * 4)  # (b, c, h+2s, w+2s)
     dy = torch.randint(0, 2 * max_shift + 1, (b,), generator=generator).to(dev)

@@ -5,6 +5,7 @@ An evaluation file holds: logits (exits, n, classes) float32, confidences (exits
 absent, labels (n,) int64, cum_macs (exits,), full_macs, and a JSON header (split, class names,
 ensemble weights, checkpoint name).
 """
+
 from __future__ import annotations
 
 import io
@@ -60,8 +61,14 @@ class ExitRecord:
 
 
 @torch.no_grad()
-def collect_outputs(model: EarlyExitNet, dataset: Dataset, cum_macs: list[int], full_macs: int,
-                    batch_size: int = 500, info: dict[str, Any] | None = None) -> ExitRecord:
+def collect_outputs(
+    model: EarlyExitNet,
+    dataset: Dataset,
+    cum_macs: list[int],
+    full_macs: int,
+    batch_size: int = 500,
+    info: dict[str, Any] | None = None,
+) -> ExitRecord:
     """Run the model over a dataset once and keep every exit's outputs."""
     model.eval()
     logits, confs, labels = [], [], []
@@ -73,16 +80,25 @@ def collect_outputs(model: EarlyExitNet, dataset: Dataset, cum_macs: list[int], 
         labels.append(y.numpy())
     if not labels:
         raise AepError("The split is empty: nothing to evaluate.")
-    return ExitRecord(np.concatenate(logits, 1).astype(np.float32), np.concatenate(labels).astype(np.int64),
-                      np.asarray(cum_macs, dtype=np.int64), int(full_macs),
-                      np.concatenate(confs, 1).astype(np.float32) if confs else None, dict(info or {}))
+    return ExitRecord(
+        np.concatenate(logits, 1).astype(np.float32),
+        np.concatenate(labels).astype(np.int64),
+        np.asarray(cum_macs, dtype=np.int64),
+        int(full_macs),
+        np.concatenate(confs, 1).astype(np.float32) if confs else None,
+        dict(info or {}),
+    )
 
 
 def save_evaluation(path: str | Path, rec: ExitRecord) -> None:
     """Write an evaluation file atomically."""
-    arrays = {"logits": rec.logits, "labels": rec.labels, "cum_macs": rec.cum_macs,
-              "full_macs": np.asarray(rec.full_macs, dtype=np.int64),
-              "info": np.frombuffer(json.dumps(rec.info).encode(), dtype=np.uint8)}
+    arrays = {
+        "logits": rec.logits,
+        "labels": rec.labels,
+        "cum_macs": rec.cum_macs,
+        "full_macs": np.asarray(rec.full_macs, dtype=np.int64),
+        "info": np.frombuffer(json.dumps(rec.info).encode(), dtype=np.uint8),
+    }
     if rec.confidences is not None:
         arrays["confidences"] = rec.confidences
     buf = io.BytesIO()
@@ -97,10 +113,15 @@ def load_evaluation(path: str | Path) -> ExitRecord:
         raise AepError(f"Evaluation file {p} does not exist; create it with `python -m aep_core evaluate CHECKPOINT`.")
     try:
         with np.load(p, allow_pickle=False) as z:
-            rec = ExitRecord(z["logits"], z["labels"], z["cum_macs"], int(z["full_macs"]),
-                             z["confidences"] if "confidences" in z else None,
-                             json.loads(bytes(z["info"]).decode()) if "info" in z else {})
-    except Exception as e:  # noqa: BLE001 - any failure means the file is not a valid evaluation file
+            rec = ExitRecord(
+                z["logits"],
+                z["labels"],
+                z["cum_macs"],
+                int(z["full_macs"]),
+                z.get("confidences"),
+                json.loads(bytes(z["info"]).decode()) if "info" in z else {},
+            )
+    except Exception as e:
         raise AepError(f"{p} is not a valid evaluation file: {e}") from None
     if rec.logits.ndim != 3 or rec.num_samples == 0:
         raise AepError(f"{p} holds no samples.")

@@ -4,6 +4,7 @@ animated, EXIF-rotated) -> the tensor a model expects, plus a preview of what th
 Fashion-MNIST shows light garments on a black background, so photos with a light background are
 inverted (decided from the border pixels). Huge images are refused from their header, before decoding.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,18 +46,24 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:
-        raise DataError(f"The image is far too large to decode safely (over {MAX_PIXELS:,} pixels). "
-                        "Resize it below 6000x6000 pixels and upload it again.") from None
+        raise DataError(
+            f"The image is far too large to decode safely (over {MAX_PIXELS:,} pixels). "
+            "Resize it below 6000x6000 pixels and upload it again."
+        ) from None
     except UnidentifiedImageError:
-        raise DataError("This file is not an image Pillow can read. Upload a PNG, JPEG, WebP, BMP, GIF or TIFF image.") from None
+        raise DataError(
+            "This file is not an image Pillow can read. Upload a PNG, JPEG, WebP, BMP, GIF or TIFF image."
+        ) from None
     except OSError as e:
         raise DataError(f"The image cannot be read: {e}.") from None
     if im.format not in ALLOWED_FORMATS:
         raise DataError(f"{im.format} images are not supported. Upload a PNG, JPEG, WebP, BMP, GIF or TIFF image.")
     w, h = im.size
     if w * h > MAX_PIXELS:
-        raise DataError(f"The image is {w}x{h} pixels ({w * h:,}); at most {MAX_PIXELS:,} pixels are accepted. "
-                        "Resize it and upload it again.")
+        raise DataError(
+            f"The image is {w}x{h} pixels ({w * h:,}); at most {MAX_PIXELS:,} pixels are accepted. "
+            "Resize it and upload it again."
+        )
     if w < 1 or h < 1:
         raise DataError("The image has no pixels.")
     return im
@@ -100,7 +107,7 @@ def _crop_to_object(a: np.ndarray, background: np.ndarray, tolerance: int = 40) 
     if mask.sum() < 0.002 * mask.size:  # nothing stands out: keep the whole image
         return a
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return a[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
+    return a[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def _pad_square(a: np.ndarray, fill: np.ndarray) -> np.ndarray:
@@ -112,12 +119,19 @@ def _pad_square(a: np.ndarray, fill: np.ndarray) -> np.ndarray:
     out = np.empty((side, side, *a.shape[2:]), dtype=a.dtype)
     out[...] = fill.astype(a.dtype)
     top, left = (side - h) // 2, (side - w) // 2
-    out[top:top + h, left:left + w] = a
+    out[top : top + h, left : left + w] = a
     return out
 
 
-def prepare_image(data: bytes, image_size: int = 28, in_channels: int = 1, mean: list[float] | None = None,
-                  std: list[float] | None = None, invert: bool | None = None, crop: bool = True) -> PreparedImage:
+def prepare_image(
+    data: bytes,
+    image_size: int = 28,
+    in_channels: int = 1,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    invert: bool | None = None,
+    crop: bool = True,
+) -> PreparedImage:
     """Decode untrusted image bytes into a normalised (1, c, s, s) tensor for a model trained on
     `image_size` x `image_size` images with `in_channels` channels. `invert=None` inverts light
     backgrounds (Fashion-MNIST style); True/False forces it. `crop` trims the background around the
@@ -179,8 +193,9 @@ class PreparedFolder:
     skipped: list[tuple[str, str]]  # (path, reason)
 
 
-def prepare_folder(root: str | Path, image_size: int, in_channels: int, mean: list[float], std: list[float],
-                   limit: int | None = None) -> PreparedFolder:
+def prepare_folder(
+    root: str | Path, image_size: int, in_channels: int, mean: list[float], std: list[float], limit: int | None = None
+) -> PreparedFolder:
     """Prepare every image file under `root` (recursively, sorted) like an upload; unreadable ones are skipped
     with their reason. Raises DataError if the folder is missing or holds no usable image."""
     root = Path(root)

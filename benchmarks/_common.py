@@ -1,4 +1,5 @@
 """Shared helpers of the benchmark scripts: machine description, thread setting, data loading."""
+
 from __future__ import annotations
 
 import os
@@ -26,17 +27,20 @@ def setup(threads: int) -> str:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return (f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-            f"python {platform.python_version()}; "
-            f"freed buffers {'kept (glibc thresholds raised)' if kept else 'returned to the system'}")
+    return (
+        f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"python {platform.python_version()}; "
+        f"freed buffers {'kept (glibc thresholds raised)' if kept else 'returned to the system'}"
+    )
 
 
 def checkpoint_or_exit(path: str | Path) -> Path:
     """The checkpoint path, or exit with a message saying how to get one."""
     p = Path(path)
     if not p.is_file():
-        raise SystemExit(f"checkpoint {p} not found: pass --checkpoint PATH (train one with "
-                         "`python -m aep_core train`).")
+        raise SystemExit(
+            f"checkpoint {p} not found: pass --checkpoint PATH (train one with `python -m aep_core train`)."
+        )
     return p
 
 

@@ -7,6 +7,7 @@ Usage: python -m benchmarks.app_speed [--model LABEL] [--moves 12] [--browser]
 Uses the shipped model (assets/models/aep_hybrid.pt) when present; AEP_MODELS_DIR adds model folders.
 Targets: threshold move < 300 ms; first page load < 3 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,11 +78,15 @@ def main() -> None:
     print(f"first load, entry page (Overview), fresh process: {1e3 * first_entry:7.0f} ms   (target < 3000 ms)")
     print(f"  the same, counting the imports (streamlit, torch): {1e3 * with_imports:7.0f} ms")
     print(f"first load, Thresholds page (sweep computed):      {1e3 * first_thresholds:7.0f} ms")
-    print(f"threshold move on Thresholds, {len(times)} moves:  median {1e3 * statistics.median(times):.0f} ms, "
-          f"max {1e3 * max(times):.0f} ms   (target < 300 ms)")
-    print(f"link-latency move on Deploy, {len(deploy_times)} moves: median "
-          f"{1e3 * statistics.median(deploy_times):.0f} ms, max {1e3 * max(deploy_times):.0f} ms   "
-          "(simulation and search over every split, target < 300 ms)")
+    print(
+        f"threshold move on Thresholds, {len(times)} moves:  median {1e3 * statistics.median(times):.0f} ms, "
+        f"max {1e3 * max(times):.0f} ms   (target < 300 ms)"
+    )
+    print(
+        f"link-latency move on Deploy, {len(deploy_times)} moves: median "
+        f"{1e3 * statistics.median(deploy_times):.0f} ms, max {1e3 * max(deploy_times):.0f} ms   "
+        "(simulation and search over every split, target < 300 ms)"
+    )
 
 
 def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
@@ -95,8 +100,15 @@ def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port)]
+    command = [
+        str(Path(sys.executable).parent / "streamlit"),
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+    ]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
     url = f"http://127.0.0.1:{port}"
@@ -109,8 +121,11 @@ def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
                 time.sleep(0.1)
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
-            for label, path in [("browser, first visitor of a fresh server", "/"), ("browser, next visitor", "/"),
-                                ("browser, Thresholds page opened directly", "/thresholds")]:
+            for label, path in [
+                ("browser, first visitor of a fresh server", "/"),
+                ("browser, next visitor", "/"),
+                ("browser, Thresholds page opened directly", "/thresholds"),
+            ]:
                 page = b.new_page(viewport={"width": 1280, "height": 900})
                 t0 = time.perf_counter()
                 page.goto(url + path)

@@ -11,6 +11,7 @@ Prints throughput ratios at batch 1 and 256 beside the replayed MACs ratio and t
 
     python -m benchmarks.early_exit_speed [--checkpoint assets/models/aep_hybrid.pt]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,9 +40,12 @@ def main() -> None:
     ap.add_argument("--n256", type=int, default=2560, help="test images timed at batch 256")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--select", default="val,certified,test",
-                    help="operating points, comma-separated: val (chosen on validation), certified (certified on "
-                         "validation), test (defined on test: the target's wording)")
+    ap.add_argument(
+        "--select",
+        default="val,certified,test",
+        help="operating points, comma-separated: val (chosen on validation), certified (certified on "
+        "validation), test (defined on test: the target's wording)",
+    )
     ap.add_argument("--confidence", type=float, default=0.9, help="confidence of the certified operating point")
     a = ap.parse_args()
     print(setup(a.threads))
@@ -50,21 +54,30 @@ def main() -> None:
     bundle = load_dataset(ds.name, None, ds.val_size, ds.val_seed)
     final_acc = float(test.exit_accuracy()[-1])
     bound = oracle(test)
-    print(f"{ckpt.name}: {model.num_exits} exits, {meta.cost.full_macs / 1e6:.2f} M MACs without exits; "
-          f"test final-exit accuracy {100 * final_acc:.2f}% on {test.num_samples}; "
-          f"oracle MACs ratio {bound.macs_ratio:.3f} (accuracy {100 * bound.accuracy:.2f}%)")
+    print(
+        f"{ckpt.name}: {model.num_exits} exits, {meta.cost.full_macs / 1e6:.2f} M MACs without exits; "
+        f"test final-exit accuracy {100 * final_acc:.2f}% on {test.num_samples}; "
+        f"oracle MACs ratio {bound.macs_ratio:.3f} (accuracy {100 * bound.accuracy:.2f}%)"
+    )
     targets = {1: 2.0, 256: 1.5}
     floors = {"val": accuracy_floor(val, a.max_drop), "test": accuracy_floor(test, a.max_drop)}
     points = {
-        "val": ("chosen on validation", lambda name: solve_accuracy(val, name, floors["val"], test),
-                f"thresholds for accuracy >= {100 * floors['val']:.2f}% on val (val final exit - {a.max_drop} points)"),
-        "certified": ("certified on validation",
-                      lambda name: certify_max_drop(val, name, a.max_drop, a.confidence, test),
-                      f"the cheapest global threshold whose drop is <= {a.max_drop} points with "
-                      f"{100 * a.confidence:g}% confidence, certified on val"),
-        "test": ("defined on test", lambda name: solve_accuracy(test, name, floors["test"], test),
-                 f"thresholds for accuracy >= {100 * floors['test']:.2f}% on test "
-                 f"(test final exit - {a.max_drop} points)"),
+        "val": (
+            "chosen on validation",
+            lambda name: solve_accuracy(val, name, floors["val"], test),
+            f"thresholds for accuracy >= {100 * floors['val']:.2f}% on val (val final exit - {a.max_drop} points)",
+        ),
+        "certified": (
+            "certified on validation",
+            lambda name: certify_max_drop(val, name, a.max_drop, a.confidence, test),
+            f"the cheapest global threshold whose drop is <= {a.max_drop} points with "
+            f"{100 * a.confidence:g}% confidence, certified on val",
+        ),
+        "test": (
+            "defined on test",
+            lambda name: solve_accuracy(test, name, floors["test"], test),
+            f"thresholds for accuracy >= {100 * floors['test']:.2f}% on test (test final exit - {a.max_drop} points)",
+        ),
     }
     verdicts = []
     for where in a.select.split(","):
@@ -72,8 +85,10 @@ def main() -> None:
             raise SystemExit(f"--select: unknown operating point '{where}'; choose from {', '.join(points)}.")
         title, choose, wording = points[where]
         print(f"\noperating point {title}: {wording}")
-        print(f"{'rule':16} {'test acc':>8} {'drop':>6} {'MACs ratio':>10} {'speed-up b1':>11} {'speed-up b256':>13} "
-              f"{'MACs speed-up':>13}  samples/s (no exits -> early exit)")
+        print(
+            f"{'rule':16} {'test acc':>8} {'drop':>6} {'MACs ratio':>10} {'speed-up b1':>11} {'speed-up b256':>13} "
+            f"{'MACs speed-up':>13}  samples/s (no exits -> early exit)"
+        )
         exits = ModelExits.of_model(model, meta.ensemble_weights)
         for name in a.rules.split(","):
             sol = choose(name)
@@ -86,13 +101,17 @@ def main() -> None:
             t = sol.test
             drop = 100 * (final_acc - t.accuracy)
             (f1, e1), (f256, e256) = row[1], row[256]
-            print(f"{name:16} {100 * t.accuracy:7.2f}% {drop:5.2f}p {t.macs_ratio:10.3f} "
-                  f"{e1 / f1:10.2f}x {e256 / f256:12.2f}x {1 / t.macs_ratio:12.2f}x  b1 {f1:.0f} -> {e1:.0f}, "
-                  f"b256 {f256:.0f} -> {e256:.0f}")
+            print(
+                f"{name:16} {100 * t.accuracy:7.2f}% {drop:5.2f}p {t.macs_ratio:10.3f} "
+                f"{e1 / f1:10.2f}x {e256 / f256:12.2f}x {1 / t.macs_ratio:12.2f}x  b1 {f1:.0f} -> {e1:.0f}, "
+                f"b256 {f256:.0f} -> {e256:.0f}"
+            )
             met = drop <= a.max_drop + 1e-9 and all(row[bs][1] / row[bs][0] >= r for bs, r in targets.items())
             verdicts.append(f"{name} {title}: {'met' if met else 'not met'}")
-    print(f"\ntarget (>= 2x at batch 1 and >= 1.5x at batch 256, test accuracy within {a.max_drop} points): "
-          + "; ".join(verdicts))
+    print(
+        f"\ntarget (>= 2x at batch 1 and >= 1.5x at batch 256, test accuracy within {a.max_drop} points): "
+        + "; ".join(verdicts)
+    )
     print("\n(speed-ups are throughput ratios measured in this run; 'MACs speed-up' is the ideal 1 / MACs ratio)")
 
 

@@ -3,6 +3,7 @@ and a 100-point sweep of every threshold rule, against a per-sample Python loop.
 
     python -m benchmarks.policy_replay [--checkpoint assets/models/aep_hybrid.pt]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,14 @@ def to_size(rec: ExitRecord, n: int) -> ExitRecord:
     """The record's samples repeated or cut to exactly n."""
     reps = -(-n // rec.num_samples)
     confidences = None if rec.confidences is None else np.tile(rec.confidences, (1, reps))[:, :n]
-    return ExitRecord(np.tile(rec.logits, (1, reps, 1))[:, :n], np.tile(rec.labels, reps)[:n], rec.cum_macs,
-                      rec.full_macs, confidences, rec.info)
+    return ExitRecord(
+        np.tile(rec.logits, (1, reps, 1))[:, :n],
+        np.tile(rec.labels, reps)[:n],
+        rec.cum_macs,
+        rec.full_macs,
+        confidences,
+        rec.info,
+    )
 
 
 def main() -> None:
@@ -78,8 +85,10 @@ def main() -> None:
     loop = time.perf_counter() - t0
     r = replay_rule(rec, "max_probability", thresholds=0.9)
     same = np.array_equal(r.exit_index, idx) and np.array_equal(r.prediction, pred)
-    print(f"\nper-sample Python loop, max_probability: {1e3 * loop:.1f} ms; vectorised {1e3 * vec:.2f} ms; "
-          f"speed-up {loop / vec:.0f}x (medians; same decisions: {same})")
+    print(
+        f"\nper-sample Python loop, max_probability: {1e3 * loop:.1f} ms; vectorised {1e3 * vec:.2f} ms; "
+        f"speed-up {loop / vec:.0f}x (medians; same decisions: {same})"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ measured from its checkpoint and its evaluation files, with the per-seed spread 
 
 Every threshold is chosen on the validation split and reported on the test split.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,6 +56,7 @@ def _epochs(path: Path) -> str:
 
 def comparison_set() -> list[Row]:
     """The methods in the order of the table; seed 0 is shipped (except the 6-epoch AEP hybrid)."""
+
     def seeds(stem: str, shipped: bool = True) -> list[Path]:
         first = SHIP / f"{stem}.pt" if shipped else RUNS / f"{stem}_s0.pt"
         return [first] + [RUNS / f"{stem}_s{s}.pt" for s in (1, 2)]
@@ -73,8 +75,11 @@ def comparison_set() -> list[Row]:
         Row("distillation", "Self-distillation", seeds("distillation")),
         Row("classifier_wise", "Classifier-wise", seeds("classifier_wise")),
         Row("layer_wise", "Layer-wise", seeds("layer_wise")),
-        Row("default", f"AEP hybrid, shipped default ({_epochs(SHIP / 'aep_hybrid.pt')} epochs)",
-            [SHIP / "aep_hybrid.pt"]),
+        Row(
+            "default",
+            f"AEP hybrid, shipped default ({_epochs(SHIP / 'aep_hybrid.pt')} epochs)",
+            [SHIP / "aep_hybrid.pt"],
+        ),
     ]
 
 
@@ -104,15 +109,17 @@ def best_rule(val: ExitRecord, test: ExitRecord, solve, better) -> dict | None:
 
 def best_under_budget(val: ExitRecord, test: ExitRecord, budget: float) -> dict | None:
     """The rule and thresholds with the best validation accuracy within a MACs budget, reported on test."""
-    return best_rule(val, test, lambda v, n, t: solve_budget(v, n, budget, t),
-                     lambda a, b: a.val.accuracy > b.val.accuracy)
+    return best_rule(
+        val, test, lambda v, n, t: solve_budget(v, n, budget, t), lambda a, b: a.val.accuracy > b.val.accuracy
+    )
 
 
 def cheapest_within(val: ExitRecord, test: ExitRecord, drop_points: float) -> dict | None:
     """The cheapest rule and thresholds keeping validation accuracy within `drop_points` of the final exit."""
     floor = accuracy_floor(val, drop_points)
-    return best_rule(val, test, lambda v, n, t: solve_accuracy(v, n, floor, t),
-                     lambda a, b: a.val.macs_ratio < b.val.macs_ratio)
+    return best_rule(
+        val, test, lambda v, n, t: solve_accuracy(v, n, floor, t), lambda a, b: a.val.macs_ratio < b.val.macs_ratio
+    )
 
 
 def measure(path: Path, latency: bool, with_curve: bool = False) -> dict:
@@ -121,21 +128,32 @@ def measure(path: Path, latency: bool, with_curve: bool = False) -> dict:
     w = meta.ensemble_weights or [1.0] * model.num_exits
     cut = choose_cut(val, w)
     ens_test = test.ensemble_accuracy(w)
-    out = {"checkpoint": str(path.relative_to(ROOT)), "exits": model.num_exits,
-           "epochs": meta.training.config["epochs"], "seed": meta.training.config["seed"],
-           "device": meta.training.device,
-           "final_accuracy": float(test.exit_accuracy()[-1]), "exit_accuracy": test.exit_accuracy().tolist(),
-           "exit_macs_ratio": (np.asarray(test.cum_macs) / test.full_macs).tolist(),
-           "ensemble_cut": cut, "ensemble_accuracy": float(ens_test[cut]),
-           "oracle_macs_ratio": oracle(test).macs_ratio if test.num_exits > 1 else 1.0,
-           "budgets": {str(b): best_under_budget(val, test, b) for b in BUDGETS},
-           "within_half_point": cheapest_within(val, test, 0.5)}
+    out = {
+        "checkpoint": str(path.relative_to(ROOT)),
+        "exits": model.num_exits,
+        "epochs": meta.training.config["epochs"],
+        "seed": meta.training.config["seed"],
+        "device": meta.training.device,
+        "final_accuracy": float(test.exit_accuracy()[-1]),
+        "exit_accuracy": test.exit_accuracy().tolist(),
+        "exit_macs_ratio": (np.asarray(test.cum_macs) / test.full_macs).tolist(),
+        "ensemble_cut": cut,
+        "ensemble_accuracy": float(ens_test[cut]),
+        "oracle_macs_ratio": oracle(test).macs_ratio if test.num_exits > 1 else 1.0,
+        "budgets": {str(b): best_under_budget(val, test, b) for b in BUDGETS},
+        "within_half_point": cheapest_within(val, test, 0.5),
+    }
     pruned, pmeta = prune_model(model, meta, cut)
     cost, pcost = meta.cost, pmeta.cost
     # The pruned model computes all of its exits (the AEP ensemble): its cost is the last kept exit's cum_macs.
-    out["pruned"] = {"cut": cut, "params": pcost.with_exits_params, "params_full": cost.full_params,
-                     "macs": pcost.exits[-1].cum_macs, "macs_full": cost.full_macs,
-                     "test_accuracy": float(ens_test[cut])}
+    out["pruned"] = {
+        "cut": cut,
+        "params": pcost.with_exits_params,
+        "params_full": cost.full_params,
+        "macs": pcost.exits[-1].cum_macs,
+        "macs_full": cost.full_macs,
+        "test_accuracy": float(ens_test[cut]),
+    }
     if latency:
         lat = measure_prune_latency(model, pruned, meta.dataset.input_shape, repeats=20)
         out["pruned"]["latency_ms"] = lat
@@ -175,31 +193,47 @@ def short(rule: str) -> str:
 
 def tables(results: dict[str, list[dict]], rows: list[Row]) -> str:
     """The markdown tables."""
-    head = ("| Method | seeds | final exit | best ensemble | @25% MACs | @50% MACs | @75% MACs | "
-            "cheapest within 0.5 pt | oracle MACs |\n|---|---|---|---|---|---|---|---|---|")
+    head = (
+        "| Method | seeds | final exit | best ensemble | @25% MACs | @50% MACs | @75% MACs | "
+        "cheapest within 0.5 pt | oracle MACs |\n|---|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
     for row in rows:
         rs = results.get(row.name)
         if not rs:
             continue
         within = [r["within_half_point"] for r in rs]
-        wtxt = "—" if any(w is None for w in within) else (
-            f"{mean_sd([w['test_accuracy'] for w in within])} at "
-            f"{100 * np.mean([w['test_macs_ratio'] for w in within]):.1f}% ({short(within[0]['rule'])})")
+        wtxt = (
+            "—"
+            if any(w is None for w in within)
+            else (
+                f"{mean_sd([w['test_accuracy'] for w in within])} at "
+                f"{100 * np.mean([w['test_macs_ratio'] for w in within]):.1f}% ({short(within[0]['rule'])})"
+            )
+        )
         lines.append(
             f"| {row.label} | {len(rs)} | {mean_sd([r['final_accuracy'] for r in rs])} | "
             f"{mean_sd([r['ensemble_accuracy'] for r in rs])} (exits 0..{rs[0]['ensemble_cut']}) | "
             + " | ".join(fmt_budget([r["budgets"][str(b)] for r in rs]) for b in BUDGETS)
-            + f" | {wtxt} | {100 * np.mean([r['oracle_macs_ratio'] for r in rs]):.1f}% |")
+            + f" | {wtxt} | {100 * np.mean([r['oracle_macs_ratio'] for r in rs]):.1f}% |"
+        )
     cheapest = min(r[0]["exit_macs_ratio"][0] for r in results.values())
     unreachable = [b for b in BUDGETS if b < cheapest]
     if unreachable:
-        lines += ["", f"— at {', '.join(f'{100 * b:.0f}%' for b in unreachable)} of the MACs: no setting reaches "
-                  f"that cost, since exit 0 alone costs {100 * cheapest:.1f}% of the network without exits."]
-    lines += ["", "Pruned at the cut with the best validation ensemble (seed 0; parameters and MACs include the kept "
-              "exit heads, latency is the fastest of 20 runs in one process, alternating the models):", "",
-              "| Method | cut | params (vs no exits) | MACs (vs no exits) | latency b1 ms (vs no exits) | "
-              "latency b256 ms (vs no exits) | test acc (vs final exit) |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"— at {', '.join(f'{100 * b:.0f}%' for b in unreachable)} of the MACs: no setting reaches "
+            f"that cost, since exit 0 alone costs {100 * cheapest:.1f}% of the network without exits.",
+        ]
+    lines += [
+        "",
+        "Pruned at the cut with the best validation ensemble (seed 0; parameters and MACs include the kept "
+        "exit heads, latency is the fastest of 20 runs in one process, alternating the models):",
+        "",
+        "| Method | cut | params (vs no exits) | MACs (vs no exits) | latency b1 ms (vs no exits) | "
+        "latency b256 ms (vs no exits) | test acc (vs final exit) |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def rel(a: float, b: float) -> str:
         return f"{100 * (a / b - 1):+.1f}%"
@@ -213,10 +247,12 @@ def tables(results: dict[str, list[dict]], rows: list[Row]) -> str:
         b1 = f"{lat['pruned@1']:.2f} ({rel(lat['pruned@1'], lat['full@1'])})" if lat else "—"
         b256 = f"{lat['pruned@256']:.1f} ({rel(lat['pruned@256'], lat['full@256'])})" if lat else "—"
         gain = 100 * (p["test_accuracy"] - r["final_accuracy"])
-        lines.append(f"| {row.label} | exit {p['cut']} of {r['exits'] - 1} | {p['params'] / 1e3:.1f} k "
-                     f"({rel(p['params'], p['params_full'])}) | {p['macs'] / 1e6:.2f} M "
-                     f"({rel(p['macs'], p['macs_full'])}) | {b1} | {b256} | {100 * p['test_accuracy']:.2f} "
-                     f"({gain:+.2f} pt) |")
+        lines.append(
+            f"| {row.label} | exit {p['cut']} of {r['exits'] - 1} | {p['params'] / 1e3:.1f} k "
+            f"({rel(p['params'], p['params_full'])}) | {p['macs'] / 1e6:.2f} M "
+            f"({rel(p['macs'], p['macs_full'])}) | {b1} | {b256} | {100 * p['test_accuracy']:.2f} "
+            f"({gain:+.2f} pt) |"
+        )
     return "\n".join(lines)
 
 
@@ -238,16 +274,28 @@ def plot(curves: dict[str, list[dict]], labels: dict[str, str], out: Path) -> No
     import altair as alt
     import pandas as pd
 
-    data = pd.DataFrame([{**p, "method": labels[name], "accuracy %": 100 * p["accuracy"],
-                          "MACs %": 100 * p["macs_ratio"]} for name, pts in curves.items() for p in pts])
+    data = pd.DataFrame(
+        [
+            {**p, "method": labels[name], "accuracy %": 100 * p["accuracy"], "MACs %": 100 * p["macs_ratio"]}
+            for name, pts in curves.items()
+            for p in pts
+        ]
+    )
     # Below 80% a curve only says "not usable at this cost"; leaving those points out keeps the top legible.
     data = data[data["accuracy %"] >= 80]
-    base = alt.Chart(data).encode(x=alt.X("MACs %:Q", scale=alt.Scale(domain=[25, 102])),
-                                  y=alt.Y("accuracy %:Q", scale=alt.Scale(zero=False)),
-                                  color=alt.Color("method:N", scale=alt.Scale(scheme="tableau20")))
+    base = alt.Chart(data).encode(
+        x=alt.X("MACs %:Q", scale=alt.Scale(domain=[25, 102])),
+        y=alt.Y("accuracy %:Q", scale=alt.Scale(zero=False)),
+        color=alt.Color("method:N", scale=alt.Scale(scheme="tableau20")),
+    )
     chart = (base.mark_line(point=True)).properties(
-        width=640, height=400, title=["Fashion-MNIST test accuracy vs expected MACs",
-                                      "thresholds chosen on validation; points below 80% left out"])
+        width=640,
+        height=400,
+        title=[
+            "Fashion-MNIST test accuracy vs expected MACs",
+            "thresholds chosen on validation; points below 80% left out",
+        ],
+    )
     chart.save(str(out), scale_factor=2)
 
 
@@ -267,12 +315,16 @@ def main() -> None:
         if not paths:
             print(f"{row.name}: no checkpoint yet, skipped")
             continue
-        results[row.name] = [measure(p, latency=(i == 0 and not a.no_latency), with_curve=(i == 0))
-                             for i, p in enumerate(paths)]
+        results[row.name] = [
+            measure(p, latency=(i == 0 and not a.no_latency), with_curve=(i == 0)) for i, p in enumerate(paths)
+        ]
         curves[row.name] = results[row.name][0].pop("curve")
         print(f"{row.name}: {len(paths)} seed(s) measured")
-    text = (tables(results, rows) + "\n\nPer-exit test accuracy (%), each exit on its own:\n\n"
-            + per_exit_table(results, rows))
+    text = (
+        tables(results, rows)
+        + "\n\nPer-exit test accuracy (%), each exit on its own:\n\n"
+        + per_exit_table(results, rows)
+    )
     print(text)
     if a.no_write:
         return

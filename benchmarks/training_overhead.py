@@ -3,6 +3,7 @@ against baseline training of the same backbone (final classifier only). Target: 
 
     python -m benchmarks.training_overhead [--dataset fashion-mnist]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,9 +13,9 @@ import torch
 
 from aep_core.cost import exit_costs
 from aep_core.data import augment_shift_flip, load_dataset, make_loader
-from aep_core.training.job import TrainJob
 from aep_core.models import ModelSpec, build_model
 from aep_core.training import MethodSettings, TrainConfig
+from aep_core.training.job import TrainJob
 from aep_core.training.loop import make_optimizer
 from aep_core.training.methods import build_method, get_method
 
@@ -59,8 +60,13 @@ def main() -> None:
     print(setup(a.threads))
     b = load_dataset(a.dataset, limit=a.batch_size * (a.steps + 1))
     batches = list(make_loader(b.train, a.batch_size, shuffle=True))[: a.steps + 1]
-    spec_kw = {"backbone": a.model, "in_channels": b.in_channels, "image_size": b.image_size,
-               "num_classes": len(b.class_names), "head_pool": a.head_pool}
+    spec_kw = {
+        "backbone": a.model,
+        "in_channels": b.in_channels,
+        "image_size": b.image_size,
+        "num_classes": len(b.class_names),
+        "head_pool": a.head_pool,
+    }
     rates: dict[str, list[float]] = {"baseline": [], "aep": []}
     for _ in range(a.rounds):  # alternate so background load hits both alike
         for m in rates:

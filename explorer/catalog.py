@@ -1,4 +1,5 @@
 """The model picker's list: checkpoints found in the app's folders, then this session's uploaded ones."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,4 +32,3 @@ def uploads() -> dict[str, tuple[str, bytes]]:
 def available_models() -> list[str]:
     """Model labels the picker offers: checkpoints on disk, then this session's uploads."""
     return list(model_files()) + [UPLOAD_PREFIX + name for name in uploads()]
-

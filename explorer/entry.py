@@ -1,4 +1,5 @@
 """Every page runs inside the entry script (app.py), which draws the sidebar and the navigation."""
+
 from __future__ import annotations
 
 import runpy

@@ -3,6 +3,7 @@ place the app reads a checkpoint's metadata), temperature-scaled records, and ca
 
 Caches are keyed on plain values (path and mtime, content digests, the model's key); models and records
 are passed as `_`-prefixed arguments so they are not hashed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -157,13 +158,22 @@ class LoadedModel:
 
 # ---- loading ------------------------------------------------------------------------------------
 
+
 def _slice_record(loaded: LoadedModel) -> ExitRecord | None:
     """The model's outputs on the shipped Fashion-MNIST slice, if it reads such images."""
     if not loaded.reads_slice:
         return None
-    return collect_outputs(loaded.model, slice_dataset(loaded.mean, loaded.std), loaded.cum_macs, loaded.full_macs,
-                           info={"split": "test (shipped slice)", "class_names": loaded.class_names,
-                                 "ensemble_weights": loaded.ensemble_weights})
+    return collect_outputs(
+        loaded.model,
+        slice_dataset(loaded.mean, loaded.std),
+        loaded.cum_macs,
+        loaded.full_macs,
+        info={
+            "split": "test (shipped slice)",
+            "class_names": loaded.class_names,
+            "ensemble_weights": loaded.ensemble_weights,
+        },
+    )
 
 
 @st.cache_resource(show_spinner="Loading model...", max_entries=16)
@@ -184,8 +194,14 @@ def _load_upload(content_digest: str, _data: bytes) -> LoadedModel:
     model, meta = load_checkpoint(bytes(_data))
     loaded = LoadedModel("", f"upload:{content_digest}", model, meta, None, None)
     record = _slice_record(loaded)
-    notes = [] if record is not None else ["This checkpoint has no evaluation files and does not read 28x28 "
-                                           "grayscale images, so only the image pages can use it."]
+    notes = (
+        []
+        if record is not None
+        else [
+            "This checkpoint has no evaluation files and does not read 28x28 "
+            "grayscale images, so only the image pages can use it."
+        ]
+    )
     return replace(loaded, test=record, notes=notes)
 
 
@@ -206,7 +222,7 @@ def add_upload(name: str, data: bytes) -> str:
 def load_model(label: str) -> LoadedModel:
     """The model with this picker label (cached, shared by all sessions). Raises AepError if unusable."""
     if label.startswith(UPLOAD_PREFIX):
-        content_digest, data = uploads()[label[len(UPLOAD_PREFIX):]]
+        content_digest, data = uploads()[label[len(UPLOAD_PREFIX) :]]
         return replace(_load_upload(content_digest, data), label=label)
     files = model_files()
     if label not in files:
@@ -216,6 +232,7 @@ def load_model(label: str) -> LoadedModel:
 
 
 # ---- calibrated outputs ------------------------------------------------------------------------
+
 
 @st.cache_data(show_spinner="Fitting per-exit temperatures on the validation split...", max_entries=32)
 def _temperature_source(model_key: str, _loaded: LoadedModel) -> TemperatureSource:
@@ -229,11 +246,14 @@ def temperature_source(loaded: LoadedModel) -> TemperatureSource:
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
-def _scaled_records(key: str, temperatures: tuple[float, ...], _val: ExitRecord | None,
-                    _test: ExitRecord | None) -> tuple[ExitRecord | None, ExitRecord | None]:
+def _scaled_records(
+    key: str, temperatures: tuple[float, ...], _val: ExitRecord | None, _test: ExitRecord | None
+) -> tuple[ExitRecord | None, ExitRecord | None]:
     # Once per model and temperatures, not on every rerun; the records are read-only from here on.
-    return (None if _val is None else scale_record(_val, list(temperatures)),
-            None if _test is None else scale_record(_test, list(temperatures)))
+    return (
+        None if _val is None else scale_record(_val, list(temperatures)),
+        None if _test is None else scale_record(_test, list(temperatures)),
+    )
 
 
 def calibrated_model(loaded: LoadedModel) -> LoadedModel:
@@ -251,13 +271,16 @@ def calibrated_model(loaded: LoadedModel) -> LoadedModel:
 
 # ---- the current model, for the pages ------------------------------------------------------------
 
+
 def current_model(calibrated: bool | None = None) -> LoadedModel | None:
     """The selected model, or None after showing a message in the page (no model / unreadable model).
     With calibrated outputs (the sidebar switch, or `calibrated=True`) its records are temperature-scaled."""
     current = settings()
     if current.model is None:
-        st.warning("No model found. Train one on the **Train** page, upload a checkpoint in the sidebar, or put a "
-                   "checkpoint in `assets/models/` (`python -m aep_core train --out assets/models/m.pt`).")
+        st.warning(
+            "No model found. Train one on the **Train** page, upload a checkpoint in the sidebar, or put a "
+            "checkpoint in `assets/models/` (`python -m aep_core train --out assets/models/m.pt`)."
+        )
         return None
     try:
         loaded = load_model(current.model)
@@ -269,19 +292,26 @@ def current_model(calibrated: bool | None = None) -> LoadedModel | None:
         st.error(f"Model '{current.model}' cannot be used: {e}")
         return None
     if scaled.temperatures is None:
-        st.caption(":material/speed: Calibrated outputs are on, but this model stores no temperatures and has no "
-                   "validation outputs to fit them on: showing uncalibrated outputs.")
+        st.caption(
+            ":material/speed: Calibrated outputs are on, but this model stores no temperatures and has no "
+            "validation outputs to fit them on: showing uncalibrated outputs."
+        )
     else:
-        st.caption(":material/speed: Calibrated outputs: each exit's logits divided by its temperature ("
-                   + ", ".join(f"{t:.2f}" for t in scaled.temperatures) + f"), {source.description}.")
+        st.caption(
+            ":material/speed: Calibrated outputs: each exit's logits divided by its temperature ("
+            + ", ".join(f"{t:.2f}" for t in scaled.temperatures)
+            + f"), {source.description}."
+        )
     return scaled
 
 
 def require_record(loaded: LoadedModel) -> ExitRecord | None:
     """The model's evaluation record, or None after a message saying how to create one."""
     if loaded.record is None:
-        st.info("This model has no evaluation file, so replayed metrics are not available. Create one with "
-                f"`python -m aep_core evaluate {loaded.path or 'CHECKPOINT'}`.")
+        st.info(
+            "This model has no evaluation file, so replayed metrics are not available. Create one with "
+            f"`python -m aep_core evaluate {loaded.path or 'CHECKPOINT'}`."
+        )
     return loaded.record
 
 
@@ -296,6 +326,7 @@ def model_and_record() -> tuple[LoadedModel, ExitRecord]:
 
 
 # ---- inputs and per-image outputs ------------------------------------------------------------------
+
 
 @st.cache_resource(show_spinner=False)
 def shipped_samples() -> tuple[np.ndarray, np.ndarray]:
@@ -314,8 +345,13 @@ def slice_inputs(loaded: LoadedModel, n: int) -> torch.Tensor | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def image_outputs(model_key: str, image_key: str, _model: EarlyExitNet, _x: torch.Tensor,
-                  temperatures: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+def image_outputs(
+    model_key: str,
+    image_key: str,
+    _model: EarlyExitNet,
+    _x: torch.Tensor,
+    temperatures: tuple[float, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-exit logits (exits, classes) and confidences (exits,) or None for one input image; logits
     divided by their exit's temperature when `temperatures` is given (calibrated outputs)."""
     with torch.inference_mode():

@@ -1,4 +1,5 @@
 """Exit rules replayed on a model's saved outputs, cached on plain values (model key, rule, settings)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,8 +16,9 @@ def _summary(model_key: str, rule: str, settings_items: tuple, _record: ExitReco
     return replay_rule(_record, rule, **settings).summary()
 
 
-def rule_summary(model_key: str, record: ExitRecord, rule: str,
-                 settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def rule_summary(
+    model_key: str, record: ExitRecord, rule: str, settings: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """replay_rule on a model's record, summarised (accuracy, MACs ratio, distributions); `model_key` names
     the record (the model and its calibration), so the summary is computed once per setting."""
     items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in (settings or {}).items()))

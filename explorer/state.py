@@ -1,6 +1,7 @@
 """The shared settings every page reads: model, exit rule and its setting, per-exit thresholds and the
 calibrated-outputs switch. They live in the session state (written by the sidebar and the pages), with
 defaults for anything not set yet, so a page opened on its own works; the URL carries them for links."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ def settings() -> Settings:
 
 # ---- URL query parameters (shareable links) -------------------------------------------------------
 
+
 def restore_from_url(current_page: Any, pages: list[Any]) -> None:
     """On a session's first run, copy model, rule, its setting, the calibrated switch and the page from the
     URL into the session."""
@@ -100,8 +102,9 @@ def restore_from_url(current_page: Any, pages: list[Any]) -> None:
         if params.get("t") is not None:
             state[setting_key(state.get("rule", DEFAULT_RULE))] = float(params["t"])
         if params.get("pe"):
-            state["per_exit_thresholds"] = [min(THRESHOLD.hi, max(THRESHOLD.lo, float(v)))
-                                            for v in params["pe"].split(",")]
+            state["per_exit_thresholds"] = [
+                min(THRESHOLD.hi, max(THRESHOLD.lo, float(v))) for v in params["pe"].split(",")
+            ]
             state["per_exit_on"] = True
     except ValueError:
         st.toast("Ignored a malformed threshold in the link.")

@@ -1,5 +1,6 @@
 """The shared sidebar: checkpoint upload, model picker, exit rule with its setting, calibrated-outputs switch.
 Its widgets write the session state that explorer.state reads; every rule fact comes from the rule registry."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -21,17 +22,25 @@ def sidebar() -> None:
         spec = rule_picker(loaded)
         rule_setting(spec, loaded)
         st.caption(spec.help)
-        st.toggle("Calibrated outputs", key="calibrated", help="Divide each exit's logits by its temperature (fitted "
-                  "on the validation split) before every exit rule, the AEP ensemble and every chart. See the "
-                  "Calibration page.")
+        st.toggle(
+            "Calibrated outputs",
+            key="calibrated",
+            help="Divide each exit's logits by its temperature (fitted "
+            "on the validation split) before every exit rule, the AEP ensemble and every chart. See the "
+            "Calibration page.",
+        )
 
 
 def checkpoint_upload() -> None:
     """An uploader for aep_core checkpoints; a good one becomes this session's model."""
     state = st.session_state
     with st.expander("Upload a checkpoint (.pt)"):
-        upload = st.file_uploader("aep_core checkpoint", type=["pt", "pth"], key="ckpt_upload",
-                                  help="A checkpoint saved by aep_core. Files with pickled code are refused.")
+        upload = st.file_uploader(
+            "aep_core checkpoint",
+            type=["pt", "pth"],
+            key="ckpt_upload",
+            help="A checkpoint saved by aep_core. Files with pickled code are refused.",
+        )
         if upload is not None and state.get("_ckpt_seen") != upload.file_id:
             state["_ckpt_seen"] = upload.file_id
             try:
@@ -53,8 +62,12 @@ def model_picker() -> LoadedModel | None:
         return None
     if state.get("model") not in models:
         state["model"] = default_model(models)
-    st.selectbox("Model", models, key="model", help="Shipped checkpoints (assets/models), models trained on the "
-                 "Train page, and uploaded checkpoints.")
+    st.selectbox(
+        "Model",
+        models,
+        key="model",
+        help="Shipped checkpoints (assets/models), models trained on the Train page, and uploaded checkpoints.",
+    )
     try:
         return load_model(state["model"])
     except AepError as e:
@@ -68,8 +81,9 @@ def rule_picker(loaded: LoadedModel | None) -> RuleSpec:
     offered = list_rules(deployable=True, model=None if loaded is None else loaded.exits)
     if state.get("rule") not in offered:
         state["rule"] = DEFAULT_RULE
-    name = st.selectbox("Exit rule", offered, key="rule", format_func=lambda r: get_rule(r).label,
-                        help=get_rule(state["rule"]).help)
+    name = st.selectbox(
+        "Exit rule", offered, key="rule", format_func=lambda r: get_rule(r).label, help=get_rule(state["rule"]).help
+    )
     return get_rule(name)
 
 

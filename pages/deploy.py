@@ -1,6 +1,7 @@
 """Deploy: the model split over device, edge and cloud. Sliders for tier speeds, bandwidth and link
 latency, a picker for the split points; the latency breakdown, the share answered at each tier, and
 accuracy against latency, all replayed from the saved per-exit outputs under the sidebar's exit rule."""
+
 import math
 
 import numpy as np
@@ -33,9 +34,11 @@ MBPS = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 100
 
 run_inside_app()
 st.title("Deploy across tiers")
-st.markdown("The network split over a **device**, an **edge** box and the **cloud**: a sample leaves at the first "
-            "confident exit, and only the hard ones send their features up the link. Every number below is replayed "
-            "from the saved per-exit outputs under the sidebar's exit rule; no network runs when a slider moves.")
+st.markdown(
+    "The network split over a **device**, an **edge** box and the **cloud**: a sample leaves at the first "
+    "confident exit, and only the hard ones send their features up the link. Every number below is replayed "
+    "from the saved per-exit outputs under the sidebar's exit rule; no network runs when a slider moves."
+)
 loaded, record = models.model_and_record()
 state = st.session_state
 current = settings()
@@ -68,11 +71,21 @@ def exit_label(value: int) -> str:
 
 with st.container(border=True):
     c1, c2, c3 = st.columns([1, 1, 2])
-    num_tiers = c1.radio("Tiers", list(range(1, MAX_TIERS + 1)), index=2, key="dep_tiers", horizontal=True,
-                         help="1: the device alone; 2: device and cloud; 3: device, edge, cloud; 4: device, edge, fog, "
-                              "cloud.")
-    precision = c2.radio("Features sent as", ["fp32", "fp16", "int8"], key="dep_precision", horizontal=True,
-                         help="Bytes per value of the feature maps (and of the input, when the first tier sends it).")
+    num_tiers = c1.radio(
+        "Tiers",
+        list(range(1, MAX_TIERS + 1)),
+        index=2,
+        key="dep_tiers",
+        horizontal=True,
+        help="1: the device alone; 2: device and cloud; 3: device, edge, cloud; 4: device, edge, fog, cloud.",
+    )
+    precision = c2.radio(
+        "Features sent as",
+        ["fp32", "fp16", "int8"],
+        key="dep_precision",
+        horizontal=True,
+        help="Bytes per value of the feature maps (and of the input, when the first tier sends it).",
+    )
     names = TIER_NAMES[num_tiers]
     splits = []
     if num_tiers > 1:
@@ -81,10 +94,16 @@ with st.container(border=True):
         for i in range(num_tiers - 1):
             key = f"dep_split_{num_tiers}_{i}"
             state.setdefault(key, suggested[i])
-            splits.append(cols[i].selectbox(f"Last exit on the {names[i]}", list(range(-1, num_exits)), key=key,
-                                            format_func=exit_label,
-                                            help="Samples not answered by then send this exit's feature map to the "
-                                                 "next tier. 'input': this tier runs nothing and sends the image."))
+            splits.append(
+                cols[i].selectbox(
+                    f"Last exit on the {names[i]}",
+                    list(range(-1, num_exits)),
+                    key=key,
+                    format_func=exit_label,
+                    help="Samples not answered by then send this exit's feature map to the "
+                    "next tier. 'input': this tier runs nothing and sends the image.",
+                )
+            )
     else:
         c3.caption("One tier: everything runs on the device.")
     st.markdown("**Tier speeds** (GMAC/s; the device starts at this machine's measured speed: batch 1, one thread)")
@@ -93,8 +112,9 @@ with st.container(border=True):
     for t in range(num_tiers):
         default_speed = round(local_gmacs, 3) if t == 0 else DEFAULT_GMACS[num_tiers][t - 1]
         state.setdefault(f"dep_speed_{num_tiers}_{t}", default_speed)
-        speeds.append(cols[t].select_slider(names[t], speed_options, key=f"dep_speed_{num_tiers}_{t}",
-                                            format_func=gmacs_label))
+        speeds.append(
+            cols[t].select_slider(names[t], speed_options, key=f"dep_speed_{num_tiers}_{t}", format_func=gmacs_label)
+        )
     bandwidths, latencies = [], []
     if num_tiers > 1:
         st.markdown("**Links**")
@@ -109,36 +129,61 @@ with st.container(border=True):
                 latencies.append(st.slider(f"{link} latency (ms)", 0, 200, key=f"dep_lat_{num_tiers}_{i}"))
     with st.expander("Power (optional, for energy per sample)"):
         cols = st.columns(num_tiers)
-        power = [cols[t].number_input(f"{names[t]} compute power (W)", 0.0, 1000.0, 0.0, 0.5,
-                                      key=f"dep_power_{num_tiers}_{t}") for t in range(num_tiers)]
+        power = [
+            cols[t].number_input(
+                f"{names[t]} compute power (W)", 0.0, 1000.0, 0.0, 0.5, key=f"dep_power_{num_tiers}_{t}"
+            )
+            for t in range(num_tiers)
+        ]
 
 try:
-    deployment = make_deployment([g * 1e9 for g in speeds], bandwidths, latencies, splits, precision,
-                                 [p if p > 0 else None for p in power], names)
+    deployment = make_deployment(
+        [g * 1e9 for g in speeds],
+        bandwidths,
+        latencies,
+        splits,
+        precision,
+        [p if p > 0 else None for p in power],
+        names,
+    )
     result = simulate(record, sizes, deployment, current.rule, **current.rule_settings())
 except AepError as e:
     st.error(str(e))
     st.stop()
 
-st.caption(f"Rule: {current.describe()} (sidebar). Replayed on {record.num_samples:,} saved "
-           f"{record.info.get('split', 'test')} outputs.")
+st.caption(
+    f"Rule: {current.describe()} (sidebar). Replayed on {record.num_samples:,} saved "
+    f"{record.info.get('split', 'test')} outputs."
+)
 stats = result.latency_stats()
 metrics = st.columns(6 if result.energy_j is not None else 5)
 metrics[0].metric("Accuracy", f"{100 * result.accuracy:.2f}%")
 metrics[1].metric("Mean latency", f"{1e3 * stats['mean']:.2f} ms")
-metrics[2].metric("p95 latency", f"{1e3 * stats['p95']:.2f} ms", f"p50 {1e3 * stats['p50']:.2f} ms", delta_color="off",
-                  delta_arrow="off")
+metrics[2].metric(
+    "p95 latency",
+    f"{1e3 * stats['p95']:.2f} ms",
+    f"p50 {1e3 * stats['p50']:.2f} ms",
+    delta_color="off",
+    delta_arrow="off",
+)
 metrics[3].metric("p99 latency", f"{1e3 * stats['p99']:.2f} ms")
-metrics[4].metric("Sent per sample", f"{result.bytes_sent.mean() / 1e3:.2f} kB", f"{precision} features",
-                  delta_color="off", delta_arrow="off")
+metrics[4].metric(
+    "Sent per sample",
+    f"{result.bytes_sent.mean() / 1e3:.2f} kB",
+    f"{precision} features",
+    delta_color="off",
+    delta_arrow="off",
+)
 if result.energy_j is not None:
     metrics[5].metric("Energy per sample", f"{1e3 * result.energy_j.mean():.3f} mJ")
 
 
 def holds(candidate: Deployment) -> list[str]:
     """What each tier of a deployment holds, as text."""
-    return ["none" if len(r) == 0 else (f"exit {r[0]}" if len(r) == 1 else f"exits {r[0]}-{r[-1]}")
-            for r in candidate.tier_exits(num_exits)]
+    return [
+        "none" if len(r) == 0 else (f"exit {r[0]}" if len(r) == 1 else f"exits {r[0]}-{r[-1]}")
+        for r in candidate.tier_exits(num_exits)
+    ]
 
 
 exits_text = holds(deployment)
@@ -156,19 +201,28 @@ c1.altair_chart(deploy_charts.latency_breakdown(parts), width="stretch")
 c2.altair_chart(deploy_charts.tier_share(names, share, tier_accuracy, exits_text), width="stretch")
 
 breakdown = result.breakdown()
-table = pd.DataFrame({"tier": names, "GMAC/s": speeds, "holds": exits_text,
-                      "answered %": (100 * share).round(1),
-                      "accuracy %": ["–" if math.isnan(a) else f"{100 * a:.2f}" for a in tier_accuracy],
-                      "mean compute (ms)": (1e3 * breakdown["compute"]).round(3)})
+table = pd.DataFrame(
+    {
+        "tier": names,
+        "GMAC/s": speeds,
+        "holds": exits_text,
+        "answered %": (100 * share).round(1),
+        "accuracy %": ["–" if math.isnan(a) else f"{100 * a:.2f}" for a in tier_accuracy],
+        "mean compute (ms)": (1e3 * breakdown["compute"]).round(3),
+    }
+)
 st.dataframe(table, hide_index=True, width="stretch")
 if num_tiers > 1:
+
     def handed_on(split: int) -> str:
         sent = sizes.input_bytes(precision) if split == -1 else int(sizes.exit_bytes(precision)[split])
         return f"{'input' if split == -1 else f'exit {split}'} = {sent:,} bytes"
 
-    st.caption("Handed on per crossing: " + "; ".join(f"{names[i]} → {names[i + 1]}: {handed_on(split)}"
-                                                       for i, split in enumerate(deployment.splits))
-               + f" ({precision}).")
+    st.caption(
+        "Handed on per crossing: "
+        + "; ".join(f"{names[i]} → {names[i + 1]}: {handed_on(split)}" for i, split in enumerate(deployment.splits))
+        + f" ({precision})."
+    )
 
 st.subheader("Best configuration under a deadline")
 c1, c2, c3 = st.columns([1, 1, 2])
@@ -203,17 +257,29 @@ if best is not None:
     shown = ", ".join(f"{name} = {value:g}" for name, value in point["settings"].items() if name != "weights")
     best_holds = holds(deployment.with_splits(point["splits"]))
     splits_text = ", ".join(f"{tier}: {held}" for tier, held in zip(names, best_holds, strict=True))
-    c3.success(f"**{100 * point['accuracy']:.2f}%** accuracy at {1e3 * point[f'{stat}_latency_s']:.2f} ms {stat} "
-               f"({splits_text}; {shown}).")
-    c3.button("Use this configuration", on_click=apply_best, args=(point["splits"], point["settings"], num_tiers),
-              key="dep_apply")
+    c3.success(
+        f"**{100 * point['accuracy']:.2f}%** accuracy at {1e3 * point[f'{stat}_latency_s']:.2f} ms {stat} "
+        f"({splits_text}; {shown})."
+    )
+    c3.button(
+        "Use this configuration",
+        on_click=apply_best,
+        args=(point["splits"], point["settings"], num_tiers),
+        key="dep_apply",
+    )
 else:
     c3.warning(message)
 best_point = None if best is None else (1e3 * searched.latency_s[best], searched.accuracy[best])
-st.altair_chart(deploy_charts.accuracy_latency(1e3 * searched.latency_s, searched.accuracy, searched.pareto, stat,
-                                               current_point, deadline, best_point), width="stretch")
+st.altair_chart(
+    deploy_charts.accuracy_latency(
+        1e3 * searched.latency_s, searched.accuracy, searched.pareto, stat, current_point, deadline, best_point
+    ),
+    width="stretch",
+)
 setting_name = current.spec.setting.keyword if current.spec.setting is not None else "setting"
-st.caption(f"Every split of the {num_tiers} tier(s) with every {setting_name} of the rule "
-           f"({len(searched.accuracy):,} configurations, grey); the line is the Pareto front. Red: the current "
-           "setting; green: the most accurate within the deadline. Export the segments with "
-           "`python -m aep_core export CHECKPOINT --splits ... --out DIR` (see docs/DEPLOY.md).")
+st.caption(
+    f"Every split of the {num_tiers} tier(s) with every {setting_name} of the rule "
+    f"({len(searched.accuracy):,} configurations, grey); the line is the Pareto front. Red: the current "
+    "setting; green: the most accurate within the deadline. Export the segments with "
+    "`python -m aep_core export CHECKPOINT --splits ... --out DIR` (see docs/DEPLOY.md)."
+)

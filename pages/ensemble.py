@@ -1,5 +1,6 @@
 """Ensemble weights (AEP): a weight per exit, the weighting-scheme presets, and the ensemble's accuracy
 when cut after each exit beside each exit alone."""
+
 import numpy as np
 import streamlit as st
 
@@ -11,8 +12,10 @@ from explorer.entry import run_inside_app
 
 run_inside_app()
 st.title("Ensemble weights (AEP)")
-st.markdown("AEP predicts with a **weighted average of the softmax outputs of exits 0..k**. Deeper exits are "
-            "usually better, so they usually weigh more; the training weights come from the model's weighting scheme.")
+st.markdown(
+    "AEP predicts with a **weighted average of the softmax outputs of exits 0..k**. Deeper exits are "
+    "usually better, so they usually weigh more; the training weights come from the model's weighting scheme."
+)
 loaded, record = models.model_and_record()
 num_exits = record.num_exits
 state = st.session_state
@@ -64,11 +67,23 @@ left, right = st.columns([1, 2])
 left.altair_chart(charts.weights_bar(weights), width="stretch")
 right.altair_chart(charts.ensemble_vs_single(single, ensemble, cost), width="stretch")
 best = int(np.argmax(ensemble - single))
-gain = (f"The biggest gain over a single exit is at exit {best}: {100 * (ensemble[best] - single[best]):+.2f} points."
-        if ensemble[best] > single[best] else "With these weights the ensemble does not beat the single exits: try "
-        "giving the early exits more weight, or another preset.")
-st.markdown(f"Cut after exit **{num_exits - 1}**: the ensemble reaches **{100 * ensemble[-1]:.2f}%** against "
-            f"**{100 * single[-1]:.2f}%** for the final exit alone. {gain}")
-st.dataframe({"exit": list(range(num_exits)), "weight": np.round(weights / weights.sum(), 4),
-              "exit alone": np.round(single, 4), "ensemble 0..k": np.round(ensemble, 4),
-              "MACs share": np.round(cost, 3)}, hide_index=True)
+gain = (
+    f"The biggest gain over a single exit is at exit {best}: {100 * (ensemble[best] - single[best]):+.2f} points."
+    if ensemble[best] > single[best]
+    else "With these weights the ensemble does not beat the single exits: try "
+    "giving the early exits more weight, or another preset."
+)
+st.markdown(
+    f"Cut after exit **{num_exits - 1}**: the ensemble reaches **{100 * ensemble[-1]:.2f}%** against "
+    f"**{100 * single[-1]:.2f}%** for the final exit alone. {gain}"
+)
+st.dataframe(
+    {
+        "exit": list(range(num_exits)),
+        "weight": np.round(weights / weights.sum(), 4),
+        "exit alone": np.round(single, 4),
+        "ensemble 0..k": np.round(ensemble, 4),
+        "MACs share": np.round(cost, 3),
+    },
+    hide_index=True,
+)

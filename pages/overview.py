@@ -1,4 +1,5 @@
 """Overview: what early exits are, the three methods, and the loaded model as a strip of stages and exits."""
+
 import streamlit as st
 
 from explorer import models
@@ -15,35 +16,51 @@ st.markdown(
     "accuracy for compute. Move the threshold in the sidebar and every page follows."
 )
 c1, c2, c3 = st.columns(3)
-c1.markdown("#### AEP\n*Anticipate, Ensemble and Prune.* All exits train jointly with a weighted loss "
-            "(uniform, linear, geometric, cost-proportional or learned weights), so early layers *anticipate* "
-            "being used alone. At test time exits 0..k are averaged as an **ensemble**, and layers after the "
-            "last useful exit are **pruned**, shrinking the model for good.")
-c2.markdown("#### EENets\nEach exit has a classifier **and a learned confidence branch**. Training uses a "
-            "cost-aware loss that rewards stopping early when the exit is right, so the network itself learns "
-            "when to leave. At run time a sample stops at the first exit whose confidence passes a threshold.")
-c3.markdown("#### The survey's taxonomy\nScardapane et al. organise early exits by **where** exits go "
-            "(placement), **how** they train (joint, layer-wise, classifier-wise, self-distillation) and "
-            "**how** a sample decides to stop (max probability, entropy, patience, learned rules).")
+c1.markdown(
+    "#### AEP\n*Anticipate, Ensemble and Prune.* All exits train jointly with a weighted loss "
+    "(uniform, linear, geometric, cost-proportional or learned weights), so early layers *anticipate* "
+    "being used alone. At test time exits 0..k are averaged as an **ensemble**, and layers after the "
+    "last useful exit are **pruned**, shrinking the model for good."
+)
+c2.markdown(
+    "#### EENets\nEach exit has a classifier **and a learned confidence branch**. Training uses a "
+    "cost-aware loss that rewards stopping early when the exit is right, so the network itself learns "
+    "when to leave. At run time a sample stops at the first exit whose confidence passes a threshold."
+)
+c3.markdown(
+    "#### The survey's taxonomy\nScardapane et al. organise early exits by **where** exits go "
+    "(placement), **how** they train (joint, layer-wise, classifier-wise, self-distillation) and "
+    "**how** a sample decides to stop (max probability, entropy, patience, learned rules)."
+)
 
 loaded = models.current_model()
 if loaded is not None:
     st.subheader(f"The loaded model: {loaded.label}")
     stages = getattr(loaded.model.backbone, "block_stage", None)
-    st.altair_chart(charts.exit_strip(loaded.num_blocks, loaded.model.exit_blocks, loaded.macs_fractions,
-                                      loaded.validation_accuracy, stages), width="stretch")
-    st.caption("Coloured boxes are the backbone's blocks (one colour per stage); each dot is an exit, labelled with "
-               "the share of the full network's MACs a sample pays to stop there and that exit's validation accuracy.")
+    st.altair_chart(
+        charts.exit_strip(
+            loaded.num_blocks, loaded.model.exit_blocks, loaded.macs_fractions, loaded.validation_accuracy, stages
+        ),
+        width="stretch",
+    )
+    st.caption(
+        "Coloured boxes are the backbone's blocks (one colour per stage); each dot is an exit, labelled with "
+        "the share of the full network's MACs a sample pays to stop there and that exit's validation accuracy."
+    )
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Backbone", loaded.backbone)
     m2.metric("Exits", loaded.num_exits)
     m3.metric("Full network MACs", f"{loaded.full_macs / 1e6:.2f} M")
     m4.metric("Parameters (with exits)", f"{loaded.params_with_exits / 1e3:.0f} k")
     weighting = f" ({loaded.weighting} weights)" if loaded.weighting else ""
-    st.caption(f"Trained with **{loaded.training_method or '?'}**{weighting} on **{loaded.dataset_name}**. "
-               f"Current exit rule: {settings().describe()}.")
+    st.caption(
+        f"Trained with **{loaded.training_method or '?'}**{weighting} on **{loaded.dataset_name}**. "
+        f"Current exit rule: {settings().describe()}."
+    )
     for note in loaded.notes:
         st.info(note)
-st.markdown("**Where next?** *Try an image* to see one input travel through the exits, *Thresholds* to tune the "
-            "accuracy/compute trade-off, *Ensemble weights* and *Pruning savings* for AEP, *Saliency* for what each "
-            "exit looks at, and *Train* to train your own model in the browser.")
+st.markdown(
+    "**Where next?** *Try an image* to see one input travel through the exits, *Thresholds* to tune the "
+    "accuracy/compute trade-off, *Ensemble weights* and *Pruning savings* for AEP, *Saliency* for what each "
+    "exit looks at, and *Train* to train your own model in the browser."
+)

@@ -1,4 +1,5 @@
 """Saliency: for one image, what every exit looks at (Captum), next to each exit's prediction."""
+
 import streamlit as st
 
 from aep_core.analysis.saliency import METHODS, exit_saliency, overlay
@@ -9,8 +10,10 @@ from explorer.entry import run_inside_app
 
 run_inside_app()
 st.title("Saliency per exit")
-st.markdown("Each exit is wrapped as its own classifier and explained with Captum. Early exits often look at "
-            "coarse shape; deeper ones at finer detail.")
+st.markdown(
+    "Each exit is wrapped as its own classifier and explained with Captum. Early exits often look at "
+    "coarse shape; deeper ones at finer detail."
+)
 loaded = models.current_model()
 if loaded is None:
     st.stop()
@@ -19,8 +22,10 @@ names = loaded.class_names
 
 @st.cache_data(show_spinner="Computing saliency maps...", max_entries=64)
 def maps(model_key: str, image_key: str, method: str, target: int | None, _model, _x) -> list[dict]:
-    return [{"heatmap": m.heatmap, "target": m.target, "pred": m.predicted, "p": m.probability}
-            for m in exit_saliency(_model, _x, method, target)]
+    return [
+        {"heatmap": m.heatmap, "target": m.target, "pred": m.predicted, "p": m.probability}
+        for m in exit_saliency(_model, _x, method, target)
+    ]
 
 
 c1, c2, c3 = st.columns([2, 2, 2])
@@ -50,12 +55,18 @@ else:
 
 result = maps(loaded.key, image_key, method, target, loaded.model, x)
 cols = st.columns(len(result) + 1)
-cols[0].image(preview, caption="input" + (f" ({names[label]})" if label is not None else ""), width="stretch",
-              clamp=True)
+cols[0].image(
+    preview, caption="input" + (f" ({names[label]})" if label is not None else ""), width="stretch", clamp=True
+)
 for k, (col, exit_map) in enumerate(zip(cols[1:], result, strict=True)):
-    col.image(overlay(preview, exit_map["heatmap"]), width="stretch",
-              caption=f"exit {k}: {names[exit_map['pred']]} ({exit_map['p']:.2f})")
+    col.image(
+        overlay(preview, exit_map["heatmap"]),
+        width="stretch",
+        caption=f"exit {k}: {names[exit_map['pred']]} ({exit_map['p']:.2f})",
+    )
     if target is not None:
         col.caption(f"explaining {names[exit_map['target']]}")
-st.caption("Brighter = more influence on the explained class. The caption under each map is that exit's own "
-           "prediction and probability.")
+st.caption(
+    "Brighter = more influence on the explained class. The caption under each map is that exit's own "
+    "prediction and probability."
+)

@@ -1,5 +1,6 @@
 """Thresholds: tune the exit rule and watch accuracy, compute, the exit distribution, the Pareto curve
 and per-class depth update together. Every number is replayed from saved per-exit outputs."""
+
 import numpy as np
 import streamlit as st
 import torch
@@ -19,8 +20,10 @@ run_inside_app()
 st.title("Thresholds")
 loaded, record = models.model_and_record()
 if record.num_exits < 2:
-    st.info(f"{loaded.label} has no early exits: every sample runs the whole network, so there is no threshold to "
-            "tune. Pick a model trained with exits (AEP, EENet, distillation) in the sidebar.")
+    st.info(
+        f"{loaded.label} has no early exits: every sample runs the whole network, so there is no threshold to "
+        "tune. Pick a model trained with exits (AEP, EENet, distillation) in the sidebar."
+    )
     st.stop()
 state = st.session_state
 current = settings()
@@ -49,8 +52,10 @@ def solve(model_key: str, rule: str, goal: str, value: float, _val, _test) -> di
 def apply_preset(goal: str, value: float) -> None:
     """Solve on the validation split and put the solution into the shared settings."""
     if goal == "certified" and loaded.val is None:
-        state["preset_msg"] = ("error", "A certified setting needs the model's validation outputs, and this model "
-                                        "has none.")
+        state["preset_msg"] = (
+            "error",
+            "A certified setting needs the model's validation outputs, and this model has none.",
+        )
         return
     try:
         solution = solve(loaded.key, current.rule, goal, value, solve_record, record)
@@ -67,37 +72,60 @@ def apply_preset(goal: str, value: float) -> None:
     else:
         state[setting_key(current.rule)] = int(solution["settings"][keyword])
     outcome = solution.get("test", solution["val"])
-    how = (f"certified on the validation split: a drop of at most {value:g} points with "
-           f"{100 * CERTIFY_CONFIDENCE:.0f}% probability" if goal == "certified" else "chosen on the validation split")
-    state["preset_msg"] = ("success", f"Preset applied: {100 * outcome['accuracy']:.2f}% accuracy at "
-                                      f"{100 * outcome['macs_ratio']:.1f}% of the full network's MACs ({how}; shown on "
-                                      f"{record.info.get('split', 'test')}).")
+    how = (
+        f"certified on the validation split: a drop of at most {value:g} points with "
+        f"{100 * CERTIFY_CONFIDENCE:.0f}% probability"
+        if goal == "certified"
+        else "chosen on the validation split"
+    )
+    state["preset_msg"] = (
+        "success",
+        f"Preset applied: {100 * outcome['accuracy']:.2f}% accuracy at "
+        f"{100 * outcome['macs_ratio']:.1f}% of the full network's MACs ({how}; shown on "
+        f"{record.info.get('split', 'test')}).",
+    )
 
 
 with st.container(border=True):
     st.markdown("**One-click presets** (solved on the validation split, shown on test)")
     p1, p2 = st.columns([2, 3], vertical_alignment="bottom")
     budget = p1.number_input("Compute budget (% of the full network)", 5, 100, value=50, step=5, key="budget_pct")
-    p2.button(f"Best accuracy within {budget}% of the compute", on_click=apply_preset, args=("budget", budget / 100),
-              key="preset_budget", width="stretch")
+    p2.button(
+        f"Best accuracy within {budget}% of the compute",
+        on_click=apply_preset,
+        args=("budget", budget / 100),
+        key="preset_budget",
+        width="stretch",
+    )
     p3, p4 = st.columns(2)
-    p3.button("Cheapest within 0.5 points of the final exit", on_click=apply_preset, args=("accuracy", 0.5),
-              key="preset_accuracy", width="stretch",
-              help="The cheapest per-exit thresholds that stay within 0.5 points on the validation split. On new "
-                   "data the drop scatters around 0.5 points.")
-    p4.button(f"Guaranteed within 0.5 points ({100 * CERTIFY_CONFIDENCE:.0f}% confidence)", on_click=apply_preset,
-              args=("certified", 0.5), key="preset_certified", width="stretch",
-              help="The cheapest global threshold whose accuracy drop is certified on the validation split: with "
-                   f"{100 * CERTIFY_CONFIDENCE:.0f}% probability the drop on new data of the same kind is at most 0.5 "
-                   "points (Learn-then-Test). It costs more compute than the plain preset.")
+    p3.button(
+        "Cheapest within 0.5 points of the final exit",
+        on_click=apply_preset,
+        args=("accuracy", 0.5),
+        key="preset_accuracy",
+        width="stretch",
+        help="The cheapest per-exit thresholds that stay within 0.5 points on the validation split. On new "
+        "data the drop scatters around 0.5 points.",
+    )
+    p4.button(
+        f"Guaranteed within 0.5 points ({100 * CERTIFY_CONFIDENCE:.0f}% confidence)",
+        on_click=apply_preset,
+        args=("certified", 0.5),
+        key="preset_certified",
+        width="stretch",
+        help="The cheapest global threshold whose accuracy drop is certified on the validation split: with "
+        f"{100 * CERTIFY_CONFIDENCE:.0f}% probability the drop on new data of the same kind is at most 0.5 "
+        "points (Learn-then-Test). It costs more compute than the plain preset.",
+    )
     if "preset_msg" in state:
         kind, message = state["preset_msg"]
         (st.success if kind == "success" else st.error)(message)
 
 if current.spec.has_thresholds:
     state.setdefault("pe_toggle", bool(state.get("per_exit_on", False)))
-    per_exit_on = st.toggle("Per-exit thresholds", key="pe_toggle",
-                            help="One threshold per early exit instead of the sidebar's global one.")
+    per_exit_on = st.toggle(
+        "Per-exit thresholds", key="pe_toggle", help="One threshold per early exit instead of the sidebar's global one."
+    )
     state["per_exit_on"] = per_exit_on
     if per_exit_on:
         stored = state.get("per_exit_thresholds") or [current.value] * (num_exits - 1)
@@ -122,25 +150,44 @@ except AepError as e:
     st.stop()
 final_accuracy = float(record.exit_accuracy()[-1])
 m1, m2, m3, m4 = st.columns(4)
-m1.metric("Accuracy", f"{100 * summary['accuracy']:.2f}%",
-          f"{100 * (summary['accuracy'] - final_accuracy):+.2f} pts vs final exit")
-m2.metric("Expected MACs", f"{summary['expected_macs'] / 1e6:.2f} M", f"{100 * summary['macs_ratio']:.1f}% of full",
-          delta_color="off", delta_arrow="off")
+m1.metric(
+    "Accuracy",
+    f"{100 * summary['accuracy']:.2f}%",
+    f"{100 * (summary['accuracy'] - final_accuracy):+.2f} pts vs final exit",
+)
+m2.metric(
+    "Expected MACs",
+    f"{summary['expected_macs'] / 1e6:.2f} M",
+    f"{100 * summary['macs_ratio']:.1f}% of full",
+    delta_color="off",
+    delta_arrow="off",
+)
 m3.metric("Speed-up (MACs)", f"{1 / summary['macs_ratio']:.2f}x")
 m4.metric("Samples", f"{record.num_samples:,}", record.info.get("split", ""), delta_color="off", delta_arrow="off")
-st.caption(f"Rule: {current.describe()}. Replayed on {record.num_samples:,} saved {record.info.get('split', 'test')} "
-           "outputs.")
+st.caption(
+    f"Rule: {current.describe()}. Replayed on {record.num_samples:,} saved {record.info.get('split', 'test')} outputs."
+)
 
 c1, c2 = st.columns([3, 2])
 swept = sweep(loaded.key, current.rule, record)
 exit_cost = np.asarray(record.cum_macs, dtype=float) / record.full_macs
 oracle = rule_summary(loaded.key, record, "oracle")
-c1.altair_chart(charts.pareto_curve(swept["macs"], swept["acc"], (summary["macs_ratio"], summary["accuracy"]),
-                                    (exit_cost.tolist(), record.exit_accuracy().tolist()), swept["pareto"],
-                                    (oracle["macs_ratio"], oracle["accuracy"])), width="stretch")
-c1.caption("Line: the rule over a sweep of global thresholds (Pareto points). Grey squares: each exit alone. "
-           "Green diamond: the oracle, which stops each sample at the first exit that is right (reads the labels: a "
-           "bound, not a rule). Red dot: the current setting.")
+c1.altair_chart(
+    charts.pareto_curve(
+        swept["macs"],
+        swept["acc"],
+        (summary["macs_ratio"], summary["accuracy"]),
+        (exit_cost.tolist(), record.exit_accuracy().tolist()),
+        swept["pareto"],
+        (oracle["macs_ratio"], oracle["accuracy"]),
+    ),
+    width="stretch",
+)
+c1.caption(
+    "Line: the rule over a sweep of global thresholds (Pareto points). Grey squares: each exit alone. "
+    "Green diamond: the oracle, which stops each sample at the first exit that is right (reads the labels: a "
+    "bound, not a rule). Red dot: the current setting."
+)
 per_exit_accuracy = [np.nan if v is None else v for v in summary["per_exit_accuracy"]]
 c2.altair_chart(charts.exit_distribution(summary["exit_distribution"], per_exit_accuracy), width="stretch")
 class_names = record.info.get("class_names") or loaded.class_names
@@ -155,24 +202,34 @@ def measure() -> list[dict]:
     images = models.slice_inputs(loaded, 1000)  # (1000, 1, 28, 28), read once for both batch sizes
     rows = []
     for batch_size, n, threads in ((1, 200, 1), (256, 1000, None)):
-        measured = measure_speedup(loaded.model, rule, images[:n], batch_size, rounds=1,
-                                   temperatures=loaded.temperatures, threads=threads)
-        rows.append({"batch size": batch_size, "threads": threads or torch.get_num_threads(),
-                     "images": measured.samples,
-                     "without exits (images/s)": round(measured.without_exits_per_s),
-                     "early exit (images/s)": round(measured.early_exit_per_s),
-                     "measured speed-up": f"{measured.speed_up:.2f}x",
-                     "MACs speed-up (replayed)": f"{1 / summary['macs_ratio']:.2f}x"})
+        measured = measure_speedup(
+            loaded.model, rule, images[:n], batch_size, rounds=1, temperatures=loaded.temperatures, threads=threads
+        )
+        rows.append(
+            {
+                "batch size": batch_size,
+                "threads": threads or torch.get_num_threads(),
+                "images": measured.samples,
+                "without exits (images/s)": round(measured.without_exits_per_s),
+                "early exit (images/s)": round(measured.early_exit_per_s),
+                "measured speed-up": f"{measured.speed_up:.2f}x",
+                "MACs speed-up (replayed)": f"{1 / summary['macs_ratio']:.2f}x",
+            }
+        )
     return rows
 
 
 with st.container(border=True):
-    st.markdown("**Measured on this machine**: the runtime really stops computing a sample at its exit "
-                "(at batch 256, exited samples leave the batch)")
+    st.markdown(
+        "**Measured on this machine**: the runtime really stops computing a sample at its exit "
+        "(at batch 256, exited samples leave the batch)"
+    )
     measured_for = (loaded.key, current.describe())
     if not loaded.reads_slice:
-        st.caption("Measuring needs images this model reads; the shipped slice holds 28x28 grayscale Fashion-MNIST "
-                   "images. Use `python -m aep_core run CHECKPOINT --compare` on the model's own data instead.")
+        st.caption(
+            "Measuring needs images this model reads; the shipped slice holds 28x28 grayscale Fashion-MNIST "
+            "images. Use `python -m aep_core run CHECKPOINT --compare` on the model's own data instead."
+        )
     elif st.button("Measure the real speed-up", key="measure_speed", icon=":material/timer:"):
         try:
             state["speed_rows"] = (measured_for, measure())
@@ -184,7 +241,9 @@ with st.container(border=True):
         if model_key == loaded.key:
             st.dataframe(rows, hide_index=True, width="stretch")
             stale = "" if described == current.describe() else " Settings have changed since: measure again."
-            st.caption(f"Measured for {described}, on the shipped test slice. The same weights run both ways, "
-                       "BatchNorm folded and channels-last. Timings "
-                       "vary with the machine's load; `python -m benchmarks.early_exit_speed` takes the best of "
-                       f"several rounds.{stale}")
+            st.caption(
+                f"Measured for {described}, on the shipped test slice. The same weights run both ways, "
+                "BatchNorm folded and channels-last. Timings "
+                "vary with the machine's load; `python -m benchmarks.early_exit_speed` takes the best of "
+                f"several rounds.{stale}"
+            )

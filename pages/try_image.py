@@ -1,5 +1,6 @@
 """Try an image: upload one (or pick a shipped sample), see what the model sees, every exit's answer,
 and where the current exit rule stops it."""
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -24,18 +25,33 @@ names = loaded.class_names
 source = st.radio("Image", ["Shipped sample", "Upload"], horizontal=True, key="img_source")
 label = None
 if source == "Upload":
-    upload = st.file_uploader("Upload an image (PNG, JPEG, WebP, BMP, GIF, TIFF)", type=UPLOAD_TYPES, key="img_upload",
-                              help="Photos of clothes on a light background work: the image is made grayscale, "
-                                   "resized and inverted to look like the training images.")
-    invert = st.radio("Invert colours", ["Auto", "Yes", "No"], horizontal=True, key="img_invert",
-                      help="Training images show light garments on black. Auto inverts light backgrounds.")
+    upload = st.file_uploader(
+        "Upload an image (PNG, JPEG, WebP, BMP, GIF, TIFF)",
+        type=UPLOAD_TYPES,
+        key="img_upload",
+        help="Photos of clothes on a light background work: the image is made grayscale, "
+        "resized and inverted to look like the training images.",
+    )
+    invert = st.radio(
+        "Invert colours",
+        ["Auto", "Yes", "No"],
+        horizontal=True,
+        key="img_invert",
+        help="Training images show light garments on black. Auto inverts light backgrounds.",
+    )
     if upload is None:
         st.info("Upload an image, or switch to *Shipped sample*.")
         st.stop()
     data = upload.getvalue()
     try:
-        prepared = prepare_image(data, loaded.image_size, loaded.in_channels, loaded.mean, loaded.std,
-                                 {"Auto": None, "Yes": True, "No": False}[invert])
+        prepared = prepare_image(
+            data,
+            loaded.image_size,
+            loaded.in_channels,
+            loaded.mean,
+            loaded.std,
+            {"Auto": None, "Yes": True, "No": False}[invert],
+        )
     except AepError as e:
         st.error(f"**{upload.name}** cannot be used: {e}")
         st.stop()
@@ -45,8 +61,9 @@ if source == "Upload":
 else:
     images, labels = models.shipped_samples()
     if not loaded.reads_slice:
-        st.info("The shipped samples are 28x28 grayscale Fashion-MNIST images; this model reads other images. "
-                "Upload one.")
+        st.info(
+            "The shipped samples are 28x28 grayscale Fashion-MNIST images; this model reads other images. Upload one."
+        )
         st.stop()
     index = st.slider("Sample from the shipped Fashion-MNIST slice", 0, len(labels) - 1, key="img_sample")
     label = int(labels[index])
@@ -71,12 +88,19 @@ with left:
     if label is not None:
         st.caption(f"True class: **{names[label]}**")
 with right:
-    st.markdown(f"Under **{current.describe()}** this image stops at **exit {stop}** and is classified as "
-                f"**{names[int(probs[stop].argmax())]}**.")
+    st.markdown(
+        f"Under **{current.describe()}** this image stops at **exit {stop}** and is classified as "
+        f"**{names[int(probs[stop].argmax())]}**."
+    )
     m1, m2, m3 = st.columns(3)
     m1.metric("Stops at", f"exit {stop} of {len(cum_macs) - 1}")
-    m2.metric("MACs spent", f"{cum_macs[stop] / 1e6:.2f} M",
-              f"{100 * cum_macs[stop] / full_macs:.0f}% of the full network", delta_color="off", delta_arrow="off")
+    m2.metric(
+        "MACs spent",
+        f"{cum_macs[stop] / 1e6:.2f} M",
+        f"{100 * cum_macs[stop] / full_macs:.0f}% of the full network",
+        delta_color="off",
+        delta_arrow="off",
+    )
     m3.metric("Speed-up vs full network", f"{full_macs / cum_macs[stop]:.2f}x")
     st.altair_chart(charts.exit_probability_heatmap(probs, names, stop, label), width="stretch")
 
@@ -87,30 +111,45 @@ changes, final_p = float(disagreement(one_image)[0]), float(final_confidence(one
 flag = models.ood_flag_threshold(loaded.key, loaded)
 with st.container(border=True):
     o1, o2 = st.columns([1, 3])
-    o1.metric("\"I don't know\" score", f"{unfamiliarity:.3f}", None if flag is None else f"threshold {flag.value:.3f}",
-              delta_color="off", delta_arrow="off",
-              help="0.5 x the share of consecutive exits that change class + 0.5 x (1 - the final exit's top "
-                   "probability). Higher: less like the training images.")
+    o1.metric(
+        '"I don\'t know" score',
+        f"{unfamiliarity:.3f}",
+        None if flag is None else f"threshold {flag.value:.3f}",
+        delta_color="off",
+        delta_arrow="off",
+        help="0.5 x the share of consecutive exits that change class + 0.5 x (1 - the final exit's top "
+        "probability). Higher: less like the training images.",
+    )
     steps = len(logits) - 1
-    changing = (f"the predicted class changes at {round(changes * steps)} of {steps} steps between exits and "
-                if steps else "")
+    changing = (
+        f"the predicted class changes at {round(changes * steps)} of {steps} steps between exits and " if steps else ""
+    )
     why = f"{changing}the final exit is {100 * final_p:.0f}% sure of its answer"
     if flag is None:
         o2.caption(f"No evaluation outputs to set a threshold from; {why}.")
     elif unfamiliarity > flag.value:
-        o2.warning(f"**This does not look like anything the model was trained on**: {why}. Its answer is a guess.",
-                   icon=":material/help:")
+        o2.warning(
+            f"**This does not look like anything the model was trained on**: {why}. Its answer is a guess.",
+            icon=":material/help:",
+        )
         o2.caption(f"Flagged because the score is above the threshold ({flag.description}).")
     else:
         o2.success(f"This looks like the images the model was trained on: {why}.", icon=":material/check:")
         o2.caption(f"Threshold: {flag.description}.")
 
 global_setting = None if current.per_exit else current.value
-st.altair_chart(charts.exit_scores(score, spec.score_name, global_setting, stop, not spec.lower_is_confident),
-                width="stretch")
+st.altair_chart(
+    charts.exit_scores(score, spec.score_name, global_setting, stop, not spec.lower_is_confident), width="stretch"
+)
 top = np.argsort(-probs, axis=1)[:, :3]
-rows = [{"exit": f"exit {k}", "MACs (share)": f"{100 * cum_macs[k] / full_macs:.0f}%",
-         **{f"top {j + 1}": f"{names[top[k, j]]} ({probs[k, top[k, j]]:.2f})" for j in range(3)},
-         spec.score_name: round(float(score[k]), 3), "stops here": "yes" if k == stop else ""}
-        for k in range(len(cum_macs))]
+rows = [
+    {
+        "exit": f"exit {k}",
+        "MACs (share)": f"{100 * cum_macs[k] / full_macs:.0f}%",
+        **{f"top {j + 1}": f"{names[top[k, j]]} ({probs[k, top[k, j]]:.2f})" for j in range(3)},
+        spec.score_name: round(float(score[k]), 3),
+        "stops here": "yes" if k == stop else "",
+    }
+    for k in range(len(cum_macs))
+]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

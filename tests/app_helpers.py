@@ -1,4 +1,5 @@
 """Shared helpers for the app's tests: one small trained checkpoint per test session, and test images."""
+
 from __future__ import annotations
 
 import functools
@@ -24,13 +25,21 @@ def small_model_dir() -> Path:
 
     torch.set_num_threads(1)
     d = Path(tempfile.mkdtemp(prefix="aep_app_models_"))
-    job = TrainJob(out=str(d / "tiny.pt"), dataset="fashion-mnist-slice", limit=400,
-                   method=MethodSettings(method="aep", weighting="linear"),
-                   train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
+    job = TrainJob(
+        out=str(d / "tiny.pt"),
+        dataset="fashion-mnist-slice",
+        limit=400,
+        method=MethodSettings(method="aep", weighting="linear"),
+        train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False),
+    )
     run_train_job(job, log=lambda s: None)
-    job = TrainJob(out=str(d / "tiny_eenet.pt"), dataset="fashion-mnist-slice", limit=200,
-                   method=MethodSettings(method="eenet"),
-                   train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False))
+    job = TrainJob(
+        out=str(d / "tiny_eenet.pt"),
+        dataset="fashion-mnist-slice",
+        limit=200,
+        method=MethodSettings(method="eenet"),
+        train=TrainConfig(epochs=1, batch_size=64, lr=0.05, progress=False),
+    )
     run_train_job(job, log=lambda s: None)
     return d
 
@@ -54,12 +63,13 @@ def assert_no_exception(at, errors_too: bool = False) -> None:
         assert not at.error, [e.value for e in at.error]
 
 
-def png_bytes(mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str = "PNG", light_background: bool = True,
-              **save) -> bytes:
+def png_bytes(
+    mode: str = "RGB", size: tuple[int, int] = (40, 30), fmt: str = "PNG", light_background: bool = True, **save
+) -> bytes:
     """An image with a dark rectangle on a light background (or the reverse), encoded in `fmt`."""
     w, h = size
     a = np.full((h, w), 240 if light_background else 10, dtype=np.uint8)
-    a[h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 20 if light_background else 230
+    a[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 20 if light_background else 230
     im = Image.fromarray(a, "L").convert(mode) if mode not in ("I;16",) else Image.fromarray(a.astype(np.uint16) * 256)
     buf = io.BytesIO()
     im.save(buf, fmt, **save)

@@ -1,4 +1,5 @@
 """The allocator setting the entry points apply: glibc keeps large freed buffers (Linux CI runs glibc)."""
+
 import platform
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The Streamlit app through AppTest: every page loads, its main widgets change what is shown, uploads
 of good and bad files give the expected result or message, settings round-trip through the URL."""
+
 import io
 import json
 import os
@@ -50,8 +51,9 @@ def _spec(at: AppTest, i: int = 0) -> dict:
     """The i-th chart's Vega-Lite spec, with its datasets (sent as Arrow) decoded to lists of rows."""
     proto = at.get("vega_lite_chart")[i].proto
     spec = json.loads(proto.spec)
-    spec["datasets"] = {d.name: convert_arrow_bytes_to_pandas_df(d.data.data).to_dict("records")
-                        for d in proto.datasets}
+    spec["datasets"] = {
+        d.name: convert_arrow_bytes_to_pandas_df(d.data.data).to_dict("records") for d in proto.datasets
+    }
     return spec
 
 
@@ -159,13 +161,17 @@ def test_try_image_sample_and_threshold(env):
     assert at.dataframe, "per-exit table shown"
 
 
-@pytest.mark.parametrize("name,data,mime,ok", ids=["png", "cmyk-jpeg", "text", "empty", "truncated"], argvalues=[
-    ("shirt.png", png_bytes(size=(300, 200)), "image/png", True),
-    ("photo.jpg", png_bytes(fmt="JPEG", mode="CMYK"), "image/jpeg", True),
-    ("notes.png", b"not an image at all", "image/png", False),
-    ("empty.png", b"", "image/png", False),
-    ("cut.png", png_bytes(size=(300, 300))[:100], "image/png", False),
-])
+@pytest.mark.parametrize(
+    "name,data,mime,ok",
+    ids=["png", "cmyk-jpeg", "text", "empty", "truncated"],
+    argvalues=[
+        ("shirt.png", png_bytes(size=(300, 200)), "image/png", True),
+        ("photo.jpg", png_bytes(fmt="JPEG", mode="CMYK"), "image/jpeg", True),
+        ("notes.png", b"not an image at all", "image/png", False),
+        ("empty.png", b"", "image/png", False),
+        ("cut.png", png_bytes(size=(300, 300))[:100], "image/png", False),
+    ],
+)
 def test_try_image_uploads(env, name, data, mime, ok):
     at = _app("try_image", img_source="Upload")
     _ok(at)
@@ -195,11 +201,13 @@ def test_checkpoint_upload_good_and_bad(env, models, tmp_path):
     future, classes = (torch.load(models / "tiny.pt", weights_only=True) for _ in range(2))
     future["version"] = 99
     classes["meta"]["dataset"]["class_names"] = classes["meta"]["dataset"]["class_names"][:3]
-    for name, data, words in [("evil.pt", buf.getvalue(), "pickled code"),
-                              ("junk.pt", b"\x00garbage" * 10, "not a readable"),
-                              ("other.pt", _torch_bytes({"weights": torch.zeros(2)}), "not an aep_core checkpoint"),
-                              ("future.pt", _torch_bytes(future), "checkpoint version 99"),
-                              ("classes.pt", _torch_bytes(classes), "names 3 classes but the model predicts 10")]:
+    for name, data, words in [
+        ("evil.pt", buf.getvalue(), "pickled code"),
+        ("junk.pt", b"\x00garbage" * 10, "not a readable"),
+        ("other.pt", _torch_bytes({"weights": torch.zeros(2)}), "not an aep_core checkpoint"),
+        ("future.pt", _torch_bytes(future), "checkpoint version 99"),
+        ("classes.pt", _torch_bytes(classes), "names 3 classes but the model predicts 10"),
+    ]:
         at = _app()
         at.file_uploader(key="ckpt_upload").set_value((name, data, "application/octet-stream")).run()
         _ok(at)

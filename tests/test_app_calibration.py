@@ -2,6 +2,7 @@
 aep_core on the model's files, the sidebar's "Calibrated outputs" switch changes what the Thresholds page
 reports (and goes into the URL), and Try an image flags a noise image as unlike the training data.
 Expected values are computed from the shipped model's files, copied into a temporary folder."""
+
 import io
 import shutil
 from dataclasses import replace
@@ -63,8 +64,13 @@ def _ok(at: AppTest) -> None:
 
 
 def _texts(at: AppTest) -> str:
-    return "\n".join([m.value for m in at.markdown] + [c.value for c in at.caption] + [i.value for i in at.info]
-                     + [w.value for w in at.warning] + [s.value for s in at.success])
+    return "\n".join(
+        [m.value for m in at.markdown]
+        + [c.value for c in at.caption]
+        + [i.value for i in at.info]
+        + [w.value for w in at.warning]
+        + [s.value for s in at.success]
+    )
 
 
 def _chart_rows(at: AppTest, i: int) -> list[dict]:
@@ -76,8 +82,9 @@ def _table(at: AppTest):
     return at.dataframe[0].value
 
 
-@pytest.mark.parametrize("name,source", [("plain", "fitted now on the validation split"),
-                                         ("stored", "stored in the checkpoint")])
+@pytest.mark.parametrize(
+    "name,source", [("plain", "fitted now on the validation split"), ("stored", "stored in the checkpoint")]
+)
 def test_calibration_page_matches_aep_core(env, name, source):
     at = _app("calibration", model=name)
     _ok(at)
@@ -160,8 +167,7 @@ def test_try_image_flags_a_noise_image_and_not_a_test_image(env):
     flagged = [seed for seed, x in enumerate(noise) if _score(model, x) > thr]
     assert flagged, "some noise image should score above the validation threshold"
     images = load_slice()["images"]
-    familiar = next(i for i, image in enumerate(images)
-                    if _score(model, prepare_array(image, d.mean, d.std)) <= thr)
+    familiar = next(i for i, image in enumerate(images) if _score(model, prepare_array(image, d.mean, d.std)) <= thr)
 
     at = _app("try_image", model="plain", img_source="Upload")
     at.file_uploader(key="img_upload").set_value(("noise.png", _noise_png(flagged[0]), "image/png")).run()
@@ -184,12 +190,15 @@ def test_every_replay_page_works_with_calibrated_outputs(env, page):
         assert "Calibrated outputs: each exit's logits divided by its temperature" in _texts(at)
 
 
-@pytest.mark.parametrize("name,with_val,expected,words", [
-    ("stored", True, "stored", "stored in the checkpoint"),
-    ("stored", False, "stored", "stored in the checkpoint"),
-    ("plain", True, "fitted", "fitted now on the validation split"),
-    ("plain", False, None, "no stored temperatures and no validation outputs"),
-])
+@pytest.mark.parametrize(
+    "name,with_val,expected,words",
+    [
+        ("stored", True, "stored", "stored in the checkpoint"),
+        ("stored", False, "stored", "stored in the checkpoint"),
+        ("plain", True, "fitted", "fitted now on the validation split"),
+        ("plain", False, None, "no stored temperatures and no validation outputs"),
+    ],
+)
 def test_temperatures_come_from_the_checkpoint_else_validation_else_none(env, name, with_val, expected, words):
     path = env / f"{name}.pt"
     meta = read_checkpoint(path).meta

@@ -1,6 +1,7 @@
 """The Deploy page through AppTest, on the shipped model: its figures equal the simulator's on the model's
 own evaluation file, the widgets change them, the search's best configuration can be applied, and
 impossible settings give messages. Expectations are computed from the shipped files, never written in."""
+
 import json
 
 import numpy as np
@@ -48,9 +49,13 @@ def _expected(at: AppTest, rec, sizes, rule="max_probability", **settings):
     """The simulator's result for the deployment the page's widgets describe."""
     ss = at.session_state
     k = ss["dep_tiers"]
-    dep = make_deployment([ss[f"dep_speed_{k}_{t}"] * 1e9 for t in range(k)],
-                          [ss[f"dep_bw_{k}_{i}"] for i in range(k - 1)], [ss[f"dep_lat_{k}_{i}"] for i in range(k - 1)],
-                          [ss[f"dep_split_{k}_{i}"] for i in range(k - 1)], ss["dep_precision"])
+    dep = make_deployment(
+        [ss[f"dep_speed_{k}_{t}"] * 1e9 for t in range(k)],
+        [ss[f"dep_bw_{k}_{i}"] for i in range(k - 1)],
+        [ss[f"dep_lat_{k}_{i}"] for i in range(k - 1)],
+        [ss[f"dep_split_{k}_{i}"] for i in range(k - 1)],
+        ss["dep_precision"],
+    )
     return dep, simulate(rec, sizes, dep, rule, **settings)
 
 

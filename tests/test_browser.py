@@ -1,6 +1,7 @@
 """The app in a real browser: start `streamlit run`, drive Chromium with Playwright, upload an image, see
 per-exit predictions, move a threshold and see the chart change, switch pages; save a screenshot of
 every page to test-artifacts/ (and docs/screenshots/ with AEP_UPDATE_SCREENSHOTS=1)."""
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,17 @@ def server(tmp_path_factory):
     elif not (shipped_models_dir() / f"{DEFAULT_MODEL}.pt").exists():
         env.update(AEP_MODELS_DIR=str(small_model_dir()), AEP_MODELS_ONLY="1")
     log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115 - closed after the server stops
-    command = [str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.headless", "true",
-               "--server.port", str(port), "--browser.gatherUsageStats", "false"]
+    command = [
+        str(Path(sys.executable).parent / "streamlit"),
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -98,8 +108,10 @@ def _goto(page, title: str) -> None:
 
 
 def _launch(playwright):
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                      "--disable-background-networking"])
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+    )
 
 
 def test_a_shared_link_opens_its_page_with_the_sidebar_on_a_fresh_server(server):
@@ -193,9 +205,14 @@ def test_app_in_browser(server, tmp_path):
         _idle(page)
         page.wait_for_selector("text=Measured for", timeout=60_000)
 
-        for title, name in [("Calibration", "calibration"), ("Ensemble weights", "ensemble"),
-                            ("Pruning savings", "pruning"), ("Saliency", "saliency"), ("Deploy", "deploy"),
-                            ("Train", "train")]:
+        for title, name in [
+            ("Calibration", "calibration"),
+            ("Ensemble weights", "ensemble"),
+            ("Pruning savings", "pruning"),
+            ("Saliency", "saliency"),
+            ("Deploy", "deploy"),
+            ("Train", "train"),
+        ]:
             _goto(page, title)
             page.wait_for_timeout(800)
             assert page.locator("[data-testid='stException']").count() == 0, name

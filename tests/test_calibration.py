@@ -1,5 +1,6 @@
 """Calibration: ECE and friends against hand-computed values, temperature scaling recovering a known
 temperature, replay on scaled records, temperatures stored in a checkpoint, and the calibrate command."""
+
 import math
 import shutil
 from dataclasses import replace
@@ -38,7 +39,7 @@ def test_ece_mce_nll_brier_match_a_hand_computed_example():
     assert m.ece == pytest.approx(0.25)
     assert m.mce == pytest.approx(0.25)
     assert m.nll == pytest.approx(-(math.log(0.9) + math.log(0.2) + math.log(0.6) + math.log(0.3)) / 4)
-    brier = ((0.1 ** 2 + 0.1 ** 2) + (0.8 ** 2 + 0.8 ** 2) + (0.4 ** 2 + 0.4 ** 2) + (0.7 ** 2 + 0.7 ** 2)) / 4
+    brier = ((0.1**2 + 0.1**2) + (0.8**2 + 0.8**2) + (0.4**2 + 0.4**2) + (0.7**2 + 0.7**2)) / 4
     assert m.brier == pytest.approx(brier)
     assert m.accuracy == pytest.approx(0.5)
 
@@ -78,8 +79,9 @@ def _record(seed: int = 0, e: int = 3, n: int = 400, c: int = 5) -> ExitRecord:
     labels = rng.integers(0, c, n)
     logits = rng.normal(0, 1, (e, n, c)).astype(np.float32)
     logits[np.arange(e)[:, None], np.arange(n)[None], labels[None]] += np.array([0.5, 2.0, 4.0])[:e, None]
-    return ExitRecord(logits, labels, np.array([10, 20, 30][:e]), 30, None,
-                      {"split": "val", "ensemble_weights": [0.2, 0.3, 0.5][:e]})
+    return ExitRecord(
+        logits, labels, np.array([10, 20, 30][:e]), 30, None, {"split": "val", "ensemble_weights": [0.2, 0.3, 0.5][:e]}
+    )
 
 
 def test_fit_temperatures_one_per_exit_and_scaling_keeps_predictions():
@@ -91,8 +93,10 @@ def test_fit_temperatures_one_per_exit_and_scaling_keeps_predictions():
     assert scaled.info["temperatures"] == pytest.approx(t.tolist())
     assert rec.info.get("temperatures") is None  # the input record is untouched
     for k in range(3):
-        assert cal.calibration_metrics(scaled.logits[k], rec.labels).nll <= \
-            cal.calibration_metrics(rec.logits[k], rec.labels).nll + 1e-9
+        assert (
+            cal.calibration_metrics(scaled.logits[k], rec.labels).nll
+            <= cal.calibration_metrics(rec.logits[k], rec.labels).nll + 1e-9
+        )
     with pytest.raises(ConfigError, match="one per exit"):
         cal.scale_record(rec, [1.0, 2.0])
     with pytest.raises(ConfigError, match="positive"):
@@ -103,8 +107,9 @@ def test_fit_temperatures_one_per_exit_and_scaling_keeps_predictions():
 def test_calibrated_replay_equals_replay_on_prescaled_logits(rule):
     rec = _record(1)
     t = np.array([2.0, 0.7, 1.3])
-    pre = ExitRecord(rec.logits / t[:, None, None].astype(np.float32), rec.labels, rec.cum_macs, rec.full_macs, None,
-                     dict(rec.info))
+    pre = ExitRecord(
+        rec.logits / t[:, None, None].astype(np.float32), rec.labels, rec.cum_macs, rec.full_macs, None, dict(rec.info)
+    )
     a = replay_rule(cal.scale_record(rec, t), rule)
     b = replay_rule(pre, rule)
     assert (a.exit_index == b.exit_index).all() and (a.prediction == b.prediction).all()

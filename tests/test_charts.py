@@ -1,4 +1,5 @@
 """Chart builders: each returns a chart whose Vega-Lite spec carries the data it was given."""
+
 import numpy as np
 
 from explorer.charts import exits as charts
@@ -35,8 +36,13 @@ def test_probability_heatmap_marks_stop_exit_and_true_class():
 
 
 def test_pareto_curve_has_sweep_exits_and_current_point():
-    spec = charts.pareto_curve([0.9, 0.3, 0.6], [0.8, 0.5, 0.7], current=(0.6, 0.7),
-                               exits=([0.3, 1.0], [0.5, 0.82]), frontier=[True, True, False]).to_dict()
+    spec = charts.pareto_curve(
+        [0.9, 0.3, 0.6],
+        [0.8, 0.5, 0.7],
+        current=(0.6, 0.7),
+        exits=([0.3, 1.0], [0.5, 0.82]),
+        frontier=[True, True, False],
+    ).to_dict()
     layers = spec["layer"]
     assert len(layers) == 3
     data = _datasets(spec)
@@ -66,8 +72,9 @@ def test_ensemble_vs_single_and_weights():
 
 
 def test_pruning_savings_highlights_chosen_cut():
-    spec = charts.pruning_savings(["exit 0", "exit 1"], [10, 20], [100, 200], [0.1, 0.2], [0.6, 0.7],
-                                  chosen=1).to_dict()
+    spec = charts.pruning_savings(
+        ["exit 0", "exit 1"], [10, 20], [100, 200], [0.1, 0.2], [0.6, 0.7], chosen=1
+    ).to_dict()
     assert len(spec["hconcat"]) == 4
     rows = _rows(spec)
     assert [r["chosen"] for r in rows] == [False, True]

@@ -1,5 +1,6 @@
 """Checkpoint round trip, typed metadata (version-1 files migrate, version 2 round-trips), atomic writes, and
 every bad checkpoint giving one clear error line."""
+
 import io
 import os
 import pickle
@@ -60,10 +61,13 @@ def test_round_trip(tmp_path):
 def test_version_2_file_with_every_entry_reads_back_equal(tmp_path):
     model, meta = _model()
     assert model.num_exits == 3
-    meta = replace(meta, training=TrainingMeta("eenet", {"lam": 0.5}, {"epochs": 3}, [0.2, 0.3, 0.5], seconds=1.5),
-                   metrics={"val": SplitMetrics([0.5, 0.75, 0.8], [0.5, 0.7, 0.8], 8)},
-                   calibration=CalibrationMeta([0.9, 1.1, 1.0], samples=8),
-                   pruning=PruningMeta(2, [0, 1, 2, 3], 4, "a.pt", 0.01))
+    meta = replace(
+        meta,
+        training=TrainingMeta("eenet", {"lam": 0.5}, {"epochs": 3}, [0.2, 0.3, 0.5], seconds=1.5),
+        metrics={"val": SplitMetrics([0.5, 0.75, 0.8], [0.5, 0.7, 0.8], 8)},
+        calibration=CalibrationMeta([0.9, 1.1, 1.0], samples=8),
+        pruning=PruningMeta(2, [0, 1, 2, 3], 4, "a.pt", 0.01),
+    )
     path = tmp_path / "m.pt"
     save_checkpoint(path, model, meta, extra={"note": "kept"})
     raw = _raw(path)

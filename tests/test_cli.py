@@ -1,5 +1,6 @@
 """The command line: train, info, evaluate, every command wired to a handler, every registered rule taken by
 policy and sweep, and clear one-line errors for bad input."""
+
 import json
 import subprocess
 import sys
@@ -20,8 +21,22 @@ def run(*args, check_rc=0):
 
 def test_train_info_evaluate(tmp_path):
     out = tmp_path / "m.pt"
-    run("train", "--dataset", "fashion-mnist-slice", "--limit", "128", "--epochs", "1", "--widths", "8,16,32",
-        "--threads", "1", "--quiet", "--out", str(out))
+    run(
+        "train",
+        "--dataset",
+        "fashion-mnist-slice",
+        "--limit",
+        "128",
+        "--epochs",
+        "1",
+        "--widths",
+        "8,16,32",
+        "--threads",
+        "1",
+        "--quiet",
+        "--out",
+        str(out),
+    )
     info = run("info", str(out)).stdout
     assert "MACs %" in info and "val acc" in info and len(info.splitlines()) >= 12
     ev = run("evaluate", str(out), "--split", "test").stdout
@@ -48,8 +63,22 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
         assert msg in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
-COMMANDS = ("train", "evaluate", "info", "list-models", "make-slice", "policy", "sweep", "solve", "prune", "deploy",
-            "export", "calibrate", "ood", "run")
+COMMANDS = (
+    "train",
+    "evaluate",
+    "info",
+    "list-models",
+    "make-slice",
+    "policy",
+    "sweep",
+    "solve",
+    "prune",
+    "deploy",
+    "export",
+    "calibrate",
+    "ood",
+    "run",
+)
 
 
 def test_every_command_is_registered_with_a_handler():

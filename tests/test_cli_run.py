@@ -1,4 +1,5 @@
 """`python -m aep_core run`: real early-exit inference from the command line on a split or a folder of images."""
+
 import csv
 import json
 
@@ -24,8 +25,26 @@ ENSEMBLE_RULES = [n for n in list_rules(deployable=True) if get_rule(n).uses_ens
 
 
 def test_run_on_a_split_matches_the_replayed_rule():
-    out = json.loads(run("run", str(CKPT), "--dataset", "fashion-mnist-slice", "--split", "test", "--limit", "200",
-                         "--thresholds", "0.9", "--batch-size", "32", "--threads", "1", "--compare", "--json").stdout)
+    out = json.loads(
+        run(
+            "run",
+            str(CKPT),
+            "--dataset",
+            "fashion-mnist-slice",
+            "--split",
+            "test",
+            "--limit",
+            "200",
+            "--thresholds",
+            "0.9",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--compare",
+            "--json",
+        ).stdout
+    )
     model, meta = load_checkpoint(CKPT)
     torch.set_num_threads(1)
     x, y = load_dataset("fashion-mnist-slice").test[list(range(200))]
@@ -49,8 +68,28 @@ def test_run_decides_with_the_trained_ensemble_weights_as_the_replay_does(name, 
     assert np.abs(trained - 1 / len(trained)).max() > 0.5
     n, t = 300, 0.9
     out_csv = tmp_path / "run.csv"
-    assert main(["run", str(CKPT), "--rule", name, "--thresholds", str(t), "--split", "test", "--limit", str(n),
-                 "--threads", "1", "--out", str(out_csv), "--json"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                str(CKPT),
+                "--rule",
+                name,
+                "--thresholds",
+                str(t),
+                "--split",
+                "test",
+                "--limit",
+                str(n),
+                "--threads",
+                "1",
+                "--out",
+                str(out_csv),
+                "--json",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(out_csv.open()))
     assert [int(r["label"]) for r in rows] == rec.labels[:n].tolist()  # --limit: the first n of the split, in order
     replay = replay_rule(rec, name, thresholds=t)
@@ -63,8 +102,20 @@ def test_run_decides_with_the_trained_ensemble_weights_as_the_replay_does(name, 
 
 
 def test_run_chooses_thresholds_on_validation_for_a_goal():
-    p = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", "--limit", "64", "--rule", "entropy",
-            "--max-drop", "0.5", "--threads", "1")
+    p = run(
+        "run",
+        str(CKPT),
+        "--dataset",
+        "fashion-mnist-slice",
+        "--limit",
+        "64",
+        "--rule",
+        "entropy",
+        "--max-drop",
+        "0.5",
+        "--threads",
+        "1",
+    )
     assert "chosen on validation" in p.stdout and "accuracy" in p.stdout and "samples/s" in p.stdout
 
 
@@ -75,22 +126,35 @@ def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp
         Image.fromarray(images[i]).save(tmp_path / "imgs" / f"img{i}.png")
     (tmp_path / "imgs" / "sub" / "broken.png").write_bytes(b"not an image")
     out_csv = tmp_path / "preds.csv"
-    p = run("run", str(CKPT), "--images", str(tmp_path / "imgs"), "--thresholds", "0.8", "--batch-size", "2",
-            "--out", str(out_csv))
+    p = run(
+        "run",
+        str(CKPT),
+        "--images",
+        str(tmp_path / "imgs"),
+        "--thresholds",
+        "0.8",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out_csv),
+    )
     assert "5 inputs from images" in p.stdout and "skipped sub/broken.png" in p.stderr
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["input"] for r in rows] == [f"img{i}.png" for i in range(5)]
     assert all(0 <= int(r["exit"]) <= 4 and r["class"] for r in rows)
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--limit", "5"], "needs --thresholds"),
-    (["--rule", NO_THRESHOLDS, "--max-drop", "0.5"], f"{NO_THRESHOLDS} has none"),
-    (["--thresholds", "0.9", "--max-drop", "0.5"], "not both"),
-    (["--thresholds", "0.9", "--batch-size", "0"], "at least 1"),
-    (["--thresholds", "0.9", "--images", "/nonexistent"], "is not a folder"),
-    (["--rule", NEEDS_CONFIDENCE, "--thresholds", "0.5"], "confidence branch"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--limit", "5"], "needs --thresholds"),
+        (["--rule", NO_THRESHOLDS, "--max-drop", "0.5"], f"{NO_THRESHOLDS} has none"),
+        (["--thresholds", "0.9", "--max-drop", "0.5"], "not both"),
+        (["--thresholds", "0.9", "--batch-size", "0"], "at least 1"),
+        (["--thresholds", "0.9", "--images", "/nonexistent"], "is not a folder"),
+        (["--rule", NEEDS_CONFIDENCE, "--thresholds", "0.5"], "confidence branch"),
+    ],
+)
 def test_run_bad_inputs_are_one_clear_line(args, msg):
     p = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", *args, check_rc=2)
     assert msg in p.stderr and "Traceback" not in p.stderr, p.stderr
@@ -101,8 +165,20 @@ def test_solve_and_run_certify_a_drop_with_a_confidence():
     assert "certified" in p.stdout and "test:" in p.stdout
     thresholds = p.stdout.split("settings {'thresholds': [")[1].split("]")[0].split(", ")
     assert len(set(thresholds)) == 1  # one global threshold
-    r = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", "--limit", "64", "--max-drop", "0.5",
-            "--confidence", "0.9", "--threads", "1")
+    r = run(
+        "run",
+        str(CKPT),
+        "--dataset",
+        "fashion-mnist-slice",
+        "--limit",
+        "64",
+        "--max-drop",
+        "0.5",
+        "--confidence",
+        "0.9",
+        "--threads",
+        "1",
+    )
     assert "certified" in r.stdout
     bad = run("solve", str(CKPT), "--budget", "0.4", "--confidence", "0.9", check_rc=2)
     assert "--max-drop" in bad.stderr and "Traceback" not in bad.stderr

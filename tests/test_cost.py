@@ -1,4 +1,5 @@
 """Cost counts against a hand-computed small conv net."""
+
 import torch
 from torch import nn
 
@@ -16,8 +17,9 @@ def test_conv_and_linear_macs_by_hand():
 
 def test_exit_costs_of_tiny_compact_cnn_by_hand():
     # widths (2, 4), one conv per stage, 1x8x8 input, 3 classes, exits after every block.
-    spec = ModelSpec(backbone_config={"widths": [2, 4], "convs_per_stage": 1}, image_size=8, num_classes=3,
-                     placement="blocks")
+    spec = ModelSpec(
+        backbone_config={"widths": [2, 4], "convs_per_stage": 1}, image_size=8, num_classes=3, placement="blocks"
+    )
     model = build_model(spec)
     # stem: conv 1->2 at 8x8: 2*9*64 = 1152. blocks: [maxpool + conv 2->4 at 4x4: 4*2*9*16 = 1152]
     assert cumulative_block_macs(model.backbone, (1, 8, 8)) == [2304]

@@ -1,4 +1,5 @@
 """Datasets: IDX reading, missing data, splits, slice, folders, augmentation."""
+
 import gzip
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """The split-computing simulator: a hand-worked two-tier example checked exactly, feature sizes measured
 from a model, the search against brute-force replays, and clear errors for impossible settings."""
+
 import itertools
 import json
 from pathlib import Path
@@ -48,8 +49,9 @@ SIZES = FeatureSizes((1, 4, 4), ((4, 5, 5), (2, 5, 5), (1, 5, 5)))
 
 def hand_deployment(splits=(1,), precision="fp32") -> Deployment:
     """Device 1000 MACs/s at 2 W, cloud 10 000 MACs/s; link 3200 bit/s, 100 ms, radio 1 W."""
-    return Deployment((Tier("device", 1000.0, 2.0), Tier("cloud", 10_000.0)), (Link(0.0032, 100.0, 1.0),),
-                      tuple(splits), precision)
+    return Deployment(
+        (Tier("device", 1000.0, 2.0), Tier("cloud", 10_000.0)), (Link(0.0032, 100.0, 1.0),), tuple(splits), precision
+    )
 
 
 def test_two_tier_example_by_hand():
@@ -218,17 +220,20 @@ def test_one_tier_and_default_splits():
     assert r.latency_s.tolist() == [0.6] * 10 and r.bytes_sent.sum() == 0 and r.tier_share.tolist() == [1.0]
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(speeds=[1, 1, 1, 1, 1], bandwidth_mbps=[1] * 4, latency_ms=[0] * 4, splits=[0, 0, 0, 0]), "1 to 4 tiers"),
-    (dict(speeds=[1, 1], bandwidth_mbps=[], latency_ms=[], splits=[0]), "link"),
-    (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[0, 1]), "split points"),
-    (dict(speeds=[1, 1, 1], bandwidth_mbps=[1, 1], latency_ms=[1, 1], splits=[1, 0]), "non-decreasing"),
-    (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[3]), "non-decreasing"),
-    (dict(speeds=[0, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[0]), "speed"),
-    (dict(speeds=[1, 1], bandwidth_mbps=[0], latency_ms=[1], splits=[0]), "bandwidth"),
-    (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[-1], splits=[0]), "latency"),
-    (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[0], precision="fp64"), "precision"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(speeds=[1, 1, 1, 1, 1], bandwidth_mbps=[1] * 4, latency_ms=[0] * 4, splits=[0, 0, 0, 0]), "1 to 4 tiers"),
+        (dict(speeds=[1, 1], bandwidth_mbps=[], latency_ms=[], splits=[0]), "link"),
+        (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[0, 1]), "split points"),
+        (dict(speeds=[1, 1, 1], bandwidth_mbps=[1, 1], latency_ms=[1, 1], splits=[1, 0]), "non-decreasing"),
+        (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[3]), "non-decreasing"),
+        (dict(speeds=[0, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[0]), "speed"),
+        (dict(speeds=[1, 1], bandwidth_mbps=[0], latency_ms=[1], splits=[0]), "bandwidth"),
+        (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[-1], splits=[0]), "latency"),
+        (dict(speeds=[1, 1], bandwidth_mbps=[1], latency_ms=[1], splits=[0], precision="fp64"), "precision"),
+    ],
+)
 def test_impossible_deployments_are_refused(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         simulate(hand_record(), SIZES, make_deployment(**kwargs), "max_probability", thresholds=0.5)
@@ -254,8 +259,26 @@ def test_cli_deploy_prints_the_simulation_and_the_search(capsys):
     sizes = feature_sizes(model, (1, 28, 28))
     dep = make_deployment([2e9, 1e11, 1e12], [20, 100], [5, 30], [1, 3], "fp16", [3.0, None, None])
     r = simulate(rec, sizes, dep, "entropy", thresholds=0.3)
-    args = ["deploy", str(SHIPPED), "--splits", "1,3", "--speeds-gmacs", "2,100,1000", "--bandwidth-mbps", "20,100",
-            "--link-ms", "5,30", "--precision", "fp16", "--power-w", "3,,", "--rule", "entropy", "--thresholds", "0.3"]
+    args = [
+        "deploy",
+        str(SHIPPED),
+        "--splits",
+        "1,3",
+        "--speeds-gmacs",
+        "2,100,1000",
+        "--bandwidth-mbps",
+        "20,100",
+        "--link-ms",
+        "5,30",
+        "--precision",
+        "fp16",
+        "--power-w",
+        "3,,",
+        "--rule",
+        "entropy",
+        "--thresholds",
+        "0.3",
+    ]
     assert main([*args, "--deadline-ms", "40", "--stat", "p95"]) == 0
     out = capsys.readouterr().out
     st = r.latency_stats()

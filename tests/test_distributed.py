@@ -2,6 +2,7 @@
 loads, every method trains under DDP, and a DDP run stopped on one rank resumes to the same weights.
 
 Run as a script under torchrun, this file is the worker of `test_every_method_under_ddp`."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,14 @@ def _torchrun(args: list[str], timeout: int = 120) -> subprocess.CompletedProces
     launcher = [str(exe)] if exe.exists() else [sys.executable, "-m", "torch.distributed.run"]
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # the worker runs as a script
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    return subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*launcher, "--standalone", "--nproc_per_node=2", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def _digests(text: str) -> dict[str, str]:
@@ -32,9 +39,30 @@ def test_torchrun_two_cpu_processes_agree_and_rank0_saves(tmp_path):
     from aep_core.checkpoint.sidecars import log_path, resume_path
 
     out = tmp_path / "m.pt"
-    r = _torchrun(["-m", "aep_core", "train", "--dataset", "fashion-mnist-slice", "--limit", "256", "--epochs", "1",
-                   "--batch-size", "32", "--threads", "1", "--widths", "8,16,32", "--weighting", "learned",
-                   "--quiet", "--out", str(out)])
+    r = _torchrun(
+        [
+            "-m",
+            "aep_core",
+            "train",
+            "--dataset",
+            "fashion-mnist-slice",
+            "--limit",
+            "256",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--threads",
+            "1",
+            "--widths",
+            "8,16,32",
+            "--weighting",
+            "learned",
+            "--quiet",
+            "--out",
+            str(out),
+        ]
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     digests = _digests(r.stdout)
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], r.stdout
@@ -135,8 +163,13 @@ def _worker(tmp: Path) -> None:
         report(name, dd.parameter_digest(model, method))
 
     model, method = build({"method": "aep"}, folder)
-    train(model, method, folder.train, folder.val, TrainConfig(epochs=1, batch_size=4, threads=1, workers=1,
-                                                               progress=False, augment=False))
+    train(
+        model,
+        method,
+        folder.train,
+        folder.val,
+        TrainConfig(epochs=1, batch_size=4, threads=1, workers=1, progress=False, augment=False),
+    )
     report("folder-workers", dd.parameter_digest(model, method))
 
     model, method = build({"method": "aep", "weighting": "hybrid"}, slice_data)
@@ -145,9 +178,16 @@ def _worker(tmp: Path) -> None:
     model, method = build({"method": "aep", "weighting": "hybrid"}, slice_data)
     stop, state_file = StopRequest(), tmp / "state.pt"
     try:  # on_batch runs on rank 0 only: the stop must still reach rank 1 after the same step
-        train(model, method, slice_data.train, slice_data.val, cfg,
-              on_batch=lambda e, s, n: stop.set() if (e, s) == (0, 1) else None,
-              save_state=lambda st: torch.save(st, state_file), stop=stop)
+        train(
+            model,
+            method,
+            slice_data.train,
+            slice_data.val,
+            cfg,
+            on_batch=lambda e, s, n: stop.set() if (e, s) == (0, 1) else None,
+            save_state=lambda st: torch.save(st, state_file),
+            stop=stop,
+        )
         raise AssertionError("training was not interrupted")
     except TrainingInterrupted:
         pass

@@ -1,5 +1,6 @@
 """Export round trips: per-segment ONNX files match PyTorch under onnxruntime and chain back into the full
 model's per-exit outputs; a pruned model's TorchScript file reproduces it."""
+
 import json
 
 import numpy as np
@@ -124,8 +125,12 @@ def test_cli_export_writes_checked_segments_and_torchscript(tmp_path, capsys):
     assert main(["export", str(tmp_path / "tiny.pt"), "--splits", "1", "--out", str(out), "--prune", "--cut", "2"]) == 0
     text = capsys.readouterr().out
     assert "MISMATCH" not in text and text.count(" ok") == 3
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "segment_0.onnx", "segment_1.onnx",
-                                                     "tiny.pruned.torchscript.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "segment_0.onnx",
+        "segment_1.onnx",
+        "tiny.pruned.torchscript.pt",
+    ]
     logits, probs = torch.jit.load(str(out / "tiny.pruned.torchscript.pt"))(torch.zeros(2, 1, 12, 12))
     assert logits.shape == (3, 2, 10) and probs.shape == (2, 10)
     assert main(["export", str(tmp_path / "tiny.pt"), "--splits", "4", "--out", str(out)]) == 2

@@ -1,6 +1,7 @@
 """Every registered training method (and AEP with every registered weighting scheme) takes one optimiser step on
 a tiny model: finite loss, something it trains moves, what it freezes stays put. A throw-away scheme and method,
 registered here and removed afterwards, are picked up by the job with no other edit."""
+
 from unittest import mock
 
 import numpy as np
@@ -33,8 +34,16 @@ EPOCHS = 3  # one epoch per exit, so that layer-wise training reaches every exit
 def tiny_model(method: type[Method], num_exits: int = 3) -> EarlyExitNet:
     torch.manual_seed(0)
     placement = list(range(num_exits - 1)) if method.uses_early_exits else []
-    return build_model(ModelSpec(backbone_config=get_backbone("compact_cnn").tiny_config, in_channels=1, image_size=12,
-                                 num_classes=4, head=method.head, placement=placement))
+    return build_model(
+        ModelSpec(
+            backbone_config=get_backbone("compact_cnn").tiny_config,
+            in_channels=1,
+            image_size=12,
+            num_classes=4,
+            head=method.head,
+            placement=placement,
+        )
+    )
 
 
 def state(model: EarlyExitNet, method: Method) -> dict[str, torch.Tensor]:
@@ -48,9 +57,13 @@ def one_step(model: EarlyExitNet, method: Method, epoch: int) -> tuple[torch.Ten
     x, y = torch.randn(8, 1, 12, 12, generator=g), torch.randint(0, 4, (8,), generator=g)
     model.train()
     method.prepare_epoch(model, epoch)
-    frozen = {f"{name}.{k}".lstrip(".") for name, m in model.named_modules()
-              if list(m.parameters(recurse=False)) and not any(p.requires_grad for p in m.parameters(recurse=False))
-              for k in m.state_dict(keep_vars=True) if "." not in k}
+    frozen = {
+        f"{name}.{k}".lstrip(".")
+        for name, m in model.named_modules()
+        if list(m.parameters(recurse=False)) and not any(p.requires_grad for p in m.parameters(recurse=False))
+        for k in m.state_dict(keep_vars=True)
+        if "." not in k
+    }
     opt = torch.optim.SGD([*model.parameters(), *method.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4)
     before = state(model, method)
     loss = method.loss(model(x, upto=method.last_exit(epoch)), y, epoch)
@@ -69,7 +82,7 @@ CASES += [pytest.param(MethodSettings("aep", scheme), id=f"aep-{scheme}") for sc
 def test_each_method_trains_one_step_and_leaves_frozen_parts_alone(settings):
     cls = get_method(settings.method)
     model = tiny_model(cls)
-    method = build_method(settings, model, [0.3, 0.6, 1.0][-model.num_exits:], EPOCHS)
+    method = build_method(settings, model, [0.3, 0.6, 1.0][-model.num_exits :], EPOCHS)
     assert isinstance(method, cls) and cls.help and model.head_kind == cls.head
     froze_something = False
     for epoch in range(EPOCHS):
@@ -96,8 +109,14 @@ def test_settings_read_are_recorded_and_exist(name):
 
 @pytest.mark.parametrize("name", [n for n, cls in METHODS.items() if cls.uses_early_exits])
 def test_methods_with_early_exits_refuse_a_model_without_them(name):
-    model = build_model(ModelSpec(backbone_config=get_backbone("compact_cnn").tiny_config, image_size=12,
-                                  head=METHODS[name].head, placement=[]))
+    model = build_model(
+        ModelSpec(
+            backbone_config=get_backbone("compact_cnn").tiny_config,
+            image_size=12,
+            head=METHODS[name].head,
+            placement=[],
+        )
+    )
     with pytest.raises(ConfigError, match="needs at least one early exit"):
         build_method(MethodSettings(name), model, [1.0], EPOCHS)
 
@@ -143,9 +162,14 @@ def test_a_registered_scheme_and_method_are_picked_up_with_no_other_edit(tmp_pat
             assert torch.isfinite(loss) and changed
         # the job the CLI and the app run: no edit anywhere else
         for settings in (MethodSettings("aep", "reverse-linear"), MethodSettings("final-two")):
-            job = TrainJob(out=str(tmp_path / f"{settings.method}.pt"), dataset="fashion-mnist-slice", limit=64,
-                           model_config=get_backbone("compact_cnn").tiny_config, method=settings,
-                           train=TrainConfig(epochs=1, batch_size=32, threads=1, progress=False))
+            job = TrainJob(
+                out=str(tmp_path / f"{settings.method}.pt"),
+                dataset="fashion-mnist-slice",
+                limit=64,
+                model_config=get_backbone("compact_cnn").tiny_config,
+                method=settings,
+                train=TrainConfig(epochs=1, batch_size=32, threads=1, progress=False),
+            )
             _, meta = load_checkpoint(run_train_job(job, log=lambda s: None))
             assert meta.training.method == settings.method
             weights = meta.training.ensemble_weights

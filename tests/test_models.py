@@ -1,5 +1,6 @@
 """Every registered model (each in its registered tiny config): forward, exit count and shapes, running up
 to each exit, backward, and per-segment ONNX export checked with onnxruntime."""
+
 import numpy as np
 import pytest
 import torch
@@ -12,8 +13,15 @@ MODELS = list(list_models())
 
 
 def tiny_spec(name: str, head: str = "aep", in_channels: int = 1, image_size: int = 12) -> ModelSpec:
-    return ModelSpec(backbone=name, backbone_config=get_backbone(name).tiny_config, in_channels=in_channels,
-                     image_size=image_size, num_classes=7, head=head, placement="stages")
+    return ModelSpec(
+        backbone=name,
+        backbone_config=get_backbone(name).tiny_config,
+        in_channels=in_channels,
+        image_size=image_size,
+        num_classes=7,
+        head=head,
+        placement="stages",
+    )
 
 
 def test_every_registered_model_has_a_description():
@@ -24,9 +32,15 @@ def test_every_registered_model_has_a_description():
 @pytest.mark.parametrize("head", list(HEAD_TYPES))
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_forward_shapes_and_upto(name, head, in_channels):
-    spec = ModelSpec(backbone=name, backbone_config=get_backbone(name).tiny_config, in_channels=in_channels,
-                     image_size=16,
-                     num_classes=7, head=head, placement="stages")
+    spec = ModelSpec(
+        backbone=name,
+        backbone_config=get_backbone(name).tiny_config,
+        in_channels=in_channels,
+        image_size=16,
+        num_classes=7,
+        head=head,
+        placement="stages",
+    )
     model = build_model(spec).eval()
     x = torch.randn(3, in_channels, 16, 16)
     out = model(x)
@@ -161,8 +175,15 @@ def test_inference_preparation_folds_batchnorm_and_keeps_outputs(name):
 
     torch.manual_seed(0)
     channels, size = 3, 16
-    m = build_model(ModelSpec(backbone=name, backbone_config=get_backbone(name).tiny_config, in_channels=channels,
-                              image_size=size, head_pool=2)).eval()
+    m = build_model(
+        ModelSpec(
+            backbone=name,
+            backbone_config=get_backbone(name).tiny_config,
+            in_channels=channels,
+            image_size=size,
+            head_pool=2,
+        )
+    ).eval()
     for mod in m.modules():  # non-trivial statistics, so a wrong fold would show
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.5, 0.5)

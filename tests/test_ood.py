@@ -1,5 +1,6 @@
 """The "I don't know" signal: its parts, AUROC against hand-computed values, the shifted-input
 generators, and the score separating noise from test images on the shipped model."""
+
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -71,8 +72,10 @@ def shipped_logits():
     model, meta = load_checkpoint(SHIPPED)
     d = meta.dataset
     images = torch.from_numpy(load_slice()["images"][:400])
-    return {kind: ood.exit_logits(model, images if kind == "test" else ood.shift_images(images, kind), d.mean, d.std)
-            for kind in ("test", "noise")}
+    return {
+        kind: ood.exit_logits(model, images if kind == "test" else ood.shift_images(images, kind), d.mean, d.std)
+        for kind in ("test", "noise")
+    }
 
 
 def test_score_separates_noise_from_test_images_on_the_shipped_model(shipped_logits):

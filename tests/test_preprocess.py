@@ -1,4 +1,5 @@
 """Upload preprocessing: every format and mode decodes to the model's input; bad files get clear errors."""
+
 import io
 
 import numpy as np
@@ -12,9 +13,24 @@ from aep_core.preprocess import MAX_PIXELS, prepare_array, prepare_image
 MEAN, STD = [0.286], [0.353]
 
 
-@pytest.mark.parametrize("fmt,mode", [("PNG", "RGB"), ("PNG", "L"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "LA"),
-                                      ("PNG", "I;16"), ("JPEG", "RGB"), ("JPEG", "CMYK"), ("WEBP", "RGB"),
-                                      ("BMP", "RGB"), ("GIF", "P"), ("TIFF", "RGB"), ("TIFF", "CMYK")])
+@pytest.mark.parametrize(
+    "fmt,mode",
+    [
+        ("PNG", "RGB"),
+        ("PNG", "L"),
+        ("PNG", "RGBA"),
+        ("PNG", "P"),
+        ("PNG", "LA"),
+        ("PNG", "I;16"),
+        ("JPEG", "RGB"),
+        ("JPEG", "CMYK"),
+        ("WEBP", "RGB"),
+        ("BMP", "RGB"),
+        ("GIF", "P"),
+        ("TIFF", "RGB"),
+        ("TIFF", "CMYK"),
+    ],
+)
 def test_formats_and_modes_decode_to_model_input(fmt, mode):
     p = prepare_image(png_bytes(mode, fmt=fmt), 28, 1, MEAN, STD)
     assert p.tensor.shape == (1, 1, 28, 28)
@@ -74,13 +90,16 @@ def test_exif_rotation_is_applied():
     assert prepare_image(buf.getvalue()).original_size == (20, 40)
 
 
-@pytest.mark.parametrize("data,words", [
-    (b"", "empty"),
-    (b"this is plain text, not an image", "not an image"),
-    (png_bytes()[:60], "truncated"),
-    (png_header(30000, 30000), "too large"),
-    (png_header(7000, 7000), f"{MAX_PIXELS:,}"),
-])
+@pytest.mark.parametrize(
+    "data,words",
+    [
+        (b"", "empty"),
+        (b"this is plain text, not an image", "not an image"),
+        (png_bytes()[:60], "truncated"),
+        (png_header(30000, 30000), "too large"),
+        (png_header(7000, 7000), f"{MAX_PIXELS:,}"),
+    ],
+)
 def test_bad_files_get_clear_errors(data, words):
     with pytest.raises(DataError, match=words):
         prepare_image(data)

@@ -1,4 +1,5 @@
 """AEP pruning: the cut, the smaller loadable checkpoint, identical outputs at the kept exits."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -21,9 +22,14 @@ from aep_core.training.job import TrainJob, run_train_job
 def trained(tmp_path_factory):
     torch.set_num_threads(1)
     d = tmp_path_factory.mktemp("prune")
-    job = TrainJob(out=str(d / "m.pt"), dataset="fashion-mnist-slice", limit=256, model_config={"widths": [8, 16, 32]},
-                   method=MethodSettings("aep", "hybrid"),
-                   train=TrainConfig(epochs=1, batch_size=64, threads=1, progress=False, seed=0))
+    job = TrainJob(
+        out=str(d / "m.pt"),
+        dataset="fashion-mnist-slice",
+        limit=256,
+        model_config={"widths": [8, 16, 32]},
+        method=MethodSettings("aep", "hybrid"),
+        train=TrainConfig(epochs=1, batch_size=64, threads=1, progress=False, seed=0),
+    )
     return run_train_job(job, log=lambda s: None)
 
 
@@ -35,7 +41,7 @@ def _record(acc_per_exit_right):
     logits = np.zeros((e, n, 3), dtype=np.float32)
     logits[..., 1] = 5.0
     logits[right, 0] = 10.0
-    return ExitRecord(logits, labels, np.arange(1, e + 1), e, info={"ensemble_weights": [10.0 ** k for k in range(e)]})
+    return ExitRecord(logits, labels, np.arange(1, e + 1), e, info={"ensemble_weights": [10.0**k for k in range(e)]})
 
 
 def test_choose_cut_by_hand():
@@ -93,7 +99,8 @@ def test_pruned_checkpoint_is_smaller_loadable_and_equal_at_kept_exits(trained, 
     val = load_evaluation(evaluation_path(out, "val"))
     assert val.num_exits == 3 and val.full_macs == pmeta.cost.full_macs
     assert report.test_acc_pruned == pytest.approx(
-        load_evaluation(evaluation_path(trained, "test")).ensemble_accuracy(meta.training.ensemble_weights)[2])
+        load_evaluation(evaluation_path(trained, "test")).ensemble_accuracy(meta.training.ensemble_weights)[2]
+    )
 
 
 def test_prune_chooses_the_best_validation_cut(trained, tmp_path):
@@ -109,8 +116,12 @@ def test_prune_model_direct_and_bad_cut():
     torch.manual_seed(0)
     spec = ModelSpec(backbone_config={"widths": [8, 16, 32]})
     m = build_model(spec).eval()
-    meta = model_meta(spec, m, training=TrainingMeta("aep", ensemble_weights=[0.2] * 5),
-                      metrics={"val": SplitMetrics([0.1, 0.2, 0.3, 0.4, 0.5], n=3)})
+    meta = model_meta(
+        spec,
+        m,
+        training=TrainingMeta("aep", ensemble_weights=[0.2] * 5),
+        metrics={"val": SplitMetrics([0.1, 0.2, 0.3, 0.4, 0.5], n=3)},
+    )
     p, pm = prune_model(m, meta, 0)
     assert p.num_exits == 1 and pm.metrics["val"] == SplitMetrics([0.1], n=3)
     assert pm.training.ensemble_weights == [0.2] and pm.cost.cum_macs == meta.cost.cum_macs[:1]
@@ -128,8 +139,23 @@ def test_prune_refuses_eenet_models(trained, tmp_path):
 
 
 def test_cli_prune_and_policy_commands(trained, tmp_path, capsys):
-    assert main(["prune", str(trained), "--out", str(tmp_path / "c.pt"), "--cut", "1", "--latency-repeats", "3",
-                 "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                str(trained),
+                "--out",
+                str(tmp_path / "c.pt"),
+                "--cut",
+                "1",
+                "--latency-repeats",
+                "3",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "latency batch 1" in out and "latency batch 256" in out and "saved" in out
     pruned_test = load_evaluation(evaluation_path(tmp_path / "c.pt", "test"))

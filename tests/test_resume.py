@@ -1,5 +1,6 @@
 """Resuming: an interrupted and resumed run ends with the same weights as an uninterrupted one; states
 load with weights_only; SIGTERM saves and exits cleanly; a failed write keeps the previous checkpoint."""
+
 import json
 import os
 import signal
@@ -26,9 +27,15 @@ STEPS = 4  # limit 128 / batch 32
 
 
 def _job(out: Path, resume: str | None = None, **method) -> TrainJob:
-    return TrainJob(out=str(out), dataset="fashion-mnist-slice", limit=128, model_config=SMALL,
-                    method=MethodSettings(**(method or {"method": "aep", "weighting": "learned"})),
-                    train=TrainConfig(epochs=2, batch_size=32, threads=1, progress=False, seed=3), resume=resume)
+    return TrainJob(
+        out=str(out),
+        dataset="fashion-mnist-slice",
+        limit=128,
+        model_config=SMALL,
+        method=MethodSettings(**(method or {"method": "aep", "weighting": "learned"})),
+        train=TrainConfig(epochs=2, batch_size=32, threads=1, progress=False, seed=3),
+        resume=resume,
+    )
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -44,6 +51,7 @@ def _interrupt_at(epoch: int, step: int):
     def on_batch(e: int, s: int, steps: int) -> None:
         if (e, s) == (epoch, step):
             os.kill(os.getpid(), signal.SIGTERM)  # the loop's handler turns it into a stop after this step
+
     return on_batch
 
 
@@ -124,8 +132,26 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_sigterm_saves_state_and_resume_finishes(tmp_path):
     out = tmp_path / "m.pt"
-    args = [sys.executable, "-m", "aep_core", "train", "--dataset", "fashion-mnist-slice", "--limit", "512",
-            "--batch-size", "8", "--epochs", "3", "--threads", "1", "--widths", "8,16,32", "--out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "aep_core",
+        "train",
+        "--dataset",
+        "fashion-mnist-slice",
+        "--limit",
+        "512",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+        "--widths",
+        "8,16,32",
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []
@@ -140,8 +166,9 @@ def test_sigterm_saves_state_and_resume_finishes(tmp_path):
     assert "Training stopped in epoch" in err and f"--resume {resume_path(out)}" in err
     assert "Traceback" not in err
     assert resume_path(out).exists() and not out.exists()
-    done = subprocess.run([*args, "--resume", str(resume_path(out)), "--quiet"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [*args, "--resume", str(resume_path(out)), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     _, meta = load_checkpoint(out)
     assert meta.training.resumed_from == str(resume_path(out))

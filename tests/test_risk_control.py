@@ -1,5 +1,6 @@
 """Certified thresholds: the exact binomial tail, the guarantee's validity in simulation (where the plain
 'cheapest that passes on validation' choice breaks it), and clear errors."""
+
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from aep_core.exits.solvers import score_record
 
 @pytest.mark.parametrize("k,n,p", [(0, 10, 0.1), (3, 10, 0.3), (7, 20, 0.5), (2, 50, 0.01), (10, 10, 0.4)])
 def test_binomial_cdf_is_exact(k, n, p):
-    direct = sum(math.comb(n, j) * p ** j * (1 - p) ** (n - j) for j in range(k + 1))
+    direct = sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k + 1))
     assert binomial_cdf(k, n, p) == pytest.approx(direct, rel=1e-9, abs=1e-15)
 
 
@@ -82,12 +83,15 @@ def test_certified_setting_is_global_and_reported_on_both_splits():
     assert sol.val.macs_ratio < 1.0  # some samples leave early
 
 
-@pytest.mark.parametrize("args,msg", [
-    (("patience", 0.5, 0.9), "threshold rule"),
-    (("max_probability", 0.5, 1.0), "confidence"),
-    (("max_probability", 0.0, 0.9), "drop"),
-    (("max_probability", 0.01, 0.99), "smallest bound"),  # 300 samples cannot certify 0.01 points
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (("patience", 0.5, 0.9), "threshold rule"),
+        (("max_probability", 0.5, 1.0), "confidence"),
+        (("max_probability", 0.0, 0.9), "drop"),
+        (("max_probability", 0.01, 0.99), "smallest bound"),  # 300 samples cannot certify 0.01 points
+    ],
+)
 def test_bad_requests_are_clear_errors(args, msg):
     with pytest.raises(AepError, match=msg):
         certify_max_drop(_subset(_population(300, seed=3), np.arange(300)), *args)

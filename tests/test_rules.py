@@ -1,6 +1,7 @@
 """Exit rules: the registry's specs checked for every rule, each rule against hand-worked examples, their
 metrics, bad settings, the stepwise scorers against the vectorised scores, and a rule registered from
 outside picked up by the CLI, the replay and the runtime with no other edit."""
+
 import json
 import math
 
@@ -44,8 +45,14 @@ def hand_record(with_conf=True):
     ]
     conf = np.array([[0.9, 0.2, 0.6, 0.1], [0.5, 0.7, 0.3, 0.2], [0.1, 0.1, 0.1, 0.1]], dtype=np.float32)
     info = {"ensemble_weights": [1.0, 1.0, 2.0], "class_names": ["a", "b", "c"]}
-    return ExitRecord(_logits_from_probs(probs), np.array([0, 1, 0, 2]), np.array([10, 30, 100]), 90,
-                      conf if with_conf else None, info)
+    return ExitRecord(
+        _logits_from_probs(probs),
+        np.array([0, 1, 0, 2]),
+        np.array([10, 30, 100]),
+        90,
+        conf if with_conf else None,
+        info,
+    )
 
 
 def random_record(exits=4, n=200, seed=1, weights=(0.1, 0.3, 0.2, 0.4)):
@@ -53,11 +60,13 @@ def random_record(exits=4, n=200, seed=1, weights=(0.1, 0.3, 0.2, 0.4)):
     rng = np.random.default_rng(seed)
     logits = (rng.normal(size=(exits, n, 10)) * 3).astype(np.float32)
     conf = rng.uniform(size=(exits, n)).astype(np.float32)
-    return ExitRecord(logits, rng.integers(0, 10, n), np.arange(1, exits + 1), exits, conf,
-                      {"ensemble_weights": list(weights)})
+    return ExitRecord(
+        logits, rng.integers(0, 10, n), np.arange(1, exits + 1), exits, conf, {"ensemble_weights": list(weights)}
+    )
 
 
 # ---- the registry: every spec is coherent -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list_rules())
 def test_every_spec_is_coherent(name):
@@ -131,6 +140,7 @@ def test_ensemble_weights_are_the_given_ones_else_the_models_else_uniform():
 
 
 # ---- each rule, by hand -------------------------------------------------------------------------------
+
 
 def test_max_probability_global_and_per_exit():
     rec = hand_record()
@@ -214,18 +224,21 @@ def test_oracle_stops_at_the_first_right_exit():
     assert oracle(rec).exit_index.tolist() == [2, 1, 2, 1]
 
 
-@pytest.mark.parametrize("name,settings,match", [
-    ("max_probability", {"thresholds": 1.5}, r"\[0, 1\]"),
-    ("entropy", {"thresholds": -0.1}, r"\[0, 1\]"),
-    ("max_probability", {"thresholds": [0.5, 0.5, 0.5]}, "2 early exits"),
-    ("max_probability", {"thresholds": float("nan")}, r"\[0, 1\]"),
-    ("patience", {"t": 0}, "1..3"),
-    ("fixed_exit", {"k": 3}, "0..2"),
-    ("aep_ensemble", {"thresholds": 0.5, "weights": [1, 1]}, "3 exits"),
-    ("nonsense", {}, "Choose one of"),
-    ("max_probability", {"tresholds": 0.5}, "Bad settings"),
-    ("oracle", {"thresholds": 0.5}, "no settings"),
-])
+@pytest.mark.parametrize(
+    "name,settings,match",
+    [
+        ("max_probability", {"thresholds": 1.5}, r"\[0, 1\]"),
+        ("entropy", {"thresholds": -0.1}, r"\[0, 1\]"),
+        ("max_probability", {"thresholds": [0.5, 0.5, 0.5]}, "2 early exits"),
+        ("max_probability", {"thresholds": float("nan")}, r"\[0, 1\]"),
+        ("patience", {"t": 0}, "1..3"),
+        ("fixed_exit", {"k": 3}, "0..2"),
+        ("aep_ensemble", {"thresholds": 0.5, "weights": [1, 1]}, "3 exits"),
+        ("nonsense", {}, "Choose one of"),
+        ("max_probability", {"tresholds": 0.5}, "Bad settings"),
+        ("oracle", {"thresholds": 0.5}, "no settings"),
+    ],
+)
 def test_bad_settings_are_clear_errors(name, settings, match):
     with pytest.raises(AepError, match=match):
         replay_rule(hand_record(), name, **settings)
@@ -234,8 +247,7 @@ def test_bad_settings_are_clear_errors(name, settings, match):
 @pytest.mark.parametrize("name", list_rules())
 def test_empty_record_is_a_clear_error(name):
     rec = hand_record()
-    empty = ExitRecord(rec.logits[:, :0], rec.labels[:0], rec.cum_macs, rec.full_macs, rec.confidences[:, :0],
-                       rec.info)
+    empty = ExitRecord(rec.logits[:, :0], rec.labels[:0], rec.cum_macs, rec.full_macs, rec.confidences[:, :0], rec.info)
     with pytest.raises(AepError, match="no samples"):
         replay_rule(empty, name)
 
@@ -243,8 +255,9 @@ def test_empty_record_is_a_clear_error(name):
 def test_replay_matches_a_per_sample_loop():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(4, 300, 10)).astype(np.float32) * 3
-    rec = ExitRecord(logits, rng.integers(0, 10, 300), np.array([1, 2, 3, 4]), 4,
-                     info={"ensemble_weights": [1, 2, 3, 4]})
+    rec = ExitRecord(
+        logits, rng.integers(0, 10, 300), np.array([1, 2, 3, 4]), 4, info={"ensemble_weights": [1, 2, 3, 4]}
+    )
     probs = rec.probs()
     t = [0.6, 0.5, 0.4]
     r = replay_rule(rec, "max_probability", thresholds=t)
@@ -262,6 +275,7 @@ def test_replay_matches_a_per_sample_loop():
 
 
 # ---- the runtime's forms of every deployable rule --------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list_rules(deployable=True))
 def test_stepwise_scorer_gives_the_vectorised_scores_bit_for_bit(name):
@@ -293,6 +307,7 @@ def test_decide_single_agrees_with_the_replay(name):
 
 # ---- a rule registered from outside --------------------------------------------------------------------
 
+
 def _margin_scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     top2 = np.sort(softmax(logits), -1)[..., -2:]  # (e, n, 2)
     return top2[..., 1] - top2[..., 0], logits.argmax(-1)
@@ -302,8 +317,14 @@ def _margin_scores(logits: np.ndarray, confidences: np.ndarray | None) -> tuple[
 def margin_rule():
     """A throw-away threshold rule (top-two probability margin >= t), removed from the registry afterwards."""
     name = "test_margin"
-    spec = RuleSpec(name, "Top-two margin >= t", "Stop when the two most likely classes are at least t apart.",
-                    "top-two probability margin", False, THRESHOLD)
+    spec = RuleSpec(
+        name,
+        "Top-two margin >= t",
+        "Stop when the two most likely classes are at least t apart.",
+        "top-two probability margin",
+        False,
+        THRESHOLD,
+    )
 
     @register_rule(spec)
     def _build(model: ModelExits, thresholds: float) -> ExitRule:
@@ -332,8 +353,9 @@ def test_a_registered_rule_is_picked_up_with_no_other_edit(margin_rule, tmp_path
     torch.manual_seed(0)
     model = build_model(ModelSpec(backbone_config={"widths": [8, 16, 32]})).eval()
     x = torch.randn(40, 1, 28, 28)
-    rec = record_outputs(model, x, np.zeros(40, dtype=np.int64), list(range(1, model.num_exits + 1)), model.num_exits,
-                         batch_size=8)
+    rec = record_outputs(
+        model, x, np.zeros(40, dtype=np.int64), list(range(1, model.num_exits + 1)), model.num_exits, batch_size=8
+    )
     score, _ = make_rule(margin_rule, ModelExits.of_record(rec)).scores(rec.logits)
     t = [float(np.quantile(score[k], 0.6)) for k in range(rec.num_exits - 1)]
     replay = replay_rule(rec, margin_rule, thresholds=t)

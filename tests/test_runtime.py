@@ -1,5 +1,6 @@
 """The runner that really stops gives the same exits and predictions as the replayed rule, for every
 deployable rule of the registry."""
+
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,12 @@ def _available(name: str, head: str) -> bool:
     return get_rule(name).available_for(ModelExits(len(WEIGHTS), has_confidence=head == "eenet"))
 
 
-CASES = [pytest.param(name, head, id=f"{name}-{head}") for name in list_rules(deployable=True) for head in HEADS
-         if _available(name, head)]
+CASES = [
+    pytest.param(name, head, id=f"{name}-{head}")
+    for name in list_rules(deployable=True)
+    for head in HEADS
+    if _available(name, head)
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +70,9 @@ def recorded(models, inputs):
         key = (head, batch_size, optimize)
         if key not in cache:
             x, y = inputs
-            cache[key] = record_outputs(models[head], x, y, CUM_MACS, FULL_MACS, batch_size=batch_size,
-                                        optimize=optimize)
+            cache[key] = record_outputs(
+                models[head], x, y, CUM_MACS, FULL_MACS, batch_size=batch_size, optimize=optimize
+            )
         return cache[key]
 
     return get
@@ -135,7 +141,7 @@ def test_runner_really_skips_later_blocks(inputs):
         block.register_forward_hook(lambda mod, inp, out, i=i: calls.__setitem__(i, calls[i] + len(inp[0])))
     EarlyExitRunner(m, make_rule("fixed_exit", model_exits(m), k=1)).run(x[:10], 4)
     assert calls[: m.exit_blocks[1] + 1] == [10] * (m.exit_blocks[1] + 1)
-    assert sum(calls[m.exit_blocks[1] + 1:]) == 0
+    assert sum(calls[m.exit_blocks[1] + 1 :]) == 0
 
 
 def test_network_without_exits_predicts_with_the_final_exit(inputs):

@@ -1,5 +1,6 @@
 """Per-exit saliency: one map per exit for every Captum method, no hooks left on the shared model,
 and concurrent calls do not disturb each other."""
+
 import threading
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Shipped numbers cannot drift from shipped weights: every checkpoint in assets/models is re-run on the
 shipped Fashion-MNIST test slice and must reproduce the rows of its own test evaluation file."""
+
 from pathlib import Path
 
 import numpy as np

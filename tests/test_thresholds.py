@@ -1,4 +1,5 @@
 """Pareto sweep and the budget / accuracy-floor solver."""
+
 import numpy as np
 import pytest
 
@@ -29,8 +30,9 @@ def synthetic_record(n=2000, seed=0, conf=False):
         target = np.where(right, labels, (labels + rng.integers(1, c, n)) % c)
         logits[k, np.arange(n), target] += np.where(right, 4.0, 1.5) * rng.uniform(0.5, 1.5, n)
     confidences = rng.uniform(0, 1, (e, n)).astype(np.float32) if conf else None
-    return ExitRecord(logits, labels, np.array([20, 45, 75, 100]), 100, confidences,
-                      {"ensemble_weights": [0.1, 0.2, 0.3, 0.4]})
+    return ExitRecord(
+        logits, labels, np.array([20, 45, 75, 100]), 100, confidences, {"ensemble_weights": [0.1, 0.2, 0.3, 0.4]}
+    )
 
 
 def test_pareto_front_by_hand():
@@ -156,7 +158,10 @@ def test_a_single_exit_model_has_nothing_to_sweep_or_solve():
     from aep_core.exits.solvers import pareto_sweep, solve_accuracy, solve_budget
 
     rec = ExitRecord(np.zeros((1, 4, 3), dtype=np.float32), np.zeros(4, dtype=np.int64), np.array([10]), 10)
-    for call in (lambda: pareto_sweep(rec, "max_probability"), lambda: solve_budget(rec, "entropy", 0.5),
-                 lambda: solve_accuracy(rec, "max_probability", 0.5)):
+    for call in (
+        lambda: pareto_sweep(rec, "max_probability"),
+        lambda: solve_budget(rec, "entropy", 0.5),
+        lambda: solve_accuracy(rec, "max_probability", 0.5),
+    ):
         with pytest.raises(ConfigError, match="single exit"):
             call()

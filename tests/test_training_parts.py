@@ -1,4 +1,5 @@
 """Weighting schemes, EENet cumulative losses against a hand-computed example, distillation."""
+
 import math
 
 import pytest

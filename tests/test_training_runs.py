@@ -1,4 +1,5 @@
 """One-epoch training run of every method on the shipped slice, through the same job the CLI runs."""
+
 import json
 from pathlib import Path
 
@@ -16,15 +17,25 @@ SMALL = {"widths": [8, 16, 32]}
 
 
 def _job(tmp_path, name, **method):
-    return TrainJob(out=str(tmp_path / f"{name}.pt"), dataset="fashion-mnist-slice", limit=256, model_config=SMALL,
-                    method=MethodSettings(**method),
-                    train=TrainConfig(epochs=2, batch_size=64, threads=1, progress=False, seed=0))
+    return TrainJob(
+        out=str(tmp_path / f"{name}.pt"),
+        dataset="fashion-mnist-slice",
+        limit=256,
+        model_config=SMALL,
+        method=MethodSettings(**method),
+        train=TrainConfig(epochs=2, batch_size=64, threads=1, progress=False, seed=0),
+    )
 
 
-@pytest.mark.parametrize("method", [{"method": name} for name in METHODS] + [
-    {"method": "aep", "weighting": "learned"},
-    {"method": "eenet", "eenet_loss": "v1", "two_stage": True, "lam": 0.5},
-], ids=lambda m: "-".join(str(v) for v in m.values()))
+@pytest.mark.parametrize(
+    "method",
+    [{"method": name} for name in METHODS]
+    + [
+        {"method": "aep", "weighting": "learned"},
+        {"method": "eenet", "eenet_loss": "v1", "two_stage": True, "lam": 0.5},
+    ],
+    ids=lambda m: "-".join(str(v) for v in m.values()),
+)
 def test_each_method_trains_and_saves(tmp_path, method):
     stats = []
     cls = get_method(method["method"])

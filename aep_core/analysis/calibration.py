@@ -11,6 +11,7 @@ whole evaluation record, so every exit policy (the AEP ensemble averages the sca
 replays on calibrated outputs without knowing about calibration. Fitted temperatures are stored in
 the checkpoint's metadata (`CheckpointMeta.calibration`).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,9 @@ def _check_bins(n_bins: int) -> int:
 
 def _check_pair(logits: np.ndarray, labels: np.ndarray) -> None:
     if logits.ndim != 2 or labels.shape != (logits.shape[0],) or logits.shape[0] == 0:
-        raise ConfigError(f"Calibration needs logits (n, classes) and labels (n,) with n > 0; got {logits.shape} "
-                          f"and {labels.shape}.")
+        raise ConfigError(
+            f"Calibration needs logits (n, classes) and labels (n,) with n > 0; got {logits.shape} and {labels.shape}."
+        )
 
 
 @dataclass
@@ -59,11 +61,20 @@ class ReliabilityBins:
 
     def rows(self) -> list[dict[str, Any]]:
         """One plain dict per bin: lo, hi, count, confidence, accuracy (None where empty)."""
+
         def f(v: float) -> float | None:
             return None if math.isnan(v) else float(v)
 
-        return [{"lo": float(self.edges[b]), "hi": float(self.edges[b + 1]), "count": int(self.count[b]),
-                 "confidence": f(self.confidence[b]), "accuracy": f(self.accuracy[b])} for b in range(len(self.count))]
+        return [
+            {
+                "lo": float(self.edges[b]),
+                "hi": float(self.edges[b + 1]),
+                "count": int(self.count[b]),
+                "confidence": f(self.confidence[b]),
+                "accuracy": f(self.accuracy[b]),
+            }
+            for b in range(len(self.count))
+        ]
 
 
 @dataclass
@@ -79,8 +90,14 @@ class CalibrationMetrics:
 
     def summary(self) -> dict[str, Any]:
         """Plain-type metrics and bins."""
-        return {"ece": self.ece, "mce": self.mce, "nll": self.nll, "brier": self.brier, "accuracy": self.accuracy,
-                "bins": self.bins.rows()}
+        return {
+            "ece": self.ece,
+            "mce": self.mce,
+            "nll": self.nll,
+            "brier": self.brier,
+            "accuracy": self.accuracy,
+            "bins": self.bins.rows(),
+        }
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS) -> ReliabilityBins:
@@ -92,8 +109,12 @@ def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 
     s_conf = np.bincount(idx, weights=conf, minlength=n_bins)
     s_acc = np.bincount(idx, weights=np.asarray(correct, dtype=np.float64), minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return ReliabilityBins(np.linspace(0.0, 1.0, n_bins + 1), count, np.where(count > 0, s_conf / count, np.nan),
-                               np.where(count > 0, s_acc / count, np.nan))
+        return ReliabilityBins(
+            np.linspace(0.0, 1.0, n_bins + 1),
+            count,
+            np.where(count > 0, s_conf / count, np.nan),
+            np.where(count > 0, s_acc / count, np.nan),
+        )
 
 
 def calibration_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int = DEFAULT_BINS) -> CalibrationMetrics:
@@ -111,10 +132,14 @@ def calibration_metrics(logits: np.ndarray, labels: np.ndarray, n_bins: int = DE
     filled = bins.count > 0
     onehot = np.zeros_like(p)
     onehot[np.arange(n), labels] = 1.0
-    return CalibrationMetrics(ece=float((bins.count[filled] / n * gap[filled]).sum()), mce=float(gap[filled].max()),
-                              nll=float(-logp[np.arange(n), labels].mean()),
-                              brier=float(((p - onehot) ** 2).sum(-1).mean()), accuracy=float(correct.mean()),
-                              bins=bins)
+    return CalibrationMetrics(
+        ece=float((bins.count[filled] / n * gap[filled]).sum()),
+        mce=float(gap[filled].max()),
+        nll=float(-logp[np.arange(n), labels].mean()),
+        brier=float(((p - onehot) ** 2).sum(-1).mean()),
+        accuracy=float(correct.mean()),
+        bins=bins,
+    )
 
 
 def exit_calibration(rec: ExitRecord, n_bins: int = DEFAULT_BINS) -> list[CalibrationMetrics]:
@@ -124,6 +149,7 @@ def exit_calibration(rec: ExitRecord, n_bins: int = DEFAULT_BINS) -> list[Calibr
 
 
 # ---- temperature scaling ------------------------------------------------------------------------
+
 
 def _nll_slope(z: np.ndarray, zy: np.ndarray, beta: float) -> float:
     """d NLL / d beta for logits scaled by beta = 1/T: mean over samples of E_p[z] - z_y (increasing in beta)."""
@@ -188,6 +214,7 @@ def scale_record(rec: ExitRecord, temperatures: Any) -> ExitRecord:
 
 # ---- temperatures in a checkpoint ---------------------------------------------------------------
 
+
 def stored_temperatures(meta: CheckpointMeta) -> list[float] | None:
     """The per-exit temperatures stored in a checkpoint's metadata, or None if it has none.
     Raises CheckpointError if they are there but malformed."""
@@ -196,14 +223,17 @@ def stored_temperatures(meta: CheckpointMeta) -> list[float] | None:
     try:
         return check_temperatures(meta.calibration.temperatures, len(meta.cost.exits)).tolist()
     except (ConfigError, TypeError, ValueError) as e:
-        raise CheckpointError(f"The checkpoint's stored calibration is malformed ({e}); run "
-                              "`python -m aep_core calibrate CHECKPOINT` again.") from None
+        raise CheckpointError(
+            f"The checkpoint's stored calibration is malformed ({e}); run "
+            "`python -m aep_core calibrate CHECKPOINT` again."
+        ) from None
 
 
 def calibration_meta(temperatures: Any, val: ExitRecord) -> CalibrationMeta:
     """The metadata entry describing temperatures fitted on a validation record."""
-    return CalibrationMeta([float(t) for t in temperatures], fitted_on=val.info.get("split", "val"),
-                           samples=val.num_samples, created=now())
+    return CalibrationMeta(
+        [float(t) for t in temperatures], fitted_on=val.info.get("split", "val"), samples=val.num_samples, created=now()
+    )
 
 
 def calibrate_checkpoint(path: str | Path, val: ExitRecord | None = None) -> list[float]:
@@ -213,8 +243,10 @@ def calibrate_checkpoint(path: str | Path, val: ExitRecord | None = None) -> lis
     if val is None:
         vpath = evaluation_path(path, "val")
         if not vpath.is_file():
-            raise ConfigError(f"{path} has no validation evaluation file ({vpath.name}); temperatures are fitted on "
-                              f"the validation split. Create it with `python -m aep_core evaluate {path} --split val`.")
+            raise ConfigError(
+                f"{path} has no validation evaluation file ({vpath.name}); temperatures are fitted on "
+                f"the validation split. Create it with `python -m aep_core evaluate {path} --split val`."
+            )
         val = load_evaluation(vpath)
     exits = len(meta.cost.exits)
     if val.num_exits != exits:
@@ -232,8 +264,9 @@ class TemperatureSource:
     description: str
 
 
-def resolve_temperatures(meta: CheckpointMeta, val: ExitRecord | None,
-                         checkpoint: str | Path | None = None) -> TemperatureSource:
+def resolve_temperatures(
+    meta: CheckpointMeta, val: ExitRecord | None, checkpoint: str | Path | None = None
+) -> TemperatureSource:
     """The temperatures a model's outputs are scaled with: the ones stored in its checkpoint, else fitted now
     on its validation record, else none; with a sentence saying which (naming `checkpoint` in the command
     that stores them). Raises CheckpointError if stored ones are malformed."""
@@ -244,5 +277,6 @@ def resolve_temperatures(meta: CheckpointMeta, val: ExitRecord | None,
         return TemperatureSource(None, "no stored temperatures and no validation outputs to fit them on")
     fitted = fit_temperatures(val).tolist()
     command = f"`python -m aep_core calibrate {checkpoint or 'CHECKPOINT'}`"
-    return TemperatureSource(fitted, f"fitted now on the validation split (the checkpoint stores none; {command} "
-                                     "stores them)")
+    return TemperatureSource(
+        fitted, f"fitted now on the validation split (the checkpoint stores none; {command} stores them)"
+    )

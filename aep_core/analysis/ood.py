@@ -5,6 +5,7 @@ predicted class changes from one exit to the next) and the final exit's confiden
 less like the training data. It is measured as the AUROC of telling in-distribution test images
 from shifted ones made on the fly: rotated by 90 degrees, inverted, or uniform noise.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,7 +25,9 @@ DEFAULT_QUANTILE = 0.95  # the flagging threshold lets this share of in-distribu
 def _check_logits(logits: np.ndarray) -> np.ndarray:
     logits = np.asarray(logits)
     if logits.ndim != 3 or logits.shape[0] == 0 or logits.shape[1] == 0:
-        raise ConfigError(f"The OOD score needs per-exit logits (exits, n, classes) with n > 0, got shape {logits.shape}.")
+        raise ConfigError(
+            f"The OOD score needs per-exit logits (exits, n, classes) with n > 0, got shape {logits.shape}."
+        )
     return logits
 
 
@@ -70,11 +73,12 @@ def auroc(in_scores: np.ndarray, out_scores: np.ndarray) -> float:
     _, inv, counts = np.unique(np.concatenate([a, b]), return_inverse=True, return_counts=True)
     first = np.cumsum(counts) - counts  # 0-based position of each distinct value in sorted order
     ranks = (first + (counts + 1) / 2.0)[inv]  # 1-based ranks, ties sharing their mean rank
-    u = ranks[a.size:].sum() - b.size * (b.size + 1) / 2.0
+    u = ranks[a.size :].sum() - b.size * (b.size + 1) / 2.0
     return float(u / (a.size * b.size))
 
 
 # ---- shifted inputs (uint8 images (n, h, w) or (n, c, h, w), as stored by the datasets) -------------
+
 
 def rotated(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """The images rotated by 90 degrees (counter-clockwise)."""
@@ -93,7 +97,9 @@ def uniform_noise(images: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 SHIFTS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
-    "rotated": rotated, "inverted": inverted, "noise": uniform_noise,
+    "rotated": rotated,
+    "inverted": inverted,
+    "noise": uniform_noise,
 }
 
 
@@ -107,15 +113,16 @@ def shift_images(images: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor
 
 
 @torch.no_grad()
-def exit_logits(model: EarlyExitNet, images: torch.Tensor, mean: list[float], std: list[float],
-                batch_size: int = 500) -> np.ndarray:
+def exit_logits(
+    model: EarlyExitNet, images: torch.Tensor, mean: list[float], std: list[float], batch_size: int = 500
+) -> np.ndarray:
     """Every exit's logits (exits, n, classes) for uint8 images, normalised with the dataset's mean and std."""
     model.eval()
     x = images if images.ndim == 4 else images[:, None]  # (n, c, h, w)
     m, s = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     out = []
     for i in range(0, len(x), batch_size):
-        xb = (x[i: i + batch_size].float() / 255 - m) / s
+        xb = (x[i : i + batch_size].float() / 255 - m) / s
         out.append(torch.stack(model(xb).logits).numpy())
     return np.concatenate(out, 1)
 
@@ -131,15 +138,23 @@ class ShiftResult:
     flagged: float  # share of shifted inputs above the threshold
 
 
-def ood_report(in_logits: np.ndarray, shifted_logits: dict[str, np.ndarray], threshold: float,
-               weight: float = DEFAULT_WEIGHT) -> list[ShiftResult]:
+def ood_report(
+    in_logits: np.ndarray, shifted_logits: dict[str, np.ndarray], threshold: float, weight: float = DEFAULT_WEIGHT
+) -> list[ShiftResult]:
     """AUROC of the score (and of each of its parts) for each kind of shifted input, and the share flagged."""
     s_in, d_in, c_in = ood_score(in_logits, weight), disagreement(in_logits), 1 - final_confidence(in_logits)
     out = []
     for kind, lg in shifted_logits.items():
         s = ood_score(lg, weight)
-        out.append(ShiftResult(kind, auroc(s_in, s), auroc(d_in, disagreement(lg)), auroc(c_in, 1 - final_confidence(lg)),
-                               float((s > threshold).mean())))
+        out.append(
+            ShiftResult(
+                kind,
+                auroc(s_in, s),
+                auroc(d_in, disagreement(lg)),
+                auroc(c_in, 1 - final_confidence(lg)),
+                float((s > threshold).mean()),
+            )
+        )
     return out
 
 
@@ -151,12 +166,15 @@ class FlagThreshold:
     description: str
 
 
-def flag_threshold(val: ExitRecord | None, fallback: ExitRecord | None,
-                   quantile: float = DEFAULT_QUANTILE) -> FlagThreshold | None:
+def flag_threshold(
+    val: ExitRecord | None, fallback: ExitRecord | None, quantile: float = DEFAULT_QUANTILE
+) -> FlagThreshold | None:
     """The flagging threshold: this quantile of the score on the validation record, else on `fallback` (an
     evaluation record of another split); None without either."""
     rec, split = (val, "validation") if val is not None else (fallback, "evaluation")
     if rec is None:
         return None
-    return FlagThreshold(ood_threshold(ood_score(rec.logits), quantile),
-                         f"{100 * quantile:g}% of {rec.num_samples:,} {split} images score below it")
+    return FlagThreshold(
+        ood_threshold(ood_score(rec.logits), quantile),
+        f"{100 * quantile:g}% of {rec.num_samples:,} {split} images score below it",
+    )

@@ -5,6 +5,7 @@ Captum registers hooks on the model it explains, and models are shared (cached) 
 each call explains a private copy of the model, so no hook ever touches the shared one, and calls are
 serialised by one process-wide lock to keep CPU use bounded.
 """
+
 from __future__ import annotations
 
 import copy
@@ -70,12 +71,19 @@ def _attribute(model: EarlyExitNet, k: int, x: torch.Tensor, target: int, method
     if method == "occlusion":
         c, h, _ = x.shape[1:]
         win = max(2, h // 7)
-        return Occlusion(f).attribute(x, sliding_window_shapes=(c, win, win), strides=(c, max(1, win // 2), max(1, win // 2)),
-                                      baselines=0.0, target=target)
+        return Occlusion(f).attribute(
+            x,
+            sliding_window_shapes=(c, win, win),
+            strides=(c, max(1, win // 2), max(1, win // 2)),
+            baselines=0.0,
+            target=target,
+        )
     raise ValueError(f"Unknown saliency method '{method}'. Choose one of: {', '.join(METHODS)}.")
 
 
-def exit_saliency(model: EarlyExitNet, x: torch.Tensor, method: str = "saliency", target: int | None = None) -> list[ExitSaliency]:
+def exit_saliency(
+    model: EarlyExitNet, x: torch.Tensor, method: str = "saliency", target: int | None = None
+) -> list[ExitSaliency]:
     """Saliency map of every exit for one image x (1, c, h, w): for `target` if given, else for the
     class each exit predicts."""
     if method not in METHODS:

@@ -4,6 +4,7 @@ app, and the folders named in AEP_MODELS_DIR), each labelled by its file stem.
 Environment: AEP_MODELS_DIR adds folders (os.pathsep-separated); AEP_MODELS_ONLY=1 leaves the shipped
 models out (tests, demos); AEP_APP_RUNS_DIR moves the folder that models trained from the app go to.
 """
+
 from __future__ import annotations
 
 import os

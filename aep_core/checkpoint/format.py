@@ -5,6 +5,7 @@ File layout (a plain dict): {"format": FORMAT, "version": VERSION, "meta": Check
 "state_dict": {...}, ["extra": {...}]}. The metadata's model spec is enough to rebuild the network before
 loading its weights; metadata that disagrees with the weights (classes, exits, input channels) is refused.
 """
+
 from __future__ import annotations
 
 import io
@@ -60,15 +61,17 @@ def _serialise(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor], extra:
     return buf.getvalue()
 
 
-def checkpoint_bytes(model: EarlyExitNet, meta: CheckpointMeta, extra: dict[str, Any] | None = None,
-                     name: str = "checkpoint") -> bytes:
+def checkpoint_bytes(
+    model: EarlyExitNet, meta: CheckpointMeta, extra: dict[str, Any] | None = None, name: str = "checkpoint"
+) -> bytes:
     """The checkpoint file of a model and its metadata, as bytes (CheckpointError if they disagree)."""
     check_model_agreement(meta, model, name)
     return _serialise(meta, {k: v.detach().cpu() for k, v in model.state_dict().items()}, extra)
 
 
-def save_checkpoint(path: str | Path, model: EarlyExitNet, meta: CheckpointMeta,
-                    extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: str | Path, model: EarlyExitNet, meta: CheckpointMeta, extra: dict[str, Any] | None = None
+) -> None:
     """Save weights and metadata atomically. `extra` holds further state (e.g. optimiser, for resuming)."""
     atomic_write_bytes(path, checkpoint_bytes(model, meta, extra, str(path)))
 
@@ -97,10 +100,12 @@ def read_checkpoint(source: str | Path | bytes) -> StoredCheckpoint:
     except Exception as e:  # torch raises many kinds for bad files
         text = str(e)
         if "Unsupported global" in text or "GLOBAL" in text:
-            raise CheckpointError(f"{name} was refused: it contains pickled code or objects, not only weights and "
-                                  "plain metadata.") from None
-        raise CheckpointError(f"{name} is not a readable PyTorch checkpoint: the file is corrupt, truncated or of "
-                              "another kind.") from None
+            raise CheckpointError(
+                f"{name} was refused: it contains pickled code or objects, not only weights and plain metadata."
+            ) from None
+        raise CheckpointError(
+            f"{name} is not a readable PyTorch checkpoint: the file is corrupt, truncated or of another kind."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{name} is a PyTorch file but not an aep_core checkpoint (no '{FORMAT}' header).")
     meta = CheckpointMeta.from_dict(payload.get("meta"), payload.get("version"), name)
@@ -140,24 +145,32 @@ def first_layer_channels(model: nn.Module) -> int | None:
     return None if first is None else first.in_channels
 
 
-def check_agreement(meta: CheckpointMeta, num_classes: int | None, exit_blocks: list[int] | None,
-                    in_channels: int | None, name: str = "checkpoint") -> None:
+def check_agreement(
+    meta: CheckpointMeta,
+    num_classes: int | None,
+    exit_blocks: list[int] | None,
+    in_channels: int | None,
+    name: str = "checkpoint",
+) -> None:
     """CheckpointError unless the metadata's class names, per-exit costs and input channels agree with a model
     of `num_classes` outputs, exits after `exit_blocks` and `in_channels` input channels (None: not known)."""
     names = meta.dataset.class_names
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise CheckpointError(f"{name}: its class names are not a list of names.")
     if num_classes is not None and len(names) != num_classes:
-        raise CheckpointError(f"{name}: its metadata names {len(names)} classes but the model predicts "
-                              f"{num_classes}.")
+        raise CheckpointError(f"{name}: its metadata names {len(names)} classes but the model predicts {num_classes}.")
     cost_blocks = [e.block for e in meta.cost.exits]
     if exit_blocks is not None and cost_blocks != list(exit_blocks):
-        raise CheckpointError(f"{name}: its metadata gives the cost of {len(cost_blocks)} exits (after blocks "
-                              f"{cost_blocks}) but the model has {len(exit_blocks)} (after blocks "
-                              f"{list(exit_blocks)}).")
+        raise CheckpointError(
+            f"{name}: its metadata gives the cost of {len(cost_blocks)} exits (after blocks "
+            f"{cost_blocks}) but the model has {len(exit_blocks)} (after blocks "
+            f"{list(exit_blocks)})."
+        )
     if in_channels is not None and meta.dataset.in_channels != in_channels:
-        raise CheckpointError(f"{name}: its dataset has {meta.dataset.in_channels} channels but the model's first "
-                              f"layer reads {in_channels}.")
+        raise CheckpointError(
+            f"{name}: its dataset has {meta.dataset.in_channels} channels but the model's first "
+            f"layer reads {in_channels}."
+        )
 
 
 def check_model_agreement(meta: CheckpointMeta, model: EarlyExitNet, name: str = "checkpoint") -> None:

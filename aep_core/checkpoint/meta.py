@@ -44,8 +44,14 @@ class DatasetMeta:
     @classmethod
     def unnamed(cls, spec: ModelSpec) -> DatasetMeta:
         """The data a model reads when nothing more is known than its spec: numbered classes, no normalisation."""
-        return cls("unnamed", [str(k) for k in range(spec.num_classes)], spec.in_channels, spec.image_size,
-                   [0.0] * spec.in_channels, [1.0] * spec.in_channels)
+        return cls(
+            "unnamed",
+            [str(k) for k in range(spec.num_classes)],
+            spec.in_channels,
+            spec.image_size,
+            [0.0] * spec.in_channels,
+            [1.0] * spec.in_channels,
+        )
 
 
 @dataclass
@@ -149,22 +155,25 @@ class CheckpointMeta:
     def from_dict(cls, d: Any, version: Any = META_VERSION, name: str = "checkpoint") -> CheckpointMeta:
         """Read stored metadata (migrating a version-1 layout); CheckpointError naming what is wrong otherwise."""
         if version not in READABLE_VERSIONS:
-            raise CheckpointError(f"{name} has checkpoint version {version}; this aep_core reads versions "
-                                  f"{', '.join(map(str, READABLE_VERSIONS))}.")
+            raise CheckpointError(
+                f"{name} has checkpoint version {version}; this aep_core reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}."
+            )
         if not isinstance(d, dict):
             raise CheckpointError(f"{name} lacks its metadata.")
         try:
             if version == 1:
                 d = migrate_v1(d)
-            _check_keys("metadata", d, {f.name for f in fields(cls)}, required=("model", "dataset", "cost",
-                                                                                  "training"))
+            _check_keys("metadata", d, {f.name for f in fields(cls)}, required=("model", "dataset", "cost", "training"))
             return cls(
                 model=_model_spec(d["model"]),
                 dataset=_build(DatasetMeta, d["dataset"], "dataset"),
                 cost=_cost(d["cost"]),
                 training=_build(TrainingMeta, d["training"], "training"),
-                metrics={str(k): _build(SplitMetrics, v, f"'{k}' metrics")
-                         for k, v in _mapping(d.get("metrics") or {}, "metrics").items()},
+                metrics={
+                    str(k): _build(SplitMetrics, v, f"'{k}' metrics")
+                    for k, v in _mapping(d.get("metrics") or {}, "metrics").items()
+                },
                 aep_core_version=str(d.get("aep_core_version") or ""),
                 created=str(d.get("created") or ""),
                 calibration=_build(CalibrationMeta, d["calibration"], "calibration") if d.get("calibration") else None,
@@ -174,16 +183,27 @@ class CheckpointMeta:
             raise CheckpointError(f"{name}: its metadata is malformed ({e}).") from None
 
 
-def model_meta(spec: ModelSpec, model: EarlyExitNet, dataset: DatasetMeta | None = None,
-               training: TrainingMeta | None = None, cost: CostReport | None = None,
-               metrics: dict[str, SplitMetrics] | None = None) -> CheckpointMeta:
+def model_meta(
+    spec: ModelSpec,
+    model: EarlyExitNet,
+    dataset: DatasetMeta | None = None,
+    training: TrainingMeta | None = None,
+    cost: CostReport | None = None,
+    metrics: dict[str, SplitMetrics] | None = None,
+) -> CheckpointMeta:
     """The metadata of `model`, built from `spec`: the data it reads (default: `DatasetMeta.unnamed`), its cost
     per exit (counted now unless given), how it was trained (default: not recorded) and its accuracy per split,
     stamped with this aep_core's version and the current time."""
     dataset = dataset if dataset is not None else DatasetMeta.unnamed(spec)
-    return CheckpointMeta(spec, dataset, cost if cost is not None else exit_costs(model, dataset.input_shape),
-                          training if training is not None else TrainingMeta(UNKNOWN_TRAINING), dict(metrics or {}),
-                          __version__, now())
+    return CheckpointMeta(
+        spec,
+        dataset,
+        cost if cost is not None else exit_costs(model, dataset.input_shape),
+        training if training is not None else TrainingMeta(UNKNOWN_TRAINING),
+        dict(metrics or {}),
+        __version__,
+        now(),
+    )
 
 
 class _Malformed(ValueError):
@@ -221,8 +241,12 @@ def _model_spec(d: Any) -> ModelSpec:
 
 
 def _cost(d: Any) -> CostReport:
-    _check_keys("cost", d, {"exits", "full_macs", "full_params", "with_exits_params"},
-                ("exits", "full_macs", "full_params", "with_exits_params"))
+    _check_keys(
+        "cost",
+        d,
+        {"exits", "full_macs", "full_params", "with_exits_params"},
+        ("exits", "full_macs", "full_params", "with_exits_params"),
+    )
     if not isinstance(d["exits"], list):
         raise _Malformed("the cost entry's exits are not a list")
     try:

@@ -1,6 +1,7 @@
 """Command-line sub-commands for calibrated exits: calibrate (fit one temperature per exit on the
 validation split, store it in the checkpoint, print calibration before and after on the test split) and
 ood (AUROC of the "I don't know" score against rotated, inverted and noise images)."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,12 @@ def format_calibration_table(before: list, after: list, temperatures: list[float
     """Per exit: temperature, accuracy, and ECE / MCE / NLL / Brier before -> after scaling."""
     lines = [f"{'exit':>4} {'T':>7} {'acc %':>6}  {'ECE %':>13}  {'MCE %':>13}  {'NLL':>13}  {'Brier':>13}"]
     for k, (b, a) in enumerate(zip(before, after, strict=True)):
-        lines.append(f"{k:>4} {temperatures[k]:>7.3f} {100 * b.accuracy:>6.2f}  "
-                     f"{100 * b.ece:>5.2f} -> {100 * a.ece:>5.2f}  "
-                     f"{100 * b.mce:>5.2f} -> {100 * a.mce:>5.2f}  {b.nll:>5.3f} -> {a.nll:>5.3f}  "
-                     f"{b.brier:>5.3f} -> {a.brier:>5.3f}")
+        lines.append(
+            f"{k:>4} {temperatures[k]:>7.3f} {100 * b.accuracy:>6.2f}  "
+            f"{100 * b.ece:>5.2f} -> {100 * a.ece:>5.2f}  "
+            f"{100 * b.mce:>5.2f} -> {100 * a.mce:>5.2f}  {b.nll:>5.3f} -> {a.nll:>5.3f}  "
+            f"{b.brier:>5.3f} -> {a.brier:>5.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -34,14 +37,18 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     read_checkpoint(a.checkpoint)  # a clear message for a bad checkpoint before anything else
     vpath, tpath = evaluation_path(a.checkpoint, "val"), evaluation_path(a.checkpoint, "test")
     if not vpath.is_file():
-        raise ConfigError(f"{a.checkpoint} has no validation evaluation file ({vpath.name}); temperatures are fitted "
-                          "on the validation split. Create it with "
-                          f"`python -m aep_core evaluate {a.checkpoint} --split val`.")
+        raise ConfigError(
+            f"{a.checkpoint} has no validation evaluation file ({vpath.name}); temperatures are fitted "
+            "on the validation split. Create it with "
+            f"`python -m aep_core evaluate {a.checkpoint} --split val`."
+        )
     val = load_evaluation(vpath)
     temps = fit_temperatures(val) if a.no_save else calibrate_checkpoint(a.checkpoint, val)
     report, split = (load_evaluation(tpath), "test") if tpath.is_file() else (val, "val")
-    print(f"temperatures fitted on {val.num_samples} validation samples"
-          + (" (not stored: --no-save)" if a.no_save else f", stored in {a.checkpoint}"))
+    print(
+        f"temperatures fitted on {val.num_samples} validation samples"
+        + (" (not stored: --no-save)" if a.no_save else f", stored in {a.checkpoint}")
+    )
     if split == "val":
         print(f"no test evaluation file ({tpath.name}): the table below is on the validation split itself")
     print(f"calibration on the {split} split ({report.num_samples} samples, {a.bins} bins), before -> after scaling")
@@ -60,14 +67,18 @@ def _in_distribution_images(meta: CheckpointMeta, images: str, data_dir: str | N
     ds = meta.dataset
     if images == "slice":
         if not reads_slice_images(ds.in_channels, ds.image_size, len(ds.class_names)):
-            raise DataError("The shipped slice holds 28x28 grayscale Fashion-MNIST images; this model reads "
-                            f"{ds.in_channels}x{ds.image_size}x{ds.image_size} images. Use --images test.")
+            raise DataError(
+                "The shipped slice holds 28x28 grayscale Fashion-MNIST images; this model reads "
+                f"{ds.in_channels}x{ds.image_size}x{ds.image_size} images. Use --images test."
+            )
         s = load_slice()
         return torch.from_numpy(s["images"])[:, None], f"{len(s['images'])} Fashion-MNIST test images (shipped slice)"
     name = ds.name
     if name.startswith("folder"):
-        raise DataError("The ood command reads in-memory datasets (Fashion-MNIST, CIFAR-10); this model was trained "
-                        "on an image folder.")
+        raise DataError(
+            "The ood command reads in-memory datasets (Fashion-MNIST, CIFAR-10); this model was trained "
+            "on an image folder."
+        )
     bundle = load_dataset(name, data_dir, ds.val_size, ds.val_seed)
     return bundle.test.images, f"{len(bundle.test)} {name} test images"
 
@@ -92,14 +103,15 @@ def _cmd_ood(a: argparse.Namespace) -> int:
     if a.calibrated:
         temps = stored_temperatures(meta)
         if temps is None:
-            raise ConfigError(f"{a.checkpoint} stores no temperatures; run "
-                              f"`python -m aep_core calibrate {a.checkpoint}` first, or leave out --calibrated.")
+            raise ConfigError(
+                f"{a.checkpoint} stores no temperatures; run "
+                f"`python -m aep_core calibrate {a.checkpoint}` first, or leave out --calibrated."
+            )
     scale = (lambda lg: scale_logits(lg, temps)) if temps else (lambda lg: lg)
     images, what = _in_distribution_images(meta, a.images, a.data_dir)
     d = meta.dataset
     in_logits = scale(ood.exit_logits(model, images, d.mean, d.std))
-    shifted = {k: scale(ood.exit_logits(model, ood.shift_images(images, k, a.seed), d.mean, d.std))
-               for k in ood.SHIFTS}
+    shifted = {k: scale(ood.exit_logits(model, ood.shift_images(images, k, a.seed), d.mean, d.std)) for k in ood.SHIFTS}
     vpath = evaluation_path(a.checkpoint, "val")
     if vpath.is_file():
         val_scores = ood.ood_score(scale(load_evaluation(vpath).logits), a.weight)
@@ -110,14 +122,20 @@ def _cmd_ood(a: argparse.Namespace) -> int:
     thr = ood.ood_threshold(val_scores, a.quantile)
     in_flagged = float((ood.ood_score(in_logits, a.weight) > thr).mean())
     print(f"in-distribution: {what}; outputs {'calibrated' if temps else 'uncalibrated'}")
-    print(f"score = {a.weight:g} x disagreement (share of consecutive exits changing class) + "
-          f"{1 - a.weight:g} x (1 - final exit's top probability)")
-    print(f"threshold {thr:.4f}: the {100 * a.quantile:g}th percentile on {source}; "
-          f"in-distribution test images flagged: {100 * in_flagged:.1f}%")
+    print(
+        f"score = {a.weight:g} x disagreement (share of consecutive exits changing class) + "
+        f"{1 - a.weight:g} x (1 - final exit's top probability)"
+    )
+    print(
+        f"threshold {thr:.4f}: the {100 * a.quantile:g}th percentile on {source}; "
+        f"in-distribution test images flagged: {100 * in_flagged:.1f}%"
+    )
     print(f"{'shift':<9} {'AUROC':>6} {'disagreement':>13} {'1-confidence':>13} {'flagged %':>10}")
     for r in ood.ood_report(in_logits, shifted, thr, a.weight):
-        print(f"{r.kind:<9} {r.auroc:>6.3f} {r.auroc_disagreement:>13.3f} {r.auroc_confidence:>13.3f} "
-              f"{100 * r.flagged:>10.1f}")
+        print(
+            f"{r.kind:<9} {r.auroc:>6.3f} {r.auroc_disagreement:>13.3f} {r.auroc_confidence:>13.3f} "
+            f"{100 * r.flagged:>10.1f}"
+        )
     print("(AUROC columns: the combined score, then each part alone; 0.5 is chance, 1 is perfect separation)")
     return 0
 
@@ -128,22 +146,37 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from aep_core.analysis.ood import DEFAULT_QUANTILE, DEFAULT_WEIGHT
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    c = sub.add_parser("calibrate", help="fit one temperature per exit on the validation split, store it in the "
-                                         "checkpoint, print ECE/MCE/NLL/Brier before and after on the test split",
-                       formatter_class=fmt)
+    c = sub.add_parser(
+        "calibrate",
+        help="fit one temperature per exit on the validation split, store it in the "
+        "checkpoint, print ECE/MCE/NLL/Brier before and after on the test split",
+        formatter_class=fmt,
+    )
     c.add_argument("checkpoint")
     c.add_argument("--bins", type=int, default=DEFAULT_BINS, help="equal-width confidence bins for ECE and MCE")
     c.add_argument("--no-save", action="store_true", help="print the table without storing the temperatures")
     c.set_defaults(func=_cmd_calibrate)
-    o = sub.add_parser("ood", help="AUROC of the 'I don't know' score (exit disagreement + final confidence) against "
-                                   "rotated, inverted and noise images", formatter_class=fmt)
+    o = sub.add_parser(
+        "ood",
+        help="AUROC of the 'I don't know' score (exit disagreement + final confidence) against "
+        "rotated, inverted and noise images",
+        formatter_class=fmt,
+    )
     o.add_argument("checkpoint")
-    o.add_argument("--images", default="slice", choices=("slice", "test"),
-                   help="in-distribution images: the shipped 1000-image slice or the dataset's whole test split")
+    o.add_argument(
+        "--images",
+        default="slice",
+        choices=("slice", "test"),
+        help="in-distribution images: the shipped 1000-image slice or the dataset's whole test split",
+    )
     o.add_argument("--data-dir", default=None, help="dataset directory (with --images test)")
     o.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="share of the disagreement in the score")
-    o.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
-                   help="flagging threshold: this quantile of the score on validation images")
+    o.add_argument(
+        "--quantile",
+        type=float,
+        default=DEFAULT_QUANTILE,
+        help="flagging threshold: this quantile of the score on validation images",
+    )
     o.add_argument("--calibrated", action="store_true", help="use the checkpoint's stored temperatures")
     o.add_argument("--seed", type=int, default=0, help="seed of the noise images")
     o.add_argument("--threads", type=int, default=None, help="CPU threads")

@@ -96,8 +96,9 @@ def with_default_setting(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, spec.keyword: int(spec.default) if spec.integer else spec.default}
 
 
-def solve_for_goal(a: argparse.Namespace, val: ExitRecord, test: ExitRecord | None,
-                   weights: list[float] | None) -> Solution:
+def solve_for_goal(
+    a: argparse.Namespace, val: ExitRecord, test: ExitRecord | None, weights: list[float] | None
+) -> Solution:
     """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given):
     --max-drop with --confidence certifies the drop; --budget, --max-drop or --min-accuracy solve."""
     from aep_core.exits.solvers import accuracy_floor, solve_accuracy, solve_budget

@@ -1,4 +1,5 @@
 """Command-line sub-command for data: make-slice (the shipped Fashion-MNIST test slice)."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `make-slice` on `sub`."""
     from aep_core.data import SLICE_PATH
 
-    s = sub.add_parser("make-slice", help="write the shipped Fashion-MNIST test slice",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s = sub.add_parser(
+        "make-slice",
+        help="write the shipped Fashion-MNIST test slice",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     s.add_argument("--out", default=str(SLICE_PATH))
     s.add_argument("--size", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)

@@ -1,6 +1,7 @@
 """Command-line sub-commands for deployment across tiers: deploy (simulate a split over device, edge and
 cloud from a checkpoint's evaluation file; optionally search split points and thresholds under a latency
 deadline) and export (ONNX per segment, checked with onnxruntime; TorchScript of the whole or pruned model)."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def _load(a: argparse.Namespace):
     shape = meta.dataset.input_shape
     rec = load_evaluation(evaluation_path(a.checkpoint, a.split)) if hasattr(a, "split") else None
     if rec is not None and rec.num_exits != model.num_exits:
-        raise ConfigError(f"The {a.split} evaluation file has {rec.num_exits} exits; the checkpoint has "
-                          f"{model.num_exits}. Re-create it with `python -m aep_core evaluate {a.checkpoint}`.")
+        raise ConfigError(
+            f"The {a.split} evaluation file has {rec.num_exits} exits; the checkpoint has "
+            f"{model.num_exits}. Re-create it with `python -m aep_core evaluate {a.checkpoint}`."
+        )
     return model, meta, shape, rec
 
 
@@ -121,25 +124,33 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
         name = tier.name + ("*" if local is not None and tier.macs_per_s == local else "")
         a = "-" if math.isnan(acc[t]) else f"{100 * acc[t]:.2f}%"
         pw = "-" if tier.power_w is None else f"{tier.power_w:g}"
-        lines.append(f"{name:<8}{tier.macs_per_s / 1e9:>10.3g}{ex:>10}{100 * share[t]:>9.1f}%{a:>10}"
-                     f"{_ms(b['compute'][t]):>12}{pw:>9}")
+        lines.append(
+            f"{name:<8}{tier.macs_per_s / 1e9:>10.3g}{ex:>10}{100 * share[t]:>9.1f}%{a:>10}"
+            f"{_ms(b['compute'][t]):>12}{pw:>9}"
+        )
     if dep.links:
         lines += ["", f"{'link':<16}{'Mbit/s':>8}{'lat ms':>8}{'crossed by':>12}{'transfer ms':>13}{'latency ms':>12}"]
         crossed = [(r.tier > t).mean() for t in range(len(dep.links))]
         for t, link in enumerate(dep.links):
             name = f"{dep.tiers[t].name}->{dep.tiers[t + 1].name}"
-            lines.append(f"{name:<16}{link.bandwidth_mbps:>8g}{link.latency_ms:>8g}{100 * crossed[t]:>11.1f}%"
-                         f"{_ms(b['transfer'][t]):>13}{_ms(b['link_latency'][t]):>12}")
+            lines.append(
+                f"{name:<16}{link.bandwidth_mbps:>8g}{link.latency_ms:>8g}{100 * crossed[t]:>11.1f}%"
+                f"{_ms(b['transfer'][t]):>13}{_ms(b['link_latency'][t]):>12}"
+            )
     st = r.latency_stats()
-    lines += ["", f"accuracy {100 * r.accuracy:.2f}%   latency ms: mean {_ms(st['mean'])}  p50 {_ms(st['p50'])}  "
-                  f"p95 {_ms(st['p95'])}  p99 {_ms(st['p99'])}",
-              f"sent per sample: {r.bytes_sent.mean():,.0f} bytes on average ({dep.precision} features)"
-              + ("" if r.energy_j is None else f"   energy {1e3 * r.energy_j.mean():.3f} mJ per sample")]
+    lines += [
+        "",
+        f"accuracy {100 * r.accuracy:.2f}%   latency ms: mean {_ms(st['mean'])}  p50 {_ms(st['p50'])}  "
+        f"p95 {_ms(st['p95'])}  p99 {_ms(st['p99'])}",
+        f"sent per sample: {r.bytes_sent.mean():,.0f} bytes on average ({dep.precision} features)"
+        + ("" if r.energy_j is None else f"   energy {1e3 * r.energy_j.mean():.3f} mJ per sample"),
+    ]
     if local is not None:
         threads = f"{local_threads} thread{'s' if local_threads > 1 else ''}"
         lines.append(f"* measured on this machine: {local / 1e9:.3g} GMAC/s (batch 1, {threads})")
-    lines.append("(compute and transfer: mean per sample over all samples; "
-                 "tiers after the last exit are never reached)")
+    lines.append(
+        "(compute and transfer: mean per sample over all samples; tiers after the last exit are never reached)"
+    )
     return "\n".join(lines)
 
 
@@ -157,8 +168,10 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
     r = simulate(rec, sizes, dep, a.rule, **settings)
     out: dict[str, Any] = {"simulation": r.summary(), "local_macs_per_s": local, "feature_sizes": sizes.to_dict()}
     if not a.json:
-        print(f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.rule} {r.settings}, "
-              f"splits {list(dep.splits)}")
+        print(
+            f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.rule} {r.settings}, "
+            f"splits {list(dep.splits)}"
+        )
         print(format_result(r, local, a.threads or 1))
     if a.deadline_ms is not None:
         grid = decision_grid(rec, a.rule, points=a.points, weights=settings.get("weights"))
@@ -167,16 +180,22 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
         out["search"] = {"best": best, "front": res.front(), "points": len(res.accuracy)}
         if not a.json:
             shown = {k: v for k, v in best["settings"].items() if k != "weights"}
-            print(f"\nsearch: {len(res.accuracy)} configurations ({len(set(res.splits))} split assignments x "
-                  f"{len(grid.settings)} settings of {a.rule}), {a.stat} latency <= {a.deadline_ms:g} ms")
-            print(f"best: splits {best['splits']} {shown}: accuracy {100 * best['accuracy']:.2f}%, "
-                  f"{a.stat} {_ms(best[f'{a.stat}_latency_s'])} ms, mean {_ms(best['mean_latency_s'])} ms")
+            print(
+                f"\nsearch: {len(res.accuracy)} configurations ({len(set(res.splits))} split assignments x "
+                f"{len(grid.settings)} settings of {a.rule}), {a.stat} latency <= {a.deadline_ms:g} ms"
+            )
+            print(
+                f"best: splits {best['splits']} {shown}: accuracy {100 * best['accuracy']:.2f}%, "
+                f"{a.stat} {_ms(best[f'{a.stat}_latency_s'])} ms, mean {_ms(best['mean_latency_s'])} ms"
+            )
             print(f"Pareto front (accuracy vs {a.stat} latency):")
             print(f"{'splits':>12}{'setting':>12}{'accuracy %':>12}{a.stat + ' ms':>12}{'mean ms':>12}")
             for p in res.front():
                 val = next((f"{v:.4g}" for k, v in p["settings"].items() if k != "weights"), "-")
-                print(f"{p['splits']!s:>12}{val:>12}{100 * p['accuracy']:>12.2f}{_ms(p[f'{a.stat}_latency_s']):>12}"
-                      f"{_ms(p['mean_latency_s']):>12}")
+                print(
+                    f"{p['splits']!s:>12}{val:>12}{100 * p['accuracy']:>12.2f}{_ms(p[f'{a.stat}_latency_s']):>12}"
+                    f"{_ms(p['mean_latency_s']):>12}"
+                )
     if a.json:
         print(json.dumps(out, indent=1, default=float))
     return 0
@@ -205,8 +224,10 @@ def _cmd_export(a: argparse.Namespace) -> int:
             from aep_core.evaluation import load_evaluation
 
             if model.head_kind != "aep":
-                raise ConfigError("--prune needs an AEP model (exits predicting as a weighted ensemble); this one has "
-                                  f"'{model.head_kind}' heads.")
+                raise ConfigError(
+                    "--prune needs an AEP model (exits predicting as a weighted ensemble); this one has "
+                    f"'{model.head_kind}' heads."
+                )
             if a.cut is not None:
                 cut = a.cut
             else:
@@ -217,9 +238,11 @@ def _cmd_export(a: argparse.Namespace) -> int:
             weights = None
         path = out / f"{Path(a.checkpoint).stem}{'.pruned' if a.prune else ''}.torchscript.pt"
         diff = export_torchscript(ts_model, path, shape, weights)
-        print(f"wrote TorchScript of the {what} to {path} (outputs: per-exit logits"
-              f"{', confidences' if model.has_confidence else ''}{', ensemble probabilities' if weights else ''}; "
-              f"max |loaded - torch| {diff:.2e})")
+        print(
+            f"wrote TorchScript of the {what} to {path} (outputs: per-exit logits"
+            f"{', confidences' if model.has_confidence else ''}{', ensemble probabilities' if weights else ''}; "
+            f"max |loaded - torch| {diff:.2e})"
+        )
     if not check.ok:
         print("error: an exported segment does not reproduce the PyTorch model within tolerance")
         return 1
@@ -231,40 +254,64 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from aep_core.deploy.simulator import PRECISION_BYTES, STATS
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    d = sub.add_parser("deploy", help="simulate an early-exit model split over device, edge and cloud; optionally "
-                                      "search splits and thresholds under a latency deadline", formatter_class=fmt)
+    d = sub.add_parser(
+        "deploy",
+        help="simulate an early-exit model split over device, edge and cloud; optionally "
+        "search splits and thresholds under a latency deadline",
+        formatter_class=fmt,
+    )
     d.add_argument("checkpoint", help="checkpoint (.pt); its <name>.<split>.npz evaluation file is replayed")
     d.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
-    d.add_argument("--tiers", type=int, default=3, help="number of tiers (1-4: device, edge, fog, cloud) when "
-                                                         "--speeds-gmacs is not given")
-    d.add_argument("--splits", default=None, help="last exit on each tier but the last, e.g. 1,3 (-1: the first tier "
-                                                  "sends the input; default: exits spread evenly)")
-    d.add_argument("--speeds-gmacs", default=None,
-                   help="speed of each tier in GMAC/s, 'local' to measure this machine, "
-                        "e.g. local,100,1000 (default: local, then the --tiers defaults)")
+    d.add_argument(
+        "--tiers",
+        type=int,
+        default=3,
+        help="number of tiers (1-4: device, edge, fog, cloud) when --speeds-gmacs is not given",
+    )
+    d.add_argument(
+        "--splits",
+        default=None,
+        help="last exit on each tier but the last, e.g. 1,3 (-1: the first tier "
+        "sends the input; default: exits spread evenly)",
+    )
+    d.add_argument(
+        "--speeds-gmacs",
+        default=None,
+        help="speed of each tier in GMAC/s, 'local' to measure this machine, "
+        "e.g. local,100,1000 (default: local, then the --tiers defaults)",
+    )
     d.add_argument("--bandwidth-mbps", default=None, help="bandwidth of each link in Mbit/s (default by tier count)")
     d.add_argument("--link-ms", default=None, help="one-way latency of each link in ms (default by tier count)")
     d.add_argument("--power-w", default=None, help="compute power of each tier in W; leave an item empty if unknown")
     d.add_argument("--radio-w", default=None, help="sender's radio power on each link in W while transmitting")
     d.add_argument("--precision", default="fp32", choices=list(PRECISION_BYTES), help="features sent at this precision")
     add_rule_arguments(d, evaluation=False, json=False)
-    d.add_argument("--deadline-ms", type=float, default=None, help="search split points and a global setting of the "
-                                                                   "rule for the best accuracy within this latency")
+    d.add_argument(
+        "--deadline-ms",
+        type=float,
+        default=None,
+        help="search split points and a global setting of the rule for the best accuracy within this latency",
+    )
     d.add_argument("--stat", default="mean", choices=list(STATS), help="latency statistic the deadline bounds")
     d.add_argument("--points", type=int, default=64, help="score quantiles added to the 0.01-step threshold grid")
     d.add_argument("--repeats", type=int, default=10, help="timing repeats when measuring the local speed")
     d.add_argument("--threads", type=int, default=None, help="CPU threads the local speed is measured on (default 1)")
     d.add_argument("--json", action="store_true", help="print JSON")
     d.set_defaults(func=_cmd_deploy)
-    x = sub.add_parser("export", help="export each tier's segment to ONNX and check it with onnxruntime; optionally "
-                                      "TorchScript of the (pruned) model", formatter_class=fmt)
+    x = sub.add_parser(
+        "export",
+        help="export each tier's segment to ONNX and check it with onnxruntime; optionally "
+        "TorchScript of the (pruned) model",
+        formatter_class=fmt,
+    )
     x.add_argument("checkpoint")
     x.add_argument("--splits", default="", help="last exit of each segment but the last, e.g. 1,3 (empty: one segment)")
     x.add_argument("--out", required=True, help="output folder (segment_<i>.onnx, manifest.json)")
     x.add_argument("--batch", type=int, default=8, help="random inputs for the check")
     x.add_argument("--torchscript", action="store_true", help="also write <name>.torchscript.pt of the whole model")
-    x.add_argument("--prune", action="store_true",
-                   help="TorchScript of the model AEP-pruned at its best validation cut")
+    x.add_argument(
+        "--prune", action="store_true", help="TorchScript of the model AEP-pruned at its best validation cut"
+    )
     x.add_argument("--cut", type=int, default=None, help="with --prune: cut after this exit instead of choosing")
     x.add_argument("--threads", type=int, default=None, help="CPU threads")
     x.set_defaults(func=_cmd_export)

@@ -1,6 +1,7 @@
 """Command-line sub-commands for exit rules on saved outputs: policy (replay a rule on an evaluation file),
 sweep (accuracy against MACs over a grid of settings) and solve (settings for a MACs budget or an accuracy
 floor, chosen on the val file and reported on the test file)."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,11 +28,13 @@ def _format_result(r: RuleResult) -> str:
     dist = " ".join(f"{100 * v:5.1f}" for v in r.exit_distribution)
     pacc = " ".join("    -" if v != v else f"{100 * v:5.1f}" for v in r.per_exit_accuracy)
     pcls = " ".join("  -" if v != v else f"{v:3.1f}" for v in r.per_class_mean_exit)
-    return (f"accuracy {100 * r.accuracy:.2f}%   expected MACs {r.expected_macs / 1e6:.3f} M "
-            f"({100 * r.macs_ratio:.1f}% of the network without exits)\n"
-            f"exit distribution %      {dist}\n"
-            f"accuracy at exit %       {pacc}\n"
-            f"mean exit per class      {pcls}")
+    return (
+        f"accuracy {100 * r.accuracy:.2f}%   expected MACs {r.expected_macs / 1e6:.3f} M "
+        f"({100 * r.macs_ratio:.1f}% of the network without exits)\n"
+        f"exit distribution %      {dist}\n"
+        f"accuracy at exit %       {pacc}\n"
+        f"mean exit per class      {pcls}"
+    )
 
 
 def _cmd_policy(a: argparse.Namespace) -> int:
@@ -60,10 +63,14 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
     for row in s.rows():
         if a.all or row["pareto"]:
             val = f"{row[setting.keyword]:.4g}" if setting is not None else "-"
-            print(f"{val:>12} {100 * row['accuracy']:>10.2f} {100 * row['macs_ratio']:>7.1f}  "
-                  f"{'*' if row['pareto'] else ''}")
-    print(f"{len(s.settings)} settings, {int(s.pareto.sum())} on the Pareto front"
-          + ("" if a.all else " (shown; --all for every point)"))
+            print(
+                f"{val:>12} {100 * row['accuracy']:>10.2f} {100 * row['macs_ratio']:>7.1f}  "
+                f"{'*' if row['pareto'] else ''}"
+            )
+    print(
+        f"{len(s.settings)} settings, {int(s.pareto.sum())} on the Pareto front"
+        + ("" if a.all else " (shown; --all for every point)")
+    )
     return 0
 
 
@@ -71,18 +78,24 @@ def _cmd_solve(a: argparse.Namespace) -> int:
     from aep_core.evaluation import load_evaluation
 
     if (a.budget is None) == (a.max_drop is None and a.min_accuracy is None):
-        raise ConfigError("Give exactly one goal: --budget (MACs fraction), --max-drop (points below the final exit) "
-                          "or --min-accuracy (fraction).")
+        raise ConfigError(
+            "Give exactly one goal: --budget (MACs fraction), --max-drop (points below the final exit) "
+            "or --min-accuracy (fraction)."
+        )
     val = load_evaluation(_evaluation_file(a.evaluation, "val"))
-    test_path = _evaluation_file(a.test, "test") if a.test else (
-        None if Path(a.evaluation).suffix == ".npz" else _evaluation_file(a.evaluation, "test"))
+    test_path = (
+        _evaluation_file(a.test, "test")
+        if a.test
+        else (None if Path(a.evaluation).suffix == ".npz" else _evaluation_file(a.evaluation, "test"))
+    )
     test = load_evaluation(test_path) if test_path is not None else None
     sol = solve_for_goal(a, val, test, parse_rule_settings(a).get("weights"))
     if a.json:
         print(json.dumps(sol.summary(), indent=1))
         return 0
-    shown = {k: ([round(x, 4) for x in v] if isinstance(v, list) else v) for k, v in sol.settings.items()
-             if k != "weights"}
+    shown = {
+        k: ([round(x, 4) for x in v] if isinstance(v, list) else v) for k, v in sol.settings.items() if k != "weights"
+    }
     print(f"{a.rule}, goal: {sol.goal} (chosen on validation)\nsettings {shown}")
     print(f"validation: {_format_result(sol.val)}")
     if sol.test is not None:
@@ -93,27 +106,37 @@ def _cmd_solve(a: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `policy`, `sweep` and `solve` on `sub`."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser("policy", help="replay an exit policy on an evaluation file and print its metrics",
-                       formatter_class=fmt)
+    p = sub.add_parser(
+        "policy", help="replay an exit policy on an evaluation file and print its metrics", formatter_class=fmt
+    )
     add_rule_arguments(p)
     p.add_argument("--split", default="test", choices=SPLITS, help="split, when given a checkpoint")
     p.set_defaults(func=_cmd_policy)
-    s = sub.add_parser("sweep", help="accuracy against MACs over a grid of settings, Pareto points marked",
-                       formatter_class=fmt)
+    s = sub.add_parser(
+        "sweep", help="accuracy against MACs over a grid of settings, Pareto points marked", formatter_class=fmt
+    )
     add_rule_arguments(s, settings=False)
     s.add_argument("--split", default="val", choices=SPLITS, help="split, when given a checkpoint")
     s.add_argument("--points", type=int, default=100, help="thresholds in the grid")
     s.add_argument("--all", action="store_true", help="print every point, not only the Pareto front")
     s.set_defaults(func=_cmd_sweep)
-    v = sub.add_parser("solve", help="per-exit thresholds for a MACs budget or an accuracy floor (chosen on val, "
-                                     "reported on test)", formatter_class=fmt)
+    v = sub.add_parser(
+        "solve",
+        help="per-exit thresholds for a MACs budget or an accuracy floor (chosen on val, reported on test)",
+        formatter_class=fmt,
+    )
     add_rule_arguments(v, settings=False)
     v.add_argument("--test", default=None, help="test evaluation file (default: the checkpoint's, if a .pt was given)")
-    v.add_argument("--budget", type=float, default=None,
-                   help="max expected MACs as a fraction of the network without exits")
+    v.add_argument(
+        "--budget", type=float, default=None, help="max expected MACs as a fraction of the network without exits"
+    )
     v.add_argument("--max-drop", type=float, default=None, help="max accuracy drop below the final exit, in points")
     v.add_argument("--min-accuracy", type=float, default=None, help="accuracy floor as a fraction")
-    v.add_argument("--confidence", type=float, default=None,
-                   help="with --max-drop: the cheapest global threshold whose drop is certified on validation "
-                        "with this probability (e.g. 0.9), instead of the cheapest that passes there")
+    v.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help="with --max-drop: the cheapest global threshold whose drop is certified on validation "
+        "with this probability (e.g. 0.9), instead of the cheapest that passes there",
+    )
     v.set_defaults(func=_cmd_solve)

@@ -3,6 +3,7 @@ per command group, each registering its sub-commands and their handlers with `ad
 
 User errors (missing data, bad checkpoints, impossible settings) print one clear line and exit 2.
 """
+
 from __future__ import annotations
 
 import argparse

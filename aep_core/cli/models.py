@@ -1,5 +1,6 @@
 """Command-line sub-commands for models: info (a checkpoint's metadata and per-exit table) and list-models
 (the registered backbones)."""
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,11 @@ def format_info(meta: CheckpointMeta) -> str:
         return f"{100 * got[i]:7.2f}%" if i < len(got) else "      -"
 
     for i, e in enumerate(c.exits):
-        lines.append(f"{i:>4} {e.block:>5} {e.cum_macs / 1e6:>9.2f} {100 * e.macs_fraction:>6.1f}% "
-                     f"{e.cum_params / 1e3:>10.1f} {w[i] if i < len(w) else 0:>6.3f} {pct(mv, 'exit_acc', i)} "
-                     f"{pct(mv, 'ensemble_acc', i)} {pct(mt, 'exit_acc', i)} {pct(mt, 'ensemble_acc', i)}")
+        lines.append(
+            f"{i:>4} {e.block:>5} {e.cum_macs / 1e6:>9.2f} {100 * e.macs_fraction:>6.1f}% "
+            f"{e.cum_params / 1e3:>10.1f} {w[i] if i < len(w) else 0:>6.3f} {pct(mv, 'exit_acc', i)} "
+            f"{pct(mv, 'ensemble_acc', i)} {pct(mt, 'exit_acc', i)} {pct(mt, 'ensemble_acc', i)}"
+        )
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 """Command-line sub-command for AEP pruning: prune (cut a checkpoint at its best validation ensemble exit,
 save the smaller model and print what it saves)."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,16 @@ def _cmd_prune(a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `prune` on `sub`."""
-    r = sub.add_parser("prune", help="AEP prune a checkpoint at its best validation ensemble cut; print the savings",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r = sub.add_parser(
+        "prune",
+        help="AEP prune a checkpoint at its best validation ensemble cut; print the savings",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     r.add_argument("checkpoint")
     r.add_argument("--out", default=None, help="pruned checkpoint path (default: <name>.pruned.pt)")
-    r.add_argument("--tolerance", type=float, default=0.0,
-                   help="take the smallest cut within this many points of the best")
+    r.add_argument(
+        "--tolerance", type=float, default=0.0, help="take the smallest cut within this many points of the best"
+    )
     r.add_argument("--cut", type=int, default=None, help="cut at this exit instead of choosing")
     r.add_argument("--latency-repeats", type=int, default=20, help="timing repeats (0: skip latency)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads for the latency measurement")

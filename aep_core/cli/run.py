@@ -1,6 +1,7 @@
 """Command-line sub-command `run`: real early-exit inference with `aep_core.exits.runtime` on a split of the
 checkpoint's dataset or on a folder of images, with measured throughput and, optionally, the speed-up over
 the same network without exits."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,14 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any],
             raise ConfigError(f"{a.rule} needs --{setting.keyword}{goal}.")
         return settings, "as given"
     if not get_rule(a.rule).has_thresholds:
-        raise ConfigError(f"--max-drop and --budget choose thresholds; {a.rule} has none. "
-                          f"Use one of: {', '.join(list_rules(deployable=True, thresholds=True))}.")
+        raise ConfigError(
+            f"--max-drop and --budget choose thresholds; {a.rule} has none. "
+            f"Use one of: {', '.join(list_rules(deployable=True, thresholds=True))}."
+        )
     if setting is not None and setting.keyword in settings:
-        raise ConfigError(f"Give either --{setting.keyword} or a goal (--max-drop, --budget) that chooses them, "
-                          "not both.")
+        raise ConfigError(
+            f"Give either --{setting.keyword} or a goal (--max-drop, --budget) that chooses them, not both."
+        )
     from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.evaluation import load_evaluation
 
@@ -48,8 +52,9 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any],
     return dict(sol.settings), f"chosen on validation for {sol.goal}"
 
 
-def _inputs(a: argparse.Namespace, meta: CheckpointMeta
-            ) -> tuple[torch.Tensor, np.ndarray | None, list[str] | None, list[tuple[str, str]]]:
+def _inputs(
+    a: argparse.Namespace, meta: CheckpointMeta
+) -> tuple[torch.Tensor, np.ndarray | None, list[str] | None, list[tuple[str, str]]]:
     """(images, labels or None, names or None, skipped files) from the split or the folder asked for."""
     import numpy as np
 
@@ -93,9 +98,14 @@ def _cmd_run(a: argparse.Namespace) -> int:
     cum_macs = np.array(cost.cum_macs, dtype=np.float64)
     counts = np.bincount(res.exit_index, minlength=model.num_exits)
     out: dict[str, Any] = {
-        "rule": a.rule, "settings": dict(rule.settings), "settings_from": how,
-        "samples": len(res.exit_index), "batch_size": a.batch_size, "threads": torch.get_num_threads(),
-        "seconds": res.seconds, "samples_per_s": res.samples_per_s,
+        "rule": a.rule,
+        "settings": dict(rule.settings),
+        "settings_from": how,
+        "samples": len(res.exit_index),
+        "batch_size": a.batch_size,
+        "threads": torch.get_num_threads(),
+        "seconds": res.seconds,
+        "samples_per_s": res.samples_per_s,
         "exit_distribution": (counts / counts.sum()).tolist(),
         "macs_ratio": float(cum_macs[res.exit_index].mean() / cost.full_macs),
     }
@@ -103,8 +113,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
         out["accuracy"] = float((res.prediction == labels).mean())
     if a.compare:
         full_pred, seconds = run_without_exits(model, x, a.batch_size)
-        out["without_exits"] = {"seconds": seconds, "samples_per_s": len(x) / seconds,
-                                "accuracy": float((full_pred == labels).mean()) if labels is not None else None}
+        out["without_exits"] = {
+            "seconds": seconds,
+            "samples_per_s": len(x) / seconds,
+            "accuracy": float((full_pred == labels).mean()) if labels is not None else None,
+        }
         out["speed_up"] = seconds / res.seconds
         out["same_prediction_as_without_exits"] = float((full_pred == res.prediction).mean())
     if skipped:
@@ -123,11 +136,16 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
-    shown = {k: ([round(x, 4) for x in v] if isinstance(v, list) else v) for k, v in out["settings"].items()
-             if k != "weights"}
+    shown = {
+        k: ([round(x, 4) for x in v] if isinstance(v, list) else v)
+        for k, v in out["settings"].items()
+        if k != "weights"
+    }
     source = f"images under {a.images}" if folder else f"the {a.split} split"
-    lines = [f"{out['rule']} {shown} ({out['settings_from']})",
-             f"{out['samples']} inputs from {source}, batch {out['batch_size']}, {out['threads']} thread(s)"]
+    lines = [
+        f"{out['rule']} {shown} ({out['settings_from']})",
+        f"{out['samples']} inputs from {source}, batch {out['batch_size']}, {out['threads']} thread(s)",
+    ]
     if "accuracy" in out:
         lines.append(f"accuracy {100 * out['accuracy']:.2f}%")
     lines.append("exit distribution %  " + " ".join(f"{100 * v:5.1f}" for v in out["exit_distribution"]))
@@ -137,13 +155,16 @@ def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
         w = out["without_exits"]
         acc = f", accuracy {100 * w['accuracy']:.2f}%" if w["accuracy"] is not None else ""
         lines.append(f"without exits: {w['samples_per_s']:.0f} samples/s ({w['seconds']:.3f} s){acc}")
-        lines.append(f"speed-up {out['speed_up']:.2f}x; {100 * out['same_prediction_as_without_exits']:.1f}% of the "
-                     f"predictions equal the network without exits'")
+        lines.append(
+            f"speed-up {out['speed_up']:.2f}x; {100 * out['same_prediction_as_without_exits']:.1f}% of the "
+            f"predictions equal the network without exits'"
+        )
     return "\n".join(lines)
 
 
-def _write_predictions(path: str, res: RunResult, files: list[str] | None, labels: np.ndarray | None,
-                       class_names: list[str]) -> None:
+def _write_predictions(
+    path: str, res: RunResult, files: list[str] | None, labels: np.ndarray | None, class_names: list[str]
+) -> None:
     import io
 
     from aep_core.checkpoint import atomic_write_bytes
@@ -159,17 +180,32 @@ def _write_predictions(path: str, res: RunResult, files: list[str] | None, label
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `run` on `sub`."""
-    p = sub.add_parser("run", help="really run early-exit inference (a sample stops computing where it exits) on a "
-                                   "split or a folder of images; report throughput, optionally against no exits",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "run",
+        help="really run early-exit inference (a sample stops computing where it exits) on a "
+        "split or a folder of images; report throughput, optionally against no exits",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("checkpoint")
     add_rule_arguments(p, deployable=True, evaluation=False, json=False)
-    p.add_argument("--max-drop", type=float, default=None,
-                   help="choose the thresholds on validation: at most this many points below the final exit")
-    p.add_argument("--budget", type=float, default=None,
-                   help="choose the thresholds on validation: at most this fraction of the MACs")
-    p.add_argument("--confidence", type=float, default=None,
-                   help="with --max-drop: certify the drop on validation with this probability (see `solve --help`)")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        help="choose the thresholds on validation: at most this many points below the final exit",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="choose the thresholds on validation: at most this fraction of the MACs",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=None,
+        help="with --max-drop: certify the drop on validation with this probability (see `solve --help`)",
+    )
     p.add_argument("--split", default="test", choices=SPLITS, help="split of the checkpoint's dataset")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     p.add_argument("--data-dir", default=None, help="dataset directory")

@@ -1,5 +1,6 @@
 """Command-line sub-commands for training: train (one model, one checkpoint with its evaluation files and log)
 and evaluate (save every exit's outputs on a split next to the checkpoint)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,46 @@ def _cmd_train(a: argparse.Namespace) -> int:
         cfg["widths"] = [int(w) for w in a.widths.split(",")]
     exits = a.exits if not a.exits.replace(",", "").isdigit() else [int(b) for b in a.exits.split(",")]
     job = TrainJob(
-        out=a.out, dataset=a.dataset, data_dir=a.data_dir, val_size=a.val_size, limit=a.limit,
-        image_size=a.image_size, in_channels=a.in_channels, model=a.model, model_config=cfg, placement=exits,
-        num_early_exits=a.num_exits, head_pool=a.head_pool, init=a.init,
-        method=MethodSettings(a.method, a.weighting, a.geometric_base, a.eenet_loss, a.lam, a.two_stage,
-                              a.temperature, a.alpha, a.freeze_epochs),
-        train=TrainConfig(a.epochs, a.batch_size, a.lr, a.optimizer, a.weight_decay, a.seed, not a.no_augment,
-                          a.workers, a.device, a.threads, a.channels_last, not a.quiet, a.amp, a.save_every),
+        out=a.out,
+        dataset=a.dataset,
+        data_dir=a.data_dir,
+        val_size=a.val_size,
+        limit=a.limit,
+        image_size=a.image_size,
+        in_channels=a.in_channels,
+        model=a.model,
+        model_config=cfg,
+        placement=exits,
+        num_early_exits=a.num_exits,
+        head_pool=a.head_pool,
+        init=a.init,
+        method=MethodSettings(
+            a.method,
+            a.weighting,
+            a.geometric_base,
+            a.eenet_loss,
+            a.lam,
+            a.two_stage,
+            a.temperature,
+            a.alpha,
+            a.freeze_epochs,
+        ),
+        train=TrainConfig(
+            a.epochs,
+            a.batch_size,
+            a.lr,
+            a.optimizer,
+            a.weight_decay,
+            a.seed,
+            not a.no_augment,
+            a.workers,
+            a.device,
+            a.threads,
+            a.channels_last,
+            not a.quiet,
+            a.amp,
+            a.save_every,
+        ),
         resume=a.resume,
     )
     try:
@@ -56,15 +90,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     from aep_core.models import PLACEMENTS, list_models
     from aep_core.training import METHODS, SCHEMES
 
-    p = sub.add_parser("train", help="train an early-exit model",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "train", help="train an early-exit model", formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--out", default="runs/model.pt", help="checkpoint path; evaluation files and log go next to it")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=DATASETS, help="dataset")
-    g.add_argument("--data-dir", default=None,
-                   help="dataset directory (default: Debian's /usr/share/datasets/fashion-mnist)")
-    g.add_argument("--val-size", type=int, default=None,
-                   help="validation images held out of training (default 5000; slice: 1/5)")
+    g.add_argument(
+        "--data-dir", default=None, help="dataset directory (default: Debian's /usr/share/datasets/fashion-mnist)"
+    )
+    g.add_argument(
+        "--val-size", type=int, default=None, help="validation images held out of training (default 5000; slice: 1/5)"
+    )
     g.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
     g.add_argument("--image-size", type=int, default=32, help="image side for image folders")
     g.add_argument("--in-channels", type=int, default=3, choices=(1, 3), help="channels for image folders")
@@ -73,12 +110,17 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--width", type=int, default=None, help="ResNet width factor (channels of the first stage)")
     g.add_argument("--depth", type=int, default=None, help="depth for --model resnet (6n+2)")
     g.add_argument("--widths", default=None, help="compact_cnn stage widths, e.g. 32,64,128")
-    g.add_argument("--exits", default="blocks",
-                   help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3")
+    g.add_argument(
+        "--exits", default="blocks", help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3"
+    )
     g.add_argument("--num-exits", type=int, default=None, help="number of early exits for cost-fraction placements")
-    g.add_argument("--head-pool", type=int, default=4,
-                   help="exit heads average-pool to an N x N grid before their linear layer (default 4; 1: global "
-                        "pooling as in the AEP and EENet papers)")
+    g.add_argument(
+        "--head-pool",
+        type=int,
+        default=4,
+        help="exit heads average-pool to an N x N grid before their linear layer (default 4; 1: global "
+        "pooling as in the AEP and EENet papers)",
+    )
     g.add_argument("--init", default=None, help="initialise from this checkpoint's backbone and final classifier")
     g = p.add_argument_group("method")
     g.add_argument("--method", default="aep", choices=list(METHODS), help="training method")
@@ -89,14 +131,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--two-stage", action="store_true", help="EENet: per-exit loss for the first half of the epochs")
     g.add_argument("--temperature", type=float, default=3.0, help="self-distillation temperature")
     g.add_argument("--alpha", type=float, default=0.5, help="self-distillation weight of the teacher term")
-    g.add_argument("--freeze-epochs", type=int, default=None,
-                   help="classifier-wise: backbone epochs before freezing (default half)")
+    g.add_argument(
+        "--freeze-epochs",
+        type=int,
+        default=None,
+        help="classifier-wise: backbone epochs before freezing (default half)",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=10, help="epochs")
     g.add_argument("--batch-size", type=int, default=128, help="batch size")
     g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule to 0)")
-    g.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"),
-                   help="optimiser (SGD: momentum 0.9, Nesterov)")
+    g.add_argument(
+        "--optimizer", default="sgd", choices=("sgd", "adam"), help="optimiser (SGD: momentum 0.9, Nesterov)"
+    )
     g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
     g.add_argument("--seed", type=int, default=0, help="seed of weights, split and shuffling")
     g.add_argument("--no-augment", action="store_true", help="disable random shift and flip")
@@ -106,22 +153,29 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
     g.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="mixed precision autocast (fp16 needs a GPU)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    g = p.add_argument_group("resuming and several processes",
-                             "Start with `torchrun --nproc_per_node=N -m aep_core train ...` to train on N processes "
-                             "(DDP; gloo on CPU, NCCL with --device cuda); --batch-size is per process. "
-                             "See docs/DISTRIBUTED.md.")
-    g.add_argument("--resume", default=None, metavar="PATH",
-                   help="continue from a resumable state (<out stem>.resume.pt)")
-    g.add_argument("--save-every", type=int, default=1,
-                   help="epochs between resumable states (0: only when interrupted)")
+    g = p.add_argument_group(
+        "resuming and several processes",
+        "Start with `torchrun --nproc_per_node=N -m aep_core train ...` to train on N processes "
+        "(DDP; gloo on CPU, NCCL with --device cuda); --batch-size is per process. "
+        "See docs/DISTRIBUTED.md.",
+    )
+    g.add_argument(
+        "--resume", default=None, metavar="PATH", help="continue from a resumable state (<out stem>.resume.pt)"
+    )
+    g.add_argument(
+        "--save-every", type=int, default=1, help="epochs between resumable states (0: only when interrupted)"
+    )
     p.set_defaults(func=_cmd_train)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `train` and `evaluate` on `sub`."""
     _add_train(sub)
-    e = sub.add_parser("evaluate", help="save every exit's outputs on a split (evaluation file next to the checkpoint)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e = sub.add_parser(
+        "evaluate",
+        help="save every exit's outputs on a split (evaluation file next to the checkpoint)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     e.add_argument("checkpoint")
     e.add_argument("--split", nargs="+", default=["val", "test"], choices=SPLITS, help="splits")
     e.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")

@@ -7,6 +7,7 @@ returns (features at its last exit, logits of its exits (exits, b, classes)[, EE
 features of the others to the next tier. A tier that should stop between its exits can run one segment
 per exit: export with a split after every exit.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,9 @@ class Segment(nn.Module):
         super().__init__()
         self.first, self.last = first, last
         self.stem = model.backbone.stem if first == 0 else nn.Identity()
-        self.parts = nn.ModuleList(nn.Sequential(*(model.backbone.blocks[b] for b in model.segment_blocks(k)))
-                                   for k in range(first, last + 1))
+        self.parts = nn.ModuleList(
+            nn.Sequential(*(model.backbone.blocks[b] for b in model.segment_blocks(k))) for k in range(first, last + 1)
+        )
         self.heads = nn.ModuleList(model.heads[k] for k in range(first, last + 1))
         self.has_confidence = model.has_confidence
 
@@ -53,8 +55,10 @@ def segment_ranges(num_exits: int, splits: list[int] | tuple[int, ...]) -> list[
     """The exits of each segment for split points (the last exit of every segment but the last)."""
     s = [int(v) for v in splits]
     if s != sorted(set(s)) or any(not 0 <= v <= num_exits - 2 for v in s):
-        raise ConfigError(f"Export split points are increasing exit indices in 0..{num_exits - 2}, one per segment "
-                          f"boundary (a tier without exits runs nothing, so it needs no file); got {s}.")
+        raise ConfigError(
+            f"Export split points are increasing exit indices in 0..{num_exits - 2}, one per segment "
+            f"boundary (a tier without exits runs nothing, so it needs no file); got {s}."
+        )
     bounds = [-1, *s, num_exits - 1]
     return [range(bounds[i] + 1, bounds[i + 1] + 1) for i in range(len(bounds) - 1)]
 
@@ -79,8 +83,13 @@ def segment_inputs(model: EarlyExitNet, splits: list[int] | tuple[int, ...], x: 
     return out
 
 
-def export_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], out_dir: str | Path,
-                input_shape: tuple[int, int, int], stem: str = "segment") -> list[Path]:
+def export_onnx(
+    model: EarlyExitNet,
+    splits: list[int] | tuple[int, ...],
+    out_dir: str | Path,
+    input_shape: tuple[int, int, int],
+    stem: str = "segment",
+) -> list[Path]:
     """Write `<stem>_<i>.onnx` for every segment (batch size free), weights inside each file; return the paths."""
     model.eval()
     segs = make_segments(model, splits)
@@ -91,9 +100,17 @@ def export_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], out_di
     for i, (seg, x) in enumerate(zip(segs, inputs, strict=True)):
         path = out_dir / f"{stem}_{i}.onnx"
         with torch.no_grad():  # an inference graph (the heads' pooling takes its forward-only form)
-            torch.onnx.export(seg, (x,), str(path), dynamo=True, external_data=False, verbose=False,
-                              input_names=["input" if i == 0 else "features_in"], output_names=_output_names(seg),
-                              dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},))
+            torch.onnx.export(
+                seg,
+                (x,),
+                str(path),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                input_names=["input" if i == 0 else "features_in"],
+                output_names=_output_names(seg),
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+            )
         paths.append(path)
     return paths
 
@@ -154,9 +171,16 @@ def _session(path: Path):
 
 
 @torch.no_grad()
-def verify_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], paths: list[Path],
-                input_shape: tuple[int, int, int], batch: int = 8, atol: float = 1e-4, rtol: float = 1e-3,
-                seed: int = 0) -> ExportCheck:
+def verify_onnx(
+    model: EarlyExitNet,
+    splits: list[int] | tuple[int, ...],
+    paths: list[Path],
+    input_shape: tuple[int, int, int],
+    batch: int = 8,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    seed: int = 0,
+) -> ExportCheck:
     """Run every exported segment with onnxruntime on random inputs and compare with PyTorch: each segment on
     the features PyTorch feeds it, and the chain of ONNX segments from the image against the full model."""
     model.eval()
@@ -171,8 +195,14 @@ def verify_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], paths:
         got = sess.run(None, {sess.get_inputs()[0].name: h.numpy()})
         names = _output_names(seg)
         diffs = {n: float(np.abs(g - r).max()) for n, g, r in zip(names, got, ref, strict=True)}
-        checks.append(SegmentCheck(p.name, list(range(seg.first, seg.last + 1)), diffs,
-                                   all(_close(g, r, atol, rtol) for g, r in zip(got, ref, strict=True))))
+        checks.append(
+            SegmentCheck(
+                p.name,
+                list(range(seg.first, seg.last + 1)),
+                diffs,
+                all(_close(g, r, atol, rtol) for g, r in zip(got, ref, strict=True)),
+            )
+        )
     full = model(x)
     ref_logits = torch.stack(full.logits).numpy()
     h, logits, confs = x.numpy(), [], []
@@ -192,8 +222,15 @@ def verify_onnx(model: EarlyExitNet, splits: list[int] | tuple[int, ...], paths:
     return ExportCheck(checks, chain, ok, atol, rtol, batch)
 
 
-def write_manifest(out_dir: str | Path, model: EarlyExitNet, splits: list[int] | tuple[int, ...], paths: list[Path],
-                   input_shape: tuple[int, int, int], check: ExportCheck | None, source: str = "") -> Path:
+def write_manifest(
+    out_dir: str | Path,
+    model: EarlyExitNet,
+    splits: list[int] | tuple[int, ...],
+    paths: list[Path],
+    input_shape: tuple[int, int, int],
+    check: ExportCheck | None,
+    source: str = "",
+) -> Path:
     """`manifest.json` beside the segments: which exits and blocks each file runs, its inputs and outputs, the
     bytes a sample hands on at each split, and the verification result."""
     from aep_core.deploy.simulator import PRECISION_BYTES, feature_sizes
@@ -202,16 +239,33 @@ def write_manifest(out_dir: str | Path, model: EarlyExitNet, splits: list[int] |
     segs = []
     for i, (r, p) in enumerate(zip(segment_ranges(model.num_exits, splits), paths, strict=True)):
         shape_in = list(input_shape) if i == 0 else list(sizes.exit_shapes[r.start - 1])
-        segs.append({"file": p.name, "exits": list(r), "blocks": [b for k in r for b in model.segment_blocks(k)],
-                     "input": {"name": "input" if i == 0 else "features_in", "shape": ["batch", *shape_in]},
-                     "outputs": {"features": ["batch", *sizes.exit_shapes[r.stop - 1]],
-                                 "logits": [len(r), "batch", model.num_classes],
-                                 **({"confidences": [len(r), "batch"]} if model.has_confidence else {})},
-                     "handover_bytes": ({p_: int(sizes.exit_bytes(p_)[r.stop - 1]) for p_ in PRECISION_BYTES}
-                                        if i < len(paths) - 1 else None)})
-    manifest = {"source": source, "splits": [int(v) for v in splits], "num_exits": model.num_exits,
-                "exit_blocks": list(model.exit_blocks), "input_shape": list(input_shape), "segments": segs,
-                "check": None if check is None else check.to_dict()}
+        segs.append(
+            {
+                "file": p.name,
+                "exits": list(r),
+                "blocks": [b for k in r for b in model.segment_blocks(k)],
+                "input": {"name": "input" if i == 0 else "features_in", "shape": ["batch", *shape_in]},
+                "outputs": {
+                    "features": ["batch", *sizes.exit_shapes[r.stop - 1]],
+                    "logits": [len(r), "batch", model.num_classes],
+                    **({"confidences": [len(r), "batch"]} if model.has_confidence else {}),
+                },
+                "handover_bytes": (
+                    {p_: int(sizes.exit_bytes(p_)[r.stop - 1]) for p_ in PRECISION_BYTES}
+                    if i < len(paths) - 1
+                    else None
+                ),
+            }
+        )
+    manifest = {
+        "source": source,
+        "splits": [int(v) for v in splits],
+        "num_exits": model.num_exits,
+        "exit_blocks": list(model.exit_blocks),
+        "input_shape": list(input_shape),
+        "segments": segs,
+        "check": None if check is None else check.to_dict(),
+    }
     path = Path(out_dir) / "manifest.json"
     atomic_write_bytes(path, json.dumps(manifest, indent=1).encode())
     return path
@@ -226,8 +280,9 @@ class AllExits(nn.Module):
         self.model = model
         w = None if weights is None else torch.tensor(weights, dtype=torch.float32)
         if w is not None and (w.numel() != model.num_exits or (w < 0).any() or w.sum() <= 0):
-            raise ConfigError(f"Ensemble weights must be {model.num_exits} non-negative numbers with a positive sum; "
-                              f"got {weights}.")
+            raise ConfigError(
+                f"Ensemble weights must be {model.num_exits} non-negative numbers with a positive sum; got {weights}."
+            )
         self.register_buffer("weights", None if w is None else w / w.sum())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -242,8 +297,14 @@ class AllExits(nn.Module):
 
 
 @torch.no_grad()
-def export_torchscript(model: EarlyExitNet, path: str | Path, input_shape: tuple[int, int, int],
-                       weights: list[float] | None = None, batch: int = 4, atol: float = 1e-5) -> float:
+def export_torchscript(
+    model: EarlyExitNet,
+    path: str | Path,
+    input_shape: tuple[int, int, int],
+    weights: list[float] | None = None,
+    batch: int = 4,
+    atol: float = 1e-5,
+) -> float:
     """Trace the model (all exits, plus the AEP ensemble when weights are given) to a TorchScript file, load it
     back and return the largest difference from PyTorch on random inputs; raises ConfigError above `atol`."""
     model.eval()

@@ -16,6 +16,7 @@ is fixed, so a whole split costs a lookup per sample:
 
 Percentiles are nearest-rank (the smallest latency that at least q of the samples do not exceed).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -37,11 +38,16 @@ from aep_core.models.inference import as_model_input, prepare_for_inference
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 MAX_TIERS = 4
 STATS = ("mean", "p50", "p95", "p99")
-TIER_NAMES = {1: ("device",), 2: ("device", "cloud"), 3: ("device", "edge", "cloud"),
-              4: ("device", "edge", "fog", "cloud")}
+TIER_NAMES = {
+    1: ("device",),
+    2: ("device", "cloud"),
+    3: ("device", "edge", "cloud"),
+    4: ("device", "edge", "fog", "cloud"),
+}
 
 
 # ---- the model's side: feature sizes and the local tier's speed ----------------------------------
+
 
 @dataclass(frozen=True)
 class FeatureSizes:
@@ -65,8 +71,11 @@ class FeatureSizes:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-type view: shapes and bytes at every precision."""
-        return {"input_shape": list(self.input_shape), "exit_shapes": [list(s) for s in self.exit_shapes],
-                "exit_bytes": {p: self.exit_bytes(p).tolist() for p in PRECISION_BYTES}}
+        return {
+            "input_shape": list(self.input_shape),
+            "exit_shapes": [list(s) for s in self.exit_shapes],
+            "exit_bytes": {p: self.exit_bytes(p).tolist() for p in PRECISION_BYTES},
+        }
 
 
 def _precision_bytes(precision: str) -> int:
@@ -89,8 +98,9 @@ def feature_sizes(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> 
     return FeatureSizes(tuple(input_shape), tuple(shapes))
 
 
-def measure_macs_per_second(model: torch.nn.Module, input_shape: tuple[int, int, int], repeats: int = 10,
-                            threads: int | None = 1) -> float:
+def measure_macs_per_second(
+    model: torch.nn.Module, input_shape: tuple[int, int, int], repeats: int = 10, threads: int | None = 1
+) -> float:
     """This machine's speed on the model in MACs per second: MACs of one image through every exit divided
     by the median time of that forward pass (batch 1, on `threads` CPU threads; None: the current setting).
     An early-exit network is timed as the runtime runs it: a copy prepared for inference."""
@@ -112,6 +122,7 @@ def measure_macs_per_second(model: torch.nn.Module, input_shape: tuple[int, int,
 
 
 # ---- the deployment ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Tier:
@@ -168,12 +179,15 @@ class Deployment:
         if len(s) != k - 1:
             raise ConfigError(f"{k} tiers need {k - 1} split points; got {len(s)} ({s}).")
         if s != sorted(s) or any(not -1 <= v <= num_exits - 1 for v in s):
-            raise ConfigError(f"Split points are non-decreasing exit indices in -1..{num_exits - 1} (the last exit "
-                              f"on each tier but the last; -1: the first tier sends the input); got {s}.")
+            raise ConfigError(
+                f"Split points are non-decreasing exit indices in -1..{num_exits - 1} (the last exit "
+                f"on each tier but the last; -1: the first tier sends the input); got {s}."
+            )
         for t in self.tiers:
             if not t.macs_per_s > 0:
-                raise ConfigError(f"Tier '{t.name}': its speed must be a positive number of MACs per second, "
-                                  f"got {t.macs_per_s}.")
+                raise ConfigError(
+                    f"Tier '{t.name}': its speed must be a positive number of MACs per second, got {t.macs_per_s}."
+                )
             if t.power_w is not None and not t.power_w >= 0:
                 raise ConfigError(f"Tier '{t.name}': its power must be >= 0 W, got {t.power_w}.")
         for i, link in enumerate(self.links):
@@ -190,22 +204,30 @@ class Deployment:
         return Deployment(self.tiers, self.links, tuple(int(v) for v in splits), self.precision)
 
 
-def make_deployment(speeds: Sequence[float], bandwidth_mbps: Sequence[float], latency_ms: Sequence[float],
-                    splits: Sequence[int], precision: str = "fp32", power_w: Sequence[float | None] | None = None,
-                    names: Sequence[str] | None = None) -> Deployment:
+def make_deployment(
+    speeds: Sequence[float],
+    bandwidth_mbps: Sequence[float],
+    latency_ms: Sequence[float],
+    splits: Sequence[int],
+    precision: str = "fp32",
+    power_w: Sequence[float | None] | None = None,
+    names: Sequence[str] | None = None,
+) -> Deployment:
     """A deployment from plain lists: one speed (MACs/s) per tier, one bandwidth and latency per link."""
     k = len(speeds)
     if not 1 <= k <= MAX_TIERS:
         raise ConfigError(f"A deployment has 1 to {MAX_TIERS} tiers; got {k} tier speeds.")
     if len(bandwidth_mbps) != k - 1 or len(latency_ms) != k - 1:
-        raise ConfigError(f"{k} tiers need {k - 1} link bandwidths and latencies; got {len(bandwidth_mbps)} and "
-                          f"{len(latency_ms)}.")
+        raise ConfigError(
+            f"{k} tiers need {k - 1} link bandwidths and latencies; got {len(bandwidth_mbps)} and {len(latency_ms)}."
+        )
     names = list(names) if names is not None else list(TIER_NAMES[k])
     power = list(power_w) if power_w is not None else [None] * k
     if len(power) != k or len(names) != k:
         raise ConfigError(f"{k} tiers need {k} names and {k} powers; got {len(names)} and {len(power)}.")
-    tiers = tuple(Tier(n, float(s), None if p is None else float(p))
-                  for n, s, p in zip(names, speeds, power, strict=True))
+    tiers = tuple(
+        Tier(n, float(s), None if p is None else float(p)) for n, s, p in zip(names, speeds, power, strict=True)
+    )
     links = tuple(Link(float(b), float(lat)) for b, lat in zip(bandwidth_mbps, latency_ms, strict=True))
     return Deployment(tiers, links, tuple(int(v) for v in splits), precision)
 
@@ -213,8 +235,12 @@ def make_deployment(speeds: Sequence[float], bandwidth_mbps: Sequence[float], la
 # Starting points for the remote tiers (GMAC/s; the device's speed is measured) and links (Mbit/s, ms), by tier count:
 # a device, an edge box on the local network, a cloud server across the internet.
 DEFAULT_GMACS = {1: [], 2: [1000.0], 3: [100.0, 1000.0], 4: [50.0, 200.0, 1000.0]}
-DEFAULT_LINKS = {1: [], 2: [(20.0, 30.0)], 3: [(20.0, 5.0), (100.0, 30.0)],
-                 4: [(20.0, 2.0), (100.0, 5.0), (1000.0, 30.0)]}
+DEFAULT_LINKS = {
+    1: [],
+    2: [(20.0, 30.0)],
+    3: [(20.0, 5.0), (100.0, 30.0)],
+    4: [(20.0, 2.0), (100.0, 5.0), (1000.0, 30.0)],
+}
 
 
 def default_splits(num_exits: int, num_tiers: int) -> list[int]:
@@ -224,6 +250,7 @@ def default_splits(num_exits: int, num_tiers: int) -> list[int]:
 
 
 # ---- the cost of stopping at each exit ------------------------------------------------------------
+
 
 @dataclass
 class ExitTimings:
@@ -290,6 +317,7 @@ def latency_stat(latency_s: np.ndarray, stat: str) -> float:
 
 
 # ---- simulating one configuration -----------------------------------------------------------------
+
 
 @dataclass
 class DeployResult:
@@ -362,14 +390,22 @@ class DeployResult:
         dep = self.deployment
         b = self.breakdown()
         e = self.energy_j
-        return {"rule": self.rule, "settings": self.settings, "splits": list(dep.splits), "precision": dep.precision,
-                "tiers": [t.name for t in dep.tiers], "accuracy": self.accuracy,
-                "latency_s": self.latency_stats(), "mean_bytes_sent": float(self.bytes_sent.mean()),
-                "mean_energy_j": None if e is None else float(e.mean()),
-                "tier_share": self.tier_share.tolist(),
-                "tier_accuracy": [None if math.isnan(v) else v for v in self.tier_accuracy.tolist()],
-                "mean_compute_s": b["compute"].tolist(), "mean_transfer_s": b["transfer"].tolist(),
-                "mean_link_latency_s": b["link_latency"].tolist()}
+        return {
+            "rule": self.rule,
+            "settings": self.settings,
+            "splits": list(dep.splits),
+            "precision": dep.precision,
+            "tiers": [t.name for t in dep.tiers],
+            "accuracy": self.accuracy,
+            "latency_s": self.latency_stats(),
+            "mean_bytes_sent": float(self.bytes_sent.mean()),
+            "mean_energy_j": None if e is None else float(e.mean()),
+            "tier_share": self.tier_share.tolist(),
+            "tier_accuracy": [None if math.isnan(v) else v for v in self.tier_accuracy.tolist()],
+            "mean_compute_s": b["compute"].tolist(),
+            "mean_transfer_s": b["transfer"].tolist(),
+            "mean_link_latency_s": b["link_latency"].tolist(),
+        }
 
 
 def simulate(rec: ExitRecord, sizes: FeatureSizes, dep: Deployment, rule: str, **settings: Any) -> DeployResult:
@@ -380,6 +416,7 @@ def simulate(rec: ExitRecord, sizes: FeatureSizes, dep: Deployment, rule: str, *
 
 
 # ---- searching split points and thresholds ----------------------------------------------------------
+
 
 @dataclass
 class DecisionGrid:
@@ -396,8 +433,13 @@ class DecisionGrid:
         return int(self.counts[0].sum())
 
 
-def decision_grid(rec: ExitRecord, rule: str, grid: Sequence[float] | None = None, points: int = 64,
-                  weights: Sequence[float] | None = None) -> DecisionGrid:
+def decision_grid(
+    rec: ExitRecord,
+    rule: str,
+    grid: Sequence[float] | None = None,
+    points: int = 64,
+    weights: Sequence[float] | None = None,
+) -> DecisionGrid:
     """The rule's decisions over a grid: global thresholds (default: 0, 0.01, ..., 1 plus `points` quantiles of
     the scores) for threshold rules, every value of the setting for a rule with a whole-number setting, one point
     for a rule without a setting."""
@@ -466,9 +508,14 @@ class SearchResult:
 
     def point(self, i: int) -> dict[str, Any]:
         """One point as plain values."""
-        return {"splits": list(self.splits[i]), "settings": self.settings[i], "accuracy": float(self.accuracy[i]),
-                f"{self.stat}_latency_s": float(self.latency_s[i]), "mean_latency_s": float(self.mean_latency_s[i]),
-                "pareto": bool(self.pareto[i])}
+        return {
+            "splits": list(self.splits[i]),
+            "settings": self.settings[i],
+            "accuracy": float(self.accuracy[i]),
+            f"{self.stat}_latency_s": float(self.latency_s[i]),
+            "mean_latency_s": float(self.mean_latency_s[i]),
+            "pareto": bool(self.pareto[i]),
+        }
 
     def front(self) -> list[dict[str, Any]]:
         """The Pareto points, fastest first."""
@@ -482,9 +529,15 @@ def split_assignments(num_exits: int, num_tiers: int) -> list[tuple[int, ...]]:
     return list(itertools.combinations_with_replacement(range(-1, num_exits), num_tiers - 1))
 
 
-def search(grid: DecisionGrid, cum_macs: Sequence[float] | np.ndarray, sizes: FeatureSizes, dep: Deployment,
-           deadline_s: float | None = None, stat: str = "mean",
-           splits: Sequence[Sequence[int]] | None = None) -> SearchResult:
+def search(
+    grid: DecisionGrid,
+    cum_macs: Sequence[float] | np.ndarray,
+    sizes: FeatureSizes,
+    dep: Deployment,
+    deadline_s: float | None = None,
+    stat: str = "mean",
+    splits: Sequence[Sequence[int]] | None = None,
+) -> SearchResult:
     """Try every split assignment of the deployment's tiers (or the given ones) with every setting of the grid;
     return all points, the accuracy-vs-latency Pareto front, and the most accurate point (ties: the faster)
     whose latency statistic meets `deadline_s`. Raises ConfigError, naming the fastest reachable latency,
@@ -506,18 +559,29 @@ def search(grid: DecisionGrid, cum_macs: Sequence[float] | np.ndarray, sizes: Fe
     t_idx, s_idx = t_idx.ravel(), s_idx.ravel()
     acc = grid.accuracy[t_idx]
     val = value.ravel()
-    res = SearchResult(grid.rule, stat, [assignments[i] for i in s_idx], [grid.settings[i] for i in t_idx], acc, val,
-                       mean.ravel(), pareto_front(val, acc), deadline_s)
+    res = SearchResult(
+        grid.rule,
+        stat,
+        [assignments[i] for i in s_idx],
+        [grid.settings[i] for i in t_idx],
+        acc,
+        val,
+        mean.ravel(),
+        pareto_front(val, acc),
+        deadline_s,
+    )
     if deadline_s is not None:
         if not deadline_s > 0:
             raise ConfigError(f"The latency deadline must be positive, got {deadline_s * 1e3:g} ms.")
         ok = np.flatnonzero(val <= deadline_s * (1 + 1e-12))
         if ok.size == 0:
             fastest = int(np.argmin(val))
-            raise ConfigError(f"No configuration meets a {stat} latency deadline of {deadline_s * 1e3:.3g} ms: "
-                              f"the fastest reachable is {val[fastest] * 1e3:.3g} ms "
-                              f"(splits {list(res.splits[fastest])}, "
-                              f"{grid.rule} {_describe(res.settings[fastest])}).")
+            raise ConfigError(
+                f"No configuration meets a {stat} latency deadline of {deadline_s * 1e3:.3g} ms: "
+                f"the fastest reachable is {val[fastest] * 1e3:.3g} ms "
+                f"(splits {list(res.splits[fastest])}, "
+                f"{grid.rule} {_describe(res.settings[fastest])})."
+            )
         res.best = int(ok[np.lexsort((val[ok], -acc[ok]))[0]])
     return res
 

@@ -13,6 +13,7 @@ distribution is at most the bound.
 The solver in `solvers.py` picks the cheapest setting that meets the floor on validation; its drop on
 new data scatters around the floor. This one pays some compute for a bound that holds.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,10 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     if p >= 1.0:
         return 0.0
     log_comb = math.lgamma(n + 1)
-    logs = [log_comb - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * math.log(p) + (n - j) * math.log1p(-p)
-            for j in range(k + 1)]
+    logs = [
+        log_comb - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * math.log(p) + (n - j) * math.log1p(-p)
+        for j in range(k + 1)
+    ]
     top = max(logs)
     return min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs))
 
@@ -49,14 +52,21 @@ def certification_grid(lower_is_confident: bool) -> np.ndarray:
     return grid if lower_is_confident else grid[::-1]  # entropy: 0 is the most conservative
 
 
-def certify_max_drop(val: ExitRecord, name: str, max_drop_points: float, confidence: float = 0.9,
-                     test: ExitRecord | None = None, weights: Sequence[float] | None = None) -> Solution:
+def certify_max_drop(
+    val: ExitRecord,
+    name: str,
+    max_drop_points: float,
+    confidence: float = 0.9,
+    test: ExitRecord | None = None,
+    weights: Sequence[float] | None = None,
+) -> Solution:
     """The cheapest global threshold of rule `name` whose damage rate (hence accuracy drop) against the final
     exit is at most `max_drop_points` with probability `confidence`, certified on `val`; reported on `test`
     too when given. Raises ConfigError when even the most conservative threshold cannot be certified."""
     if not get_rule(name).has_thresholds:
-        raise ConfigError(f"Certified thresholds need a threshold rule ({', '.join(list_rules(thresholds=True))}); "
-                          f"got {name}.")
+        raise ConfigError(
+            f"Certified thresholds need a threshold rule ({', '.join(list_rules(thresholds=True))}); got {name}."
+        )
     if not 0 < max_drop_points < 100:
         raise ConfigError(f"The allowed drop must be between 0 and 100 points, got {max_drop_points}.")
     if not 0 < confidence < 1:
@@ -75,10 +85,12 @@ def certify_max_drop(val: ExitRecord, name: str, max_drop_points: float, confide
         chosen = float(t)
     if chosen is None:
         smallest = 100 * (1 - delta ** (1 / n))  # the bound certified with no damage at all
-        raise ConfigError(f"No threshold of {name} can be certified within {max_drop_points:g} points with "
-                          f"{100 * confidence:g}% confidence on {n} validation samples: the smallest bound any "
-                          f"setting could certify here is {smallest:.2f} points. Allow a larger drop, a lower "
-                          "confidence, or evaluate on more validation samples.")
+        raise ConfigError(
+            f"No threshold of {name} can be certified within {max_drop_points:g} points with "
+            f"{100 * confidence:g}% confidence on {n} validation samples: the smallest bound any "
+            f"setting could certify here is {smallest:.2f} points. Allow a larger drop, a lower "
+            "confidence, or evaluate on more validation samples."
+        )
     settings = {"thresholds": [chosen] * (val.num_exits - 1), **rule_settings(val, name, weights)}
     res_val = replay_rule(val, name, **settings)
     res_test = replay_rule(test, name, **settings) if test is not None else None

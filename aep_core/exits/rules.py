@@ -9,6 +9,7 @@ left. The oracle reads the labels: a reference for replay, never a deployable ru
 
 Adding a rule is one `@register_rule(RuleSpec(...))` entry on its builder.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,14 +88,20 @@ class RuleResult:
 
     def summary(self) -> dict[str, Any]:
         """Plain-type metrics: accuracy, expected MACs, MACs ratio, exit distribution, per-exit accuracy."""
-        return {"rule": self.rule, "settings": self.settings, "accuracy": self.accuracy,
-                "expected_macs": self.expected_macs, "macs_ratio": self.macs_ratio,
-                "exit_distribution": self.exit_distribution.tolist(),
-                "per_exit_accuracy": [None if math.isnan(v) else v for v in self.per_exit_accuracy.tolist()],
-                "per_class_mean_exit": [None if math.isnan(v) else v for v in self.per_class_mean_exit.tolist()]}
+        return {
+            "rule": self.rule,
+            "settings": self.settings,
+            "accuracy": self.accuracy,
+            "expected_macs": self.expected_macs,
+            "macs_ratio": self.macs_ratio,
+            "exit_distribution": self.exit_distribution.tolist(),
+            "per_exit_accuracy": [None if math.isnan(v) else v for v in self.per_exit_accuracy.tolist()],
+            "per_class_mean_exit": [None if math.isnan(v) else v for v in self.per_class_mean_exit.tolist()],
+        }
 
 
 # ---- stepwise scoring: the runtime's form of a rule ----------------------------------------------
+
 
 class StepScorer:
     """A rule's scores computed one exit at a time for the samples still running: `step` takes exit k's
@@ -132,6 +139,7 @@ class HistoryScorer(StepScorer):
 
 
 # ---- scores: each is causal (row k uses exits 0..k only) -------------------------------------------
+
 
 def _top(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Max and argmax over the last axis, (..., 1) and (...). (argmax + gather: numpy's max over a short
@@ -256,8 +264,9 @@ class ExitRule:
         """Apply the rule to every sample of an evaluation record."""
         _check_record(rec)
         if len(self.thresholds) != rec.num_exits - 1:
-            raise ConfigError(f"This rule was made for {len(self.thresholds) + 1} exits; "
-                              f"the record has {rec.num_exits}.")
+            raise ConfigError(
+                f"This rule was made for {len(self.thresholds) + 1} exits; the record has {rec.num_exits}."
+            )
         score, pred = self.scores(rec.logits, rec.confidences)
         idx = decide(score, self.thresholds, self.lower_is_confident)
         return _result(rec, idx, pred[idx, np.arange(rec.num_samples)], self.name, self.settings)
@@ -274,8 +283,16 @@ def decide(score: np.ndarray, thresholds: np.ndarray, lower_is_confident: bool =
 
 
 def _result(rec: ExitRecord, idx: np.ndarray, pred: np.ndarray, name: str, settings: dict[str, Any]) -> RuleResult:
-    return RuleResult(idx.astype(np.int64), pred.astype(np.int64), rec.labels, np.asarray(rec.cum_macs),
-                      int(rec.full_macs), rec.logits.shape[-1], name, settings)
+    return RuleResult(
+        idx.astype(np.int64),
+        pred.astype(np.int64),
+        rec.labels,
+        np.asarray(rec.cum_macs),
+        int(rec.full_macs),
+        rec.logits.shape[-1],
+        name,
+        settings,
+    )
 
 
 def _check_record(rec: ExitRecord) -> None:
@@ -291,8 +308,10 @@ def as_thresholds(thresholds: Thresholds, num_exits: int, lo: float, hi: float, 
     if t.size == 1:
         t = np.full(num_exits - 1, t[0])
     elif t.size != num_exits - 1:
-        raise ConfigError(f"{what}: got {t.size} thresholds; this model has {num_exits - 1} early exits "
-                          f"(the last exit always answers), so give 1 or {num_exits - 1}.")
+        raise ConfigError(
+            f"{what}: got {t.size} thresholds; this model has {num_exits - 1} early exits "
+            f"(the last exit always answers), so give 1 or {num_exits - 1}."
+        )
     if np.isnan(t).any() or (t < lo).any() or (t > hi).any():
         raise ConfigError(f"{what}: thresholds must lie in [{lo:g}, {hi:g}], got {t.tolist()}.")
     return t
@@ -363,8 +382,9 @@ class RuleSetting:
         return list(range(int(lo), int(hi) + 1))
 
 
-THRESHOLD = RuleSetting("thresholds", "Threshold t", "one threshold, or one per early exit (comma-separated)",
-                        0.0, 1.0, 0.9, per_exit=True)
+THRESHOLD = RuleSetting(
+    "thresholds", "Threshold t", "one threshold, or one per early exit (comma-separated)", 0.0, 1.0, 0.9, per_exit=True
+)
 
 
 @dataclass(frozen=True)
@@ -414,75 +434,136 @@ def get_rule(name: str) -> RuleSpec:
 def list_rules(deployable: bool = False, thresholds: bool = False, model: ModelExits | None = None) -> list[str]:
     """Names of the registered rules, optionally only deployable ones, only threshold rules, or only those
     a model can use."""
-    return [n for n, s in RULES.items() if (not deployable or s.deployable) and (not thresholds or s.has_thresholds)
-            and (model is None or s.available_for(model))]
+    return [
+        n
+        for n, s in RULES.items()
+        if (not deployable or s.deployable)
+        and (not thresholds or s.has_thresholds)
+        and (model is None or s.available_for(model))
+    ]
 
 
 def _threshold_setting(default: float, help: str) -> RuleSetting:
     return replace(THRESHOLD, default=default, help=help)
 
 
-@register_rule(RuleSpec("max_probability", "Max probability >= t",
-                        "Stop at the first exit whose top class probability reaches t.",
-                        "top class probability", False, _threshold_setting(0.9, THRESHOLD.help)))
+@register_rule(
+    RuleSpec(
+        "max_probability",
+        "Max probability >= t",
+        "Stop at the first exit whose top class probability reaches t.",
+        "top class probability",
+        False,
+        _threshold_setting(0.9, THRESHOLD.help),
+    )
+)
 def _max_probability(model: ModelExits, thresholds: Thresholds) -> ExitRule:
     t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "max_probability")
     return ExitRule("max_probability", t, _max_probability_scores, settings={"thresholds": t.tolist()}, local=True)
 
 
-@register_rule(RuleSpec("entropy", "Normalised entropy <= t",
-                        "Stop at the first exit whose prediction entropy (0 = certain, 1 = uniform) is at most t.",
-                        "normalised entropy", True, _threshold_setting(0.3, THRESHOLD.help)))
+@register_rule(
+    RuleSpec(
+        "entropy",
+        "Normalised entropy <= t",
+        "Stop at the first exit whose prediction entropy (0 = certain, 1 = uniform) is at most t.",
+        "normalised entropy",
+        True,
+        _threshold_setting(0.3, THRESHOLD.help),
+    )
+)
 def _entropy(model: ModelExits, thresholds: Thresholds) -> ExitRule:
     t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "entropy")
-    return ExitRule("entropy", t, _entropy_scores, lower_is_confident=True, settings={"thresholds": t.tolist()},
-                    local=True)
+    return ExitRule(
+        "entropy", t, _entropy_scores, lower_is_confident=True, settings={"thresholds": t.tolist()}, local=True
+    )
 
 
-@register_rule(RuleSpec("aep_ensemble", "AEP ensemble max probability >= t",
-                        "AEP: average the softmax outputs of exits 0..k with the trained ensemble weights; stop "
-                        "when its top probability reaches t.",
-                        "ensemble top probability", False, _threshold_setting(0.9, THRESHOLD.help),
-                        uses_ensemble_weights=True))
+@register_rule(
+    RuleSpec(
+        "aep_ensemble",
+        "AEP ensemble max probability >= t",
+        "AEP: average the softmax outputs of exits 0..k with the trained ensemble weights; stop "
+        "when its top probability reaches t.",
+        "ensemble top probability",
+        False,
+        _threshold_setting(0.9, THRESHOLD.help),
+        uses_ensemble_weights=True,
+    )
+)
 def _aep_ensemble(model: ModelExits, thresholds: Thresholds, weights: Sequence[float] | None = None) -> ExitRule:
     t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "aep_ensemble")
     w = resolve_ensemble_weights(weights, model)
-    return ExitRule("aep_ensemble", t, _ensemble_score_fn(w),
-                    settings={"thresholds": t.tolist(), "weights": w.tolist()}, step_scorer=lambda: EnsembleScorer(w))
+    return ExitRule(
+        "aep_ensemble",
+        t,
+        _ensemble_score_fn(w),
+        settings={"thresholds": t.tolist(), "weights": w.tolist()},
+        step_scorer=lambda: EnsembleScorer(w),
+    )
 
 
-@register_rule(RuleSpec("eenet_confidence", "EENet confidence >= t",
-                        "EENets: each exit has a learned confidence branch; stop when it reaches t (models trained "
-                        "with the EENet method only).",
-                        "learned confidence", False, _threshold_setting(0.5, THRESHOLD.help), needs_confidence=True))
+@register_rule(
+    RuleSpec(
+        "eenet_confidence",
+        "EENet confidence >= t",
+        "EENets: each exit has a learned confidence branch; stop when it reaches t (models trained "
+        "with the EENet method only).",
+        "learned confidence",
+        False,
+        _threshold_setting(0.5, THRESHOLD.help),
+        needs_confidence=True,
+    )
+)
 def _eenet_confidence(model: ModelExits, thresholds: Thresholds = 0.5) -> ExitRule:
     t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "eenet_confidence")
     return ExitRule("eenet_confidence", t, _eenet_scores, settings={"thresholds": t.tolist()}, local=True)
 
 
-@register_rule(RuleSpec("patience", "Patience: t exits agree", "Stop once t consecutive exits agree on the class.",
-                        "consecutive agreeing exits", False,
-                        RuleSetting("t", "Patience t (exits that must agree)", "patience: exits that must agree",
-                                    1, None, 2, integer=True)))
+@register_rule(
+    RuleSpec(
+        "patience",
+        "Patience: t exits agree",
+        "Stop once t consecutive exits agree on the class.",
+        "consecutive agreeing exits",
+        False,
+        RuleSetting(
+            "t", "Patience t (exits that must agree)", "patience: exits that must agree", 1, None, 2, integer=True
+        ),
+    )
+)
 def _patience(model: ModelExits, t: int) -> ExitRule:
     if isinstance(t, bool) or not float(t).is_integer() or not 1 <= int(t) <= model.num_exits:
         raise ConfigError(f"patience: t must be a whole number of exits in 1..{model.num_exits}, got {t}.")
     return ExitRule("patience", np.full(model.num_exits - 1, float(t)), _patience_scores, settings={"t": int(t)})
 
 
-@register_rule(RuleSpec("fixed_exit", "Fixed exit k", "Every sample stops at exit k (0-based): the anytime view.",
-                        "exit index", False,
-                        RuleSetting("k", "Exit k", "fixed_exit: the exit everyone stops at", 0, None, 0, integer=True)))
+@register_rule(
+    RuleSpec(
+        "fixed_exit",
+        "Fixed exit k",
+        "Every sample stops at exit k (0-based): the anytime view.",
+        "exit index",
+        False,
+        RuleSetting("k", "Exit k", "fixed_exit: the exit everyone stops at", 0, None, 0, integer=True),
+    )
+)
 def _fixed_exit(model: ModelExits, k: int) -> ExitRule:
     if isinstance(k, bool) or not float(k).is_integer() or not 0 <= int(k) < model.num_exits:
         raise ConfigError(f"fixed_exit: k must be an exit index in 0..{model.num_exits - 1}, got {k}.")
     return ExitRule("fixed_exit", np.full(model.num_exits - 1, float(k)), _depth_scores, settings={"k": int(k)})
 
 
-RULES["oracle"] = RuleSpec("oracle", "Oracle (reads labels)",
-                           "Each sample stops at the first exit that is right: the bound no rule can beat (it reads "
-                           "the labels, so it is a reference, not a rule to deploy).",
-                           "first right exit", False, None, reads_labels=True)
+RULES["oracle"] = RuleSpec(
+    "oracle",
+    "Oracle (reads labels)",
+    "Each sample stops at the first exit that is right: the bound no rule can beat (it reads "
+    "the labels, so it is a reference, not a rule to deploy).",
+    "first right exit",
+    False,
+    None,
+    reads_labels=True,
+)
 
 
 def oracle(rec: ExitRecord) -> RuleResult:
@@ -501,18 +582,23 @@ def make_rule(name: str, model: ModelExits, **settings: Any) -> ExitRule:
     and, for ensemble rules, optional `weights` (default: the model's trained weights)."""
     spec = get_rule(name)
     if spec.reads_labels or spec.build is None:
-        raise ConfigError(f"The {name} reads the labels, so it cannot run on new inputs; "
-                          "it is a reference for replay only.")
+        raise ConfigError(
+            f"The {name} reads the labels, so it cannot run on new inputs; it is a reference for replay only."
+        )
     if not spec.available_for(model):
-        raise ConfigError(f"{name} needs exits with a learned confidence branch (a model trained with --method eenet); "
-                          f"this model has none. Use one of: {', '.join(list_rules(deployable=True, model=model))}.")
+        raise ConfigError(
+            f"{name} needs exits with a learned confidence branch (a model trained with --method eenet); "
+            f"this model has none. Use one of: {', '.join(list_rules(deployable=True, model=model))}."
+        )
     allowed = {spec.setting.keyword} if spec.setting is not None else set()
     if spec.uses_ensemble_weights:
         allowed.add("weights")
     unknown = set(settings) - allowed
     if unknown:
-        raise ConfigError(f"Bad settings for rule '{name}': it takes {', '.join(sorted(allowed)) or 'none'}, "
-                          f"got {', '.join(sorted(unknown))}.")
+        raise ConfigError(
+            f"Bad settings for rule '{name}': it takes {', '.join(sorted(allowed)) or 'none'}, "
+            f"got {', '.join(sorted(unknown))}."
+        )
     kwargs = dict(settings)
     if spec.setting is not None:
         kwargs.setdefault(spec.setting.keyword, spec.setting.default)

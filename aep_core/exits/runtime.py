@@ -8,6 +8,7 @@ By default every function here runs a copy of the model prepared for inference (
 channels-last; `models.inference`), and the network without exits gets the same preparation, so
 speed-ups compare like with like.
 """
+
 from __future__ import annotations
 
 import time
@@ -38,27 +39,41 @@ class RunResult:
         """Throughput of the run."""
         return len(self.exit_index) / self.seconds if self.seconds > 0 else float("inf")
 
-    def as_rule_result(self, labels: np.ndarray, cum_macs: np.ndarray, full_macs: int, num_classes: int,
-                       rule: str = "") -> RuleResult:
+    def as_rule_result(
+        self, labels: np.ndarray, cum_macs: np.ndarray, full_macs: int, num_classes: int, rule: str = ""
+    ) -> RuleResult:
         """The same outcome with the replay's metrics (accuracy, expected MACs, ...)."""
-        return RuleResult(self.exit_index, self.prediction, np.asarray(labels), np.asarray(cum_macs), int(full_macs),
-                          num_classes, rule)
+        return RuleResult(
+            self.exit_index,
+            self.prediction,
+            np.asarray(labels),
+            np.asarray(cum_macs),
+            int(full_macs),
+            num_classes,
+            rule,
+        )
 
 
 def _check_inputs(model: EarlyExitNet, x: torch.Tensor, batch_size: int) -> None:
     if batch_size < 1:
         raise ConfigError(f"Batch size must be >= 1, got {batch_size}.")
     if x.ndim != 4 or len(x) == 0:
-        raise ConfigError("Inputs must be a non-empty batch of images (n, channels, height, width), "
-                          f"got shape {tuple(x.shape)}.")
+        raise ConfigError(
+            f"Inputs must be a non-empty batch of images (n, channels, height, width), got shape {tuple(x.shape)}."
+        )
 
 
 class EarlyExitRunner:
     """Runs a model under an exit rule, computing each sample only up to the exit it stops at (on a copy
     prepared for inference unless `optimize` is False)."""
 
-    def __init__(self, model: EarlyExitNet, rule: ExitRule, optimize: bool = True,
-                 temperatures: list[float] | np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        model: EarlyExitNet,
+        rule: ExitRule,
+        optimize: bool = True,
+        temperatures: list[float] | np.ndarray | None = None,
+    ) -> None:
         if len(rule.thresholds) != model.num_exits - 1:
             raise ConfigError(f"The rule is for {len(rule.thresholds) + 1} exits; the model has {model.num_exits}.")
         if get_rule(rule.name).needs_confidence and not model.has_confidence:
@@ -73,7 +88,7 @@ class EarlyExitRunner:
     def _logits(self, z: torch.Tensor, k: int) -> np.ndarray:
         """Exit k's logits (n, classes) as the rule sees them."""
         a = z.float().cpu().numpy()
-        return a if self.temperatures is None else scale_logits(a[None], self.temperatures[k:k + 1])[0]
+        return a if self.temperatures is None else scale_logits(a[None], self.temperatures[k : k + 1])[0]
 
     def _visit(self, h: torch.Tensor, k: int, scorer: StepScorer) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         """Run segment k and exit k's head on the samples in h: their features, scores and predictions."""
@@ -124,7 +139,7 @@ class EarlyExitRunner:
         t0 = time.perf_counter()
         x = as_model_input(x, self.optimize)
         for i in range(0, len(x), batch_size):
-            a, p = self.run_batch(x[i:i + batch_size])
+            a, p = self.run_batch(x[i : i + batch_size])
             idx.append(a)
             pred.append(p)
         seconds = time.perf_counter() - t0
@@ -132,8 +147,9 @@ class EarlyExitRunner:
 
 
 @torch.inference_mode()
-def run_without_exits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1,
-                      optimize: bool = True) -> tuple[np.ndarray, float]:
+def run_without_exits(
+    model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1, optimize: bool = True
+) -> tuple[np.ndarray, float]:
     """Predictions of the network without exits (all blocks, final classifier) and the wall time."""
     _check_inputs(model, x, batch_size)
     model = prepare_for_inference(model) if optimize else model.eval()
@@ -141,7 +157,7 @@ def run_without_exits(model: EarlyExitNet, x: torch.Tensor, batch_size: int = 1,
     t0 = time.perf_counter()
     x = as_model_input(x, optimize)
     for i in range(0, len(x), batch_size):
-        preds.append(model.forward_final(x[i:i + batch_size]).argmax(1).cpu().numpy())
+        preds.append(model.forward_final(x[i : i + batch_size]).argmax(1).cpu().numpy())
     return np.concatenate(preds), time.perf_counter() - t0
 
 
@@ -163,9 +179,15 @@ class SpeedMeasurement:
         return self.early_exit_per_s / self.without_exits_per_s
 
 
-def measure_speedup(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: int, rounds: int = 2,
-                    temperatures: list[float] | np.ndarray | None = None,
-                    threads: int | None = None) -> SpeedMeasurement:
+def measure_speedup(
+    model: EarlyExitNet,
+    rule: ExitRule,
+    x: torch.Tensor,
+    batch_size: int,
+    rounds: int = 2,
+    temperatures: list[float] | np.ndarray | None = None,
+    threads: int | None = None,
+) -> SpeedMeasurement:
     """Best-of-`rounds` throughput of the early-exit runner and of the same weights without exits on inputs
     `x`, at `batch_size`; the two alternate so background load hits both alike. One untimed pass of each
     over all of `x` comes first: the early-exit batches shrink to sizes of their own, and the first pass
@@ -185,8 +207,14 @@ def measure_speedup(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_
         torch.set_num_threads(before)
 
 
-def _measure(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: int, rounds: int,
-             temperatures: list[float] | np.ndarray | None) -> SpeedMeasurement:
+def _measure(
+    model: EarlyExitNet,
+    rule: ExitRule,
+    x: torch.Tensor,
+    batch_size: int,
+    rounds: int,
+    temperatures: list[float] | np.ndarray | None,
+) -> SpeedMeasurement:
     runner = EarlyExitRunner(model, rule, temperatures=temperatures)
     plain = prepare_for_inference(model)
     x = as_model_input(x)  # once, for both
@@ -198,14 +226,22 @@ def _measure(model: EarlyExitNet, rule: ExitRule, x: torch.Tensor, batch_size: i
         full_t.append(t)
         res = runner.run(x, batch_size)
         ee_t.append(res.seconds)
-    return SpeedMeasurement(batch_size, len(x), len(x) / min(full_t), len(x) / min(ee_t), res.exit_index,
-                            res.prediction, full_pred)
+    return SpeedMeasurement(
+        batch_size, len(x), len(x) / min(full_t), len(x) / min(ee_t), res.exit_index, res.prediction, full_pred
+    )
 
 
 @torch.inference_mode()
-def record_outputs(model: EarlyExitNet, x: torch.Tensor, labels: np.ndarray | torch.Tensor,
-                   cum_macs: list[int] | np.ndarray, full_macs: int, batch_size: int = 1, info: dict | None = None,
-                   optimize: bool = True) -> ExitRecord:
+def record_outputs(
+    model: EarlyExitNet,
+    x: torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    cum_macs: list[int] | np.ndarray,
+    full_macs: int,
+    batch_size: int = 1,
+    info: dict | None = None,
+    optimize: bool = True,
+) -> ExitRecord:
     """Every exit's outputs for the inputs, computed in batches of `batch_size` (to replay rules on the
     very numbers a runner at that batch size, with the same `optimize`, sees)."""
     _check_inputs(model, x, batch_size)
@@ -213,10 +249,15 @@ def record_outputs(model: EarlyExitNet, x: torch.Tensor, labels: np.ndarray | to
     x = as_model_input(x, optimize)
     logits, confs = [], []
     for i in range(0, len(x), batch_size):
-        out = model(x[i:i + batch_size])
+        out = model(x[i : i + batch_size])
         logits.append(torch.stack(out.logits).float().cpu().numpy())
         if out.confidences is not None:
             confs.append(torch.stack(out.confidences).float().cpu().numpy())
-    return ExitRecord(np.concatenate(logits, 1), np.asarray(labels, dtype=np.int64),
-                      np.asarray(cum_macs, dtype=np.int64), int(full_macs),
-                      np.concatenate(confs, 1) if confs else None, dict(info or {}))
+    return ExitRecord(
+        np.concatenate(logits, 1),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(cum_macs, dtype=np.int64),
+        int(full_macs),
+        np.concatenate(confs, 1) if confs else None,
+        dict(info or {}),
+    )

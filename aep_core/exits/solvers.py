@@ -5,6 +5,7 @@ Thresholds are chosen on one record (the validation split) and can be reported o
 The solver is a coordinate search over per-exit quantile grids, started from the best global
 threshold; scores are computed once, so each candidate costs one vectorised decision.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -52,8 +53,10 @@ class Sweep:
 
     def rows(self) -> list[dict[str, Any]]:
         """One plain dict per point: its setting, accuracy, MACs ratio and whether it is on the front."""
-        return [{**s, "accuracy": float(a), "macs_ratio": float(m), "pareto": bool(p)}
-                for s, a, m, p in zip(self.settings, self.accuracy, self.macs_ratio, self.pareto, strict=True)]
+        return [
+            {**s, "accuracy": float(a), "macs_ratio": float(m), "pareto": bool(p)}
+            for s, a, m, p in zip(self.settings, self.accuracy, self.macs_ratio, self.pareto, strict=True)
+        ]
 
 
 def rule_settings(rec: ExitRecord, name: str, weights: Sequence[float] | None) -> dict[str, Any]:
@@ -93,12 +96,19 @@ def setting_grid(name: str, num_exits: int, grid: Sequence[Any] | None = None) -
 def require_early_exits(rec: ExitRecord) -> None:
     """ConfigError for a record of a single-exit model (nothing to choose)."""
     if rec.num_exits < 2:
-        raise ConfigError("This model has a single exit (its final classifier): every sample runs the whole network, "
-                          "so there are no thresholds to sweep or solve for.")
+        raise ConfigError(
+            "This model has a single exit (its final classifier): every sample runs the whole network, "
+            "so there are no thresholds to sweep or solve for."
+        )
 
 
-def pareto_sweep(rec: ExitRecord, name: str, grid: Sequence[Any] | None = None, points: int = 100,
-                 weights: Sequence[float] | None = None) -> Sweep:
+def pareto_sweep(
+    rec: ExitRecord,
+    name: str,
+    grid: Sequence[Any] | None = None,
+    points: int = 100,
+    weights: Sequence[float] | None = None,
+) -> Sweep:
     """Accuracy against MACs ratio for `name` over a grid: global thresholds (default: `points` quantiles
     of the scores) for threshold rules, every value of the setting for the others (`setting_grid`)."""
     spec = get_rule(name)
@@ -135,15 +145,20 @@ class Solution:
 
     def summary(self) -> dict[str, Any]:
         """Plain-type view: settings, and accuracy / MACs ratio on each split."""
-        out: dict[str, Any] = {"rule": self.rule, "goal": self.goal, "settings": self.settings,
-                               "val": {"accuracy": self.val.accuracy, "macs_ratio": self.val.macs_ratio}}
+        out: dict[str, Any] = {
+            "rule": self.rule,
+            "goal": self.goal,
+            "settings": self.settings,
+            "val": {"accuracy": self.val.accuracy, "macs_ratio": self.val.macs_ratio},
+        }
         if self.test is not None:
             out["test"] = {"accuracy": self.test.accuracy, "macs_ratio": self.test.macs_ratio}
         return out
 
 
-def _search(score: np.ndarray, correct: np.ndarray, cost: np.ndarray, lower: bool, key, grid_points: int,
-            passes: int) -> np.ndarray:
+def _search(
+    score: np.ndarray, correct: np.ndarray, cost: np.ndarray, lower: bool, key, grid_points: int, passes: int
+) -> np.ndarray:
     """Per-exit thresholds maximising key(accuracy, cost): best global threshold, then coordinate passes."""
     e, n = score.shape
     cols = np.arange(n)
@@ -159,8 +174,9 @@ def _search(score: np.ndarray, correct: np.ndarray, cost: np.ndarray, lower: boo
         if best is None or k > best:
             best_t, best = t, k
     qs = np.linspace(0.0, 1.0, grid_points)
-    cands = [np.unique(np.clip(np.concatenate([[0.0, 1.0], np.quantile(score[j], qs)]), 0.0, 1.0))
-             for j in range(e - 1)]
+    cands = [
+        np.unique(np.clip(np.concatenate([[0.0, 1.0], np.quantile(score[j], qs)]), 0.0, 1.0)) for j in range(e - 1)
+    ]
     for _ in range(passes):
         improved = False
         for j in range(e - 1):
@@ -175,8 +191,18 @@ def _search(score: np.ndarray, correct: np.ndarray, cost: np.ndarray, lower: boo
     return best_t
 
 
-def _solve(val: ExitRecord, name: str, key, goal: str, test: ExitRecord | None, weights: Sequence[float] | None,
-           feasible, infeasible_message, grid_points: int, passes: int) -> Solution:
+def _solve(
+    val: ExitRecord,
+    name: str,
+    key,
+    goal: str,
+    test: ExitRecord | None,
+    weights: Sequence[float] | None,
+    feasible,
+    infeasible_message,
+    grid_points: int,
+    passes: int,
+) -> Solution:
     if get_rule(name).reads_labels:
         raise ConfigError(f"The {name} has no settings to choose: it reads the labels.")
     require_early_exits(val)
@@ -196,8 +222,15 @@ def _solve(val: ExitRecord, name: str, key, goal: str, test: ExitRecord | None, 
     return Solution(name, settings, res_val, res_test, goal)
 
 
-def solve_budget(val: ExitRecord, name: str, max_macs_ratio: float, test: ExitRecord | None = None,
-                 weights: Sequence[float] | None = None, grid_points: int = 64, passes: int = 3) -> Solution:
+def solve_budget(
+    val: ExitRecord,
+    name: str,
+    max_macs_ratio: float,
+    test: ExitRecord | None = None,
+    weights: Sequence[float] | None = None,
+    grid_points: int = 64,
+    passes: int = 3,
+) -> Solution:
     """Per-exit thresholds that maximise accuracy on `val` with expected MACs at most `max_macs_ratio`
     of the network without exits; reported on `test` too when given."""
     if not max_macs_ratio > 0:
@@ -209,11 +242,23 @@ def solve_budget(val: ExitRecord, name: str, max_macs_ratio: float, test: ExitRe
 
     def message(rec: ExitRecord, n: str, closest: RuleResult) -> str:
         cheapest = float(np.min(rec.cum_macs)) / rec.full_macs
-        return (f"No setting of {n} meets a budget of {100 * max_macs_ratio:.1f}% of the full network's MACs: "
-                f"the cheapest reachable cost is {100 * cheapest:.1f}% (every sample stopping at exit 0).")
+        return (
+            f"No setting of {n} meets a budget of {100 * max_macs_ratio:.1f}% of the full network's MACs: "
+            f"the cheapest reachable cost is {100 * cheapest:.1f}% (every sample stopping at exit 0)."
+        )
 
-    return _solve(val, name, key, f"max MACs ratio {max_macs_ratio:g}", test, weights,
-                  lambda r: r.macs_ratio <= max_macs_ratio + tol, message, grid_points, passes)
+    return _solve(
+        val,
+        name,
+        key,
+        f"max MACs ratio {max_macs_ratio:g}",
+        test,
+        weights,
+        lambda r: r.macs_ratio <= max_macs_ratio + tol,
+        message,
+        grid_points,
+        passes,
+    )
 
 
 def accuracy_floor(rec: ExitRecord, max_drop_points: float) -> float:
@@ -221,8 +266,15 @@ def accuracy_floor(rec: ExitRecord, max_drop_points: float) -> float:
     return float(rec.exit_accuracy()[-1]) - max_drop_points / 100.0
 
 
-def solve_accuracy(val: ExitRecord, name: str, min_accuracy: float, test: ExitRecord | None = None,
-                   weights: Sequence[float] | None = None, grid_points: int = 64, passes: int = 3) -> Solution:
+def solve_accuracy(
+    val: ExitRecord,
+    name: str,
+    min_accuracy: float,
+    test: ExitRecord | None = None,
+    weights: Sequence[float] | None = None,
+    grid_points: int = 64,
+    passes: int = 3,
+) -> Solution:
     """Per-exit thresholds that minimise expected MACs on `val` with accuracy at least `min_accuracy`;
     reported on `test` too when given."""
     if not 0 <= min_accuracy <= 1:
@@ -233,9 +285,21 @@ def solve_accuracy(val: ExitRecord, name: str, min_accuracy: float, test: ExitRe
         return (True, -cost, acc) if acc >= min_accuracy - tol else (False, acc, -cost)
 
     def message(rec: ExitRecord, n: str, closest: RuleResult) -> str:
-        return (f"No setting of {n} found reaches {100 * min_accuracy:.2f}% accuracy on this split: the best found is "
-                f"{100 * closest.accuracy:.2f}% (final exit alone: {100 * float(rec.exit_accuracy()[-1]):.2f}%, "
-                f"oracle: {100 * oracle(rec).accuracy:.2f}%).")
+        return (
+            f"No setting of {n} found reaches {100 * min_accuracy:.2f}% accuracy on this split: the best found is "
+            f"{100 * closest.accuracy:.2f}% (final exit alone: {100 * float(rec.exit_accuracy()[-1]):.2f}%, "
+            f"oracle: {100 * oracle(rec).accuracy:.2f}%)."
+        )
 
-    return _solve(val, name, key, f"min accuracy {min_accuracy:g}", test, weights,
-                  lambda r: r.accuracy >= min_accuracy - tol, message, grid_points, passes)
+    return _solve(
+        val,
+        name,
+        key,
+        f"min accuracy {min_accuracy:g}",
+        test,
+        weights,
+        lambda r: r.accuracy >= min_accuracy - tol,
+        message,
+        grid_points,
+        passes,
+    )

@@ -4,6 +4,7 @@ Every backbone exposes `stem`, `blocks` (nn.ModuleList), `block_channels` (outpu
 block) and `block_stage` (the stage each block belongs to). The final classifier is not part of the
 backbone: it is the last exit head of the early-exit wrapper.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ The backbone's blocks are cut into segments, one per exit: segment k runs the bl
 up to and including the block that feeds exit k (segment 0 also runs the stem). The last exit is the
 network's own classifier.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -25,8 +26,9 @@ class ExitOutputs(NamedTuple):
 class EarlyExitNet(nn.Module):
     """A backbone with exit heads after the blocks listed in `exit_blocks` (the last one is the final block)."""
 
-    def __init__(self, backbone: Backbone, exit_blocks: list[int], head: str, num_classes: int,
-                 head_pool: int = 1) -> None:
+    def __init__(
+        self, backbone: Backbone, exit_blocks: list[int], head: str, num_classes: int, head_pool: int = 1
+    ) -> None:
         super().__init__()
         if not exit_blocks or exit_blocks != sorted(set(exit_blocks)):
             raise ValueError(f"exit_blocks must be strictly increasing, got {exit_blocks}")
@@ -36,8 +38,9 @@ class EarlyExitNet(nn.Module):
         self.exit_blocks = list(exit_blocks)
         self.head_kind = head
         self.num_classes = num_classes
-        self.heads = nn.ModuleList(make_head(head, backbone.block_channels[b], num_classes, head_pool)
-                                   for b in exit_blocks)
+        self.heads = nn.ModuleList(
+            make_head(head, backbone.block_channels[b], num_classes, head_pool) for b in exit_blocks
+        )
 
     @property
     def num_exits(self) -> int:

@@ -3,6 +3,7 @@
 Both kinds map a feature map (b, c, h, w) to logits (b, classes); the EENet kind also returns a
 confidence in (0, 1) per sample.
 """
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -15,6 +16,7 @@ from torch import nn
 def grid_pool_matrix(height: int, width: int, pool: int) -> torch.Tensor:
     """(height * width, pool * pool) matrix whose product with a flattened feature map averages each cell of
     the pool x pool grid, with the cell bounds of `nn.AdaptiveAvgPool2d`."""
+
     def axis(n: int) -> torch.Tensor:  # (pool, n): row i averages the positions of cell i along one axis
         m = torch.zeros(pool, n)
         for i in range(pool):

@@ -4,6 +4,7 @@ channels-last layout. Outputs equal the original's up to float rounding (about 1
 On this project's compact CNN at one thread this makes batch-256 inference about twice as fast: the first
 convolutions (few channels, 28 x 28 maps) are the slowest per MAC in the default layout.
 """
+
 from __future__ import annotations
 
 import copy

@@ -7,6 +7,7 @@ exits); an exit goes after the first block whose cumulative MACs reach T_i:
   linear:     T_i = F * (i+1) / (N+1)
   gold_ratio: T_i = F * 1.618^(i-N)
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -54,6 +55,7 @@ def place_exits(
             chosen.append(block)
         chosen = sorted(set(chosen))
     else:
-        raise ConfigError(f"Unknown exit placement '{placement}'. Choose one of: {', '.join(PLACEMENTS)}, "
-                          "or block indices.")
+        raise ConfigError(
+            f"Unknown exit placement '{placement}'. Choose one of: {', '.join(PLACEMENTS)}, or block indices."
+        )
     return sorted(set(chosen) | {last})

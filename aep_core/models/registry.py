@@ -4,6 +4,7 @@ name with a config.
 A `ModelSpec` is the plain-data description of an early-exit model (stored in every checkpoint), so a
 model can always be rebuilt from its checkpoint's metadata.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -33,8 +34,9 @@ class BackboneSpec:
 BACKBONES: Registry[BackboneSpec] = Registry("model")
 
 
-def register_model(name: str, description: str,
-                   tiny_config: dict[str, Any] | None = None) -> Callable[[BackboneBuilder], BackboneBuilder]:
+def register_model(
+    name: str, description: str, tiny_config: dict[str, Any] | None = None
+) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Decorator registering a backbone builder `fn(in_channels=..., **config) -> Backbone` under `name`, with a
     one-line description and `tiny_config`, settings that make it small enough to build and run in a second."""
 
@@ -51,10 +53,14 @@ def get_backbone(name: str) -> BackboneSpec:
     return BACKBONES.lookup(name)
 
 
-@register_model("compact_cnn", "VGG-style 32/64/128-channel CNN, 5 blocks, ~0.29M params; trains on CPU in minutes",
-                tiny_config={"widths": [4, 8, 8]})
-def _compact_cnn(in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64, 128),
-                 convs_per_stage: int = 2) -> Backbone:
+@register_model(
+    "compact_cnn",
+    "VGG-style 32/64/128-channel CNN, 5 blocks, ~0.29M params; trains on CPU in minutes",
+    tiny_config={"widths": [4, 8, 8]},
+)
+def _compact_cnn(
+    in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64, 128), convs_per_stage: int = 2
+) -> Backbone:
     return CompactCNN(CompactCNNConfig(tuple(widths), convs_per_stage, in_channels))
 
 
@@ -66,8 +72,11 @@ def _resnet_builder(depth: int) -> BackboneBuilder:
 
 
 for _depth in (20, 32, 56, 110):
-    register_model(f"resnet{_depth}", f"CIFAR ResNet-{_depth} (6n+2, n={(_depth - 2) // 6}), width factor via 'width'",
-                   tiny_config={"width": 2})(_resnet_builder(_depth))
+    register_model(
+        f"resnet{_depth}",
+        f"CIFAR ResNet-{_depth} (6n+2, n={(_depth - 2) // 6}), width factor via 'width'",
+        tiny_config={"width": 2},
+    )(_resnet_builder(_depth))
 
 
 @register_model("resnet", "CIFAR ResNet of any depth 6n+2 ('depth', 'width')", tiny_config={"depth": 8, "width": 4})
@@ -128,7 +137,7 @@ def build_model(spec: ModelSpec) -> EarlyExitNet:
     n_all = len(backbone.blocks)
     if spec.num_blocks is not None and spec.num_blocks < n_all:
         # A pruned model: keep the blocks up to the last kept exit.
-        del backbone.blocks[spec.num_blocks:]
+        del backbone.blocks[spec.num_blocks :]
         backbone.block_channels = backbone.block_channels[: spec.num_blocks]
         backbone.block_stage = backbone.block_stage[: spec.num_blocks]
     spec.num_blocks = len(backbone.blocks)

@@ -6,6 +6,7 @@ process group (NCCL on GPUs, gloo on CPU), and trains a DDP-wrapped `ExitStep`: 
 together, so that the method's own trainable parameters (learned exit weights) are all-reduced too.
 Without torchrun every function here is a no-op and training runs in one process.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,12 @@ def setup(device: str = "cpu") -> DistEnv:
     """Join the process group torchrun describes (if any) and pick this rank's device.
     'cuda' becomes 'cuda:<local rank>'; the backend is NCCL on GPUs and gloo on CPU."""
     if dist.is_available() and dist.is_initialized():
-        return DistEnv(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)),
-                       _rank_device(device, int(os.environ.get("LOCAL_RANK", 0))))
+        return DistEnv(
+            dist.get_rank(),
+            dist.get_world_size(),
+            int(os.environ.get("LOCAL_RANK", 0)),
+            _rank_device(device, int(os.environ.get("LOCAL_RANK", 0))),
+        )
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) < 2:
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError("--device cuda was asked for, but PyTorch sees no GPU here.")
@@ -75,8 +80,9 @@ def _rank_device(device: str, local_rank: int) -> str:
     if not torch.cuda.is_available():
         raise ConfigError("--device cuda was asked for, but PyTorch sees no GPU here.")
     if local_rank >= torch.cuda.device_count():
-        raise ConfigError(f"Local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; "
-                          "lower --nproc_per_node.")
+        raise ConfigError(
+            f"Local rank {local_rank} has no GPU: this node has {torch.cuda.device_count()}; lower --nproc_per_node."
+        )
     return f"cuda:{local_rank}"
 
 

@@ -1,5 +1,6 @@
 """End-to-end jobs shared by the CLI and the app: train -> checkpoint + evaluation files + log;
 evaluate a checkpoint on a split."""
+
 from __future__ import annotations
 
 import json
@@ -59,10 +60,17 @@ class TrainJob:
 def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, ModelSpec]:
     """The model a job trains: baseline gets the final classifier only, other methods get exits."""
     method = get_method(job.method.method)
-    spec = ModelSpec(backbone=job.model, backbone_config=dict(job.model_config), in_channels=bundle.in_channels,
-                     image_size=bundle.image_size, num_classes=len(bundle.class_names),
-                     head=method.head, placement=job.placement, num_early_exits=job.num_early_exits,
-                     head_pool=job.head_pool)
+    spec = ModelSpec(
+        backbone=job.model,
+        backbone_config=dict(job.model_config),
+        in_channels=bundle.in_channels,
+        image_size=bundle.image_size,
+        num_classes=len(bundle.class_names),
+        head=method.head,
+        placement=job.placement,
+        num_early_exits=job.num_early_exits,
+        head_pool=job.head_pool,
+    )
     if not method.uses_early_exits:
         spec.placement, spec.num_early_exits = [], None
     model = build_model(spec)
@@ -73,8 +81,11 @@ def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, Mode
         src = dict(init_model.state_dict())
         last_src, last_dst = init_model.num_exits - 1, model.num_exits - 1
         src_head, dst_head = f"heads.{last_src}.", f"heads.{last_dst}."
-        renamed = {k.replace(src_head, dst_head, 1) if k.startswith(src_head) else k: v
-                   for k, v in src.items() if k.startswith(("backbone.", src_head))}
+        renamed = {
+            k.replace(src_head, dst_head, 1) if k.startswith(src_head) else k: v
+            for k, v in src.items()
+            if k.startswith(("backbone.", src_head))
+        }
         matching = {k: v for k, v in renamed.items() if k in own and own[k].shape == v.shape}
         if not any(k.startswith("backbone.") for k in matching):
             raise CheckpointError(f"--init {job.init}: its backbone does not match the model being trained.")
@@ -88,8 +99,10 @@ def _read_resume_state(path: str, spec: ModelSpec, job: TrainJob) -> dict[str, A
     stored = read_checkpoint(path)
     state = stored.extra.get("train_state")
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} holds weights but no training state: resume from a "
-                              f"`{resume_path('<name>.pt').name}` file written during training.")
+        raise CheckpointError(
+            f"{path} holds weights but no training state: resume from a "
+            f"`{resume_path('<name>.pt').name}` file written during training."
+        )
     saved = stored.meta.model.to_dict()
     if saved != spec.to_dict():
         raise ConfigError(f"{path} was saved for another model ({saved}); resume with the same model options.")
@@ -99,19 +112,32 @@ def _read_resume_state(path: str, spec: ModelSpec, job: TrainJob) -> dict[str, A
     return {**state, "model": stored.state_dict}
 
 
-def job_meta(job: TrainJob, cfg: TrainConfig, spec: ModelSpec, model: EarlyExitNet, bundle: DataBundle,
-             cost: CostReport, ensemble_weights: list[float], seconds: float, **training: Any) -> CheckpointMeta:
+def job_meta(
+    job: TrainJob,
+    cfg: TrainConfig,
+    spec: ModelSpec,
+    model: EarlyExitNet,
+    bundle: DataBundle,
+    cost: CostReport,
+    ensemble_weights: list[float],
+    seconds: float,
+    **training: Any,
+) -> CheckpointMeta:
     """The metadata of a job's model after `seconds` of training with loop configuration `cfg`; `training` holds
     further entries of its training record (device, processes, ...)."""
     settings = {k: v for k, v in job.method.relevant().items() if k != "method"}
-    record = TrainingMeta(job.method.method, settings, asdict(cfg), list(ensemble_weights), job.init, job.limit,
-                          seconds, **training)
+    record = TrainingMeta(
+        job.method.method, settings, asdict(cfg), list(ensemble_weights), job.init, job.limit, seconds, **training
+    )
     return model_meta(spec, model, DatasetMeta(**bundle.meta()), record, cost)
 
 
-def run_train_job(job: TrainJob, callback: Callable[[EpochStats], None] | None = None,
-                  on_batch: Callable[[int, int, int], None] | None = None,
-                  log: Callable[[str], None] = print) -> Path:
+def run_train_job(
+    job: TrainJob,
+    callback: Callable[[EpochStats], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
     """Train, then save the checkpoint, its evaluation files on the validation and test splits, and a JSON log.
     Every `job.train.save_every` epochs, and on SIGINT/SIGTERM, a resumable state goes to `resume_path(job.out)`;
     `job.resume` continues from one. Under torchrun this runs on every rank; rank 0 writes the files."""
@@ -123,8 +149,13 @@ def run_train_job(job: TrainJob, callback: Callable[[EpochStats], None] | None =
         dd.teardown(env)
 
 
-def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] | None,
-         on_batch: Callable[[int, int, int], None] | None, log: Callable[[str], None]) -> Path:
+def _run(
+    job: TrainJob,
+    env: dd.DistEnv,
+    callback: Callable[[EpochStats], None] | None,
+    on_batch: Callable[[int, int, int], None] | None,
+    log: Callable[[str], None],
+) -> Path:
     rank_log = log
     log = log if env.is_main else (lambda _msg: None)
     cfg = replace(job.train, device=env.device)
@@ -138,23 +169,41 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     resume = _read_resume_state(job.resume, spec, job) if job.resume else None
     out = Path(job.out)
     state_path = resume_path(out)
-    log(f"training {spec.backbone} with {job.method.method} on {bundle.name}: exits after blocks {spec.exit_blocks}, "
+    log(
+        f"training {spec.backbone} with {job.method.method} on {bundle.name}: exits after blocks {spec.exit_blocks}, "
         f"{len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test images"
         + (f", {env.world_size} processes ({env.device})" if env.active else "")
-        + (f", resuming from {job.resume} (epoch {resume['epoch'] + 1}, step {resume['step']})" if resume else ""))
+        + (f", resuming from {job.resume} (epoch {resume['epoch'] + 1}, step {resume['step']})" if resume else "")
+    )
 
     def save_state(state: dict[str, Any]) -> None:
-        meta = job_meta(job, cfg, spec, model, bundle, costs, method.ensemble_weights(), state["seconds"],
-                        device=cfg.device, resume_of=out.name)
+        meta = job_meta(
+            job,
+            cfg,
+            spec,
+            model,
+            bundle,
+            costs,
+            method.ensemble_weights(),
+            state["seconds"],
+            device=cfg.device,
+            resume_of=out.name,
+        )
         train_state = {k: v for k, v in state.items() if k != "model"}
         save_checkpoint(state_path, model, meta, extra={"train_state": train_state})
 
     try:
-        result = train(model, method, bundle.train, bundle.val, cfg, callback, on_batch, resume=resume,
-                       save_state=save_state)
+        result = train(
+            model, method, bundle.train, bundle.val, cfg, callback, on_batch, resume=resume, save_state=save_state
+        )
     except TrainingInterrupted as e:
-        raise TrainingInterrupted(e.epoch, e.step, e.steps, e.saved, f"Saved {state_path}; continue with the same "
-                                  f"command plus `--resume {state_path}`.") from None
+        raise TrainingInterrupted(
+            e.epoch,
+            e.step,
+            e.steps,
+            e.saved,
+            f"Saved {state_path}; continue with the same command plus `--resume {state_path}`.",
+        ) from None
     if env.active:
         rank_log(f"rank {env.rank}/{env.world_size}: parameter digest {dd.parameter_digest(model, method)}")
     if not env.is_main:
@@ -170,10 +219,23 @@ def _run(job: TrainJob, env: dd.DistEnv, callback: Callable[[EpochStats], None] 
     cpu = platform.processor() or platform.machine()
     device = f"{cfg.device} ({cpu}, {torch.get_num_threads()} threads{processes})"
     meta = replace(
-        job_meta(job, cfg, spec, model, bundle, costs, weights, result.seconds, resumed_from=job.resume,
-                 processes=env.world_size, device=device),
-        metrics={split: SplitMetrics(rec.exit_accuracy().tolist(), rec.ensemble_accuracy(weights).tolist(),
-                                     rec.num_samples) for split, rec in records.items()},
+        job_meta(
+            job,
+            cfg,
+            spec,
+            model,
+            bundle,
+            costs,
+            weights,
+            result.seconds,
+            resumed_from=job.resume,
+            processes=env.world_size,
+            device=device,
+        ),
+        metrics={
+            split: SplitMetrics(rec.exit_accuracy().tolist(), rec.ensemble_accuracy(weights).tolist(), rec.num_samples)
+            for split, rec in records.items()
+        },
         calibration=calibration_meta(fit_temperatures(records["val"]), records["val"]),  # per-exit temperatures
     )
     save_checkpoint(out, model, meta)
@@ -196,25 +258,46 @@ def checkpoint_dataset(meta: CheckpointMeta, dataset: str | None = None, data_di
     name = dataset or ds.name
     if name.startswith("folder:"):
         data_dir, name = data_dir or name.split(":", 1)[1], "folder"
-    bundle = load_dataset(name, data_dir, ds.val_size if name == ds.name else None, ds.val_seed,
-                          image_size=ds.image_size, in_channels=ds.in_channels)
+    bundle = load_dataset(
+        name,
+        data_dir,
+        ds.val_size if name == ds.name else None,
+        ds.val_seed,
+        image_size=ds.image_size,
+        in_channels=ds.in_channels,
+    )
     classes = meta.model.num_classes
     if len(bundle.class_names) != classes:
         raise ConfigError(f"{name} has {len(bundle.class_names)} classes, the model predicts {classes}.")
     return bundle
 
 
-def evaluate_checkpoint(path: str | Path, split: str = "test", dataset: str | None = None, data_dir: str | None = None,
-                        out: str | Path | None = None) -> tuple[ExitRecord, Path]:
+def evaluate_checkpoint(
+    path: str | Path,
+    split: str = "test",
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    out: str | Path | None = None,
+) -> tuple[ExitRecord, Path]:
     """Evaluate a checkpoint on a split of its own dataset (or another one with the same classes) and save the file."""
     model, meta = load_checkpoint(path)
     if split not in ("train", "val", "test"):
         raise ConfigError(f"Split must be train, val or test, got '{split}'.")
     bundle = checkpoint_dataset(meta, dataset, data_dir)
     name = bundle.name
-    rec = collect_outputs(model, getattr(bundle, split), meta.cost.cum_macs, meta.cost.full_macs,
-                          info={"split": split, "checkpoint": Path(path).name, "class_names": bundle.class_names,
-                                "ensemble_weights": meta.training.ensemble_weights, "dataset": name})
+    rec = collect_outputs(
+        model,
+        getattr(bundle, split),
+        meta.cost.cum_macs,
+        meta.cost.full_macs,
+        info={
+            "split": split,
+            "checkpoint": Path(path).name,
+            "class_names": bundle.class_names,
+            "ensemble_weights": meta.training.ensemble_weights,
+            "dataset": name,
+        },
+    )
     target = Path(out) if out else evaluation_path(path, split)
     save_evaluation(target, rec)
     return rec, target

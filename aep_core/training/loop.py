@@ -7,6 +7,7 @@ Under torchrun (see distributed.py) each rank trains on its own shard through Di
 metrics are summed over ranks, and only rank 0 reports and saves. A SIGINT/SIGTERM finishes the
 current step, saves the resumable state and raises TrainingInterrupted.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -96,9 +97,11 @@ class TrainingInterrupted(AepError):
 
     def __init__(self, epoch: int, step: int, steps: int, saved: bool, hint: str = "") -> None:
         self.epoch, self.step, self.steps, self.saved = epoch, step, steps, saved
-        super().__init__(f"Training stopped in epoch {epoch + 1} after step {step}/{steps}"
-                         + (" (resumable state saved)." if saved else " (no resumable state saved).")
-                         + (f" {hint}" if hint else ""))
+        super().__init__(
+            f"Training stopped in epoch {epoch + 1} after step {step}/{steps}"
+            + (" (resumable state saved)." if saved else " (no resumable state saved).")
+            + (f" {hint}" if hint else "")
+        )
 
 
 class StopRequest:
@@ -132,8 +135,11 @@ def stop_on_signals(stop: StopRequest) -> Iterator[None]:
         if not patient:
             signal.signal(signum, previous[signum])
         if dd.rank() == 0:
-            sys.stderr.write(f"\n{signal.Signals(signum).name}: finishing the current step and saving"
-                             + ("" if patient else "; send it again to quit at once") + ".\n")
+            sys.stderr.write(
+                f"\n{signal.Signals(signum).name}: finishing the current step and saving"
+                + ("" if patient else "; send it again to quit at once")
+                + ".\n"
+            )
 
     for s in previous:
         signal.signal(s, handler)
@@ -150,14 +156,14 @@ def _shard(dataset: Dataset, rank: int, world: int) -> Dataset:
         return dataset
     idx = list(range(rank, len(dataset), world))
     if isinstance(dataset, TensorImageDataset):
-        return TensorImageDataset(dataset.images[idx], dataset.labels[idx], dataset.mean.flatten().tolist(),
-                                  dataset.std.flatten().tolist())
+        return TensorImageDataset(
+            dataset.images[idx], dataset.labels[idx], dataset.mean.flatten().tolist(), dataset.std.flatten().tolist()
+        )
     return torch.utils.data.Subset(dataset, idx)
 
 
 @torch.no_grad()
-def _exit_counts(model: EarlyExitNet, dataset: Dataset, w: torch.Tensor, batch_size: int,
-                 device: str) -> torch.Tensor:
+def _exit_counts(model: EarlyExitNet, dataset: Dataset, w: torch.Tensor, batch_size: int, device: str) -> torch.Tensor:
     """(2 * exits + 1,) counts: correct per exit, correct per ensemble prefix, samples."""
     model.eval()
     n = model.num_exits
@@ -172,8 +178,9 @@ def _exit_counts(model: EarlyExitNet, dataset: Dataset, w: torch.Tensor, batch_s
     return counts
 
 
-def evaluate_exits(model: EarlyExitNet, dataset: Dataset, weights: list[float], batch_size: int = 512,
-                   device: str = "cpu") -> tuple[list[float], list[float]]:
+def evaluate_exits(
+    model: EarlyExitNet, dataset: Dataset, weights: list[float], batch_size: int = 512, device: str = "cpu"
+) -> tuple[list[float], list[float]]:
     """Per-exit accuracy and AEP-ensemble accuracy (ensemble of exits 0..k for each k) on a dataset.
     Under DDP every rank scores its own shard and the counts are summed, so each rank gets the full result."""
     n = model.num_exits
@@ -181,7 +188,7 @@ def evaluate_exits(model: EarlyExitNet, dataset: Dataset, weights: list[float], 
     counts = _exit_counts(model, _shard(dataset, dd.rank(), dd.world_size()), w, batch_size, device)
     counts = dd.all_reduce_sum(counts.to(device)).cpu()
     total = max(counts[-1].item(), 1)
-    return (counts[:n] / total).tolist(), (counts[n:2 * n] / total).tolist()
+    return (counts[:n] / total).tolist(), (counts[n : 2 * n] / total).tolist()
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -195,8 +202,10 @@ def _progress(epoch: int, epochs: int, step: int, steps: int, loss: float, t0: f
     width = 24
     done = int(width * step / steps)
     rate = (step - done_before) / max(time.perf_counter() - t0, 1e-9)
-    sys.stderr.write(f"\repoch {epoch + 1}/{epochs} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
-                     f"loss {loss:.3f} {rate:.1f} it/s")
+    sys.stderr.write(
+        f"\repoch {epoch + 1}/{epochs} [{'#' * done}{'.' * (width - done)}] {step}/{steps} "
+        f"loss {loss:.3f} {rate:.1f} it/s"
+    )
     sys.stderr.flush()
 
 
@@ -204,12 +213,19 @@ def _trainable(model: EarlyExitNet, method: Method) -> tuple[bool, ...]:
     return tuple(p.requires_grad for p in list(model.parameters()) + list(method.parameters()))
 
 
-def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
-          callback: Callable[[EpochStats], None] | None = None,
-          on_batch: Callable[[int, int, int], None] | None = None, *,
-          resume: dict[str, Any] | None = None,
-          save_state: Callable[[dict[str, Any]], None] | None = None,
-          stop: StopRequest | None = None) -> TrainResult:
+def train(
+    model: EarlyExitNet,
+    method: Method,
+    train_set: Dataset,
+    val_set: Dataset,
+    cfg: TrainConfig,
+    callback: Callable[[EpochStats], None] | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
+    *,
+    resume: dict[str, Any] | None = None,
+    save_state: Callable[[dict[str, Any]], None] | None = None,
+    stop: StopRequest | None = None,
+) -> TrainResult:
     """Train `model` with `method`; after each epoch, report per-exit accuracy on `val_set` to `callback`.
     `on_batch(epoch, step, steps)` is called after every optimiser step (for progress bars).
     `resume` is a state that `save_state` received earlier: training goes on from exactly there.
@@ -228,19 +244,22 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
         model.to(memory_format=torch.channels_last)
     params = [p for p in list(model.parameters()) + list(method.parameters())]
     opt = make_optimizer(params, cfg)
-    loader = make_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers,
-                         distributed=world > 1)
+    loader = make_loader(
+        train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, workers=cfg.workers, distributed=world > 1
+    )
     steps = len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * method.schedule_fraction(s, steps))))
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * method.schedule_fraction(s, steps)))
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
     amp_dtype = AMP_DTYPES.get(cfg.amp or "", torch.float32)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)  # each rank augments differently
     result = TrainResult()
     start_epoch, start_step, partial = 0, 0, None
     if resume is not None:
-        start_epoch, start_step, partial = _load_state(resume, model, method, opt, sched, scaler, aug_gen, result,
-                                                       rank, world)
+        start_epoch, start_step, partial = _load_state(
+            resume, model, method, opt, sched, scaler, aug_gen, result, rank, world
+        )
     step_module = dd.ExitStep(model, method)
     runner, trainable = None, None
     stop = stop or StopRequest()
@@ -285,8 +304,19 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
                 if main and on_batch:
                     on_batch(epoch, step, steps)
                 if dd.any_rank(stop.requested, device):  # every rank stops after the same step
-                    state = _state(epoch, step, {"loss_sum": loss_sum, "seen": seen, "correct": correct},
-                                   model, method, opt, sched, scaler, aug_gen, result, t_start)
+                    state = _state(
+                        epoch,
+                        step,
+                        {"loss_sum": loss_sum, "seen": seen, "correct": correct},
+                        model,
+                        method,
+                        opt,
+                        sched,
+                        scaler,
+                        aug_gen,
+                        result,
+                        t_start,
+                    )
                     if main and save_state:
                         save_state(state)
                     if main and cfg.progress:
@@ -294,22 +324,38 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
                     raise TrainingInterrupted(epoch, step, steps, save_state is not None)
             train_seconds = time.perf_counter() - t0
             # (3 + exits,) sums over ranks: loss, seen, images this session, correct per exit
-            totals = dd.all_reduce_sum(torch.tensor([loss_sum, seen, seen - seen_before, *correct.tolist()],
-                                                    dtype=torch.float64, device=device)).cpu()
+            totals = dd.all_reduce_sum(
+                torch.tensor(
+                    [loss_sum, seen, seen - seen_before, *correct.tolist()], dtype=torch.float64, device=device
+                )
+            ).cpu()
             weights = method.ensemble_weights()
             val_acc, val_ens = evaluate_exits(model, val_set, weights, device=str(device))
             n_seen = max(totals[1].item(), 1)
             run = method.last_exit(epoch)  # exits after it were not run this epoch: no training accuracy
-            train_acc = [None if run is not None and k > run else a
-                         for k, a in enumerate((totals[3:] / n_seen).tolist())]
-            stats = EpochStats(epoch + 1, totals[0].item() / n_seen, train_acc, val_acc, val_ens,
-                               weights, time.perf_counter() - t0, totals[2].item() / max(train_seconds, 1e-9))
+            train_acc = [
+                None if run is not None and k > run else a for k, a in enumerate((totals[3:] / n_seen).tolist())
+            ]
+            stats = EpochStats(
+                epoch + 1,
+                totals[0].item() / n_seen,
+                train_acc,
+                val_acc,
+                val_ens,
+                weights,
+                time.perf_counter() - t0,
+                totals[2].item() / max(train_seconds, 1e-9),
+            )
             result.history.append(stats)
             if main and cfg.progress:
                 sys.stderr.write("\n")
-                print(f"epoch {stats.epoch}: loss {stats.loss:.4f} | val acc per exit "
-                      + " ".join(f"{a:.4f}" for a in val_acc) + f" | ensemble {val_ens[-1]:.4f} | "
-                      f"{stats.images_per_s:.0f} img/s" + (f" on {world} processes" if world > 1 else ""), flush=True)
+                print(
+                    f"epoch {stats.epoch}: loss {stats.loss:.4f} | val acc per exit "
+                    + " ".join(f"{a:.4f}" for a in val_acc)
+                    + f" | ensemble {val_ens[-1]:.4f} | "
+                    f"{stats.images_per_s:.0f} img/s" + (f" on {world} processes" if world > 1 else ""),
+                    flush=True,
+                )
             if main and callback:
                 callback(stats)
             if save_state and cfg.save_every and (epoch + 1) % cfg.save_every == 0:
@@ -321,28 +367,54 @@ def train(model: EarlyExitNet, method: Method, train_set: Dataset, val_set: Data
     return result
 
 
-def _state(epoch: int, step: int, partial: dict | None, model: EarlyExitNet, method: Method,
-           opt: torch.optim.Optimizer, sched: Any, scaler: torch.amp.GradScaler, aug_gen: torch.Generator,
-           result: TrainResult, t_start: float) -> dict[str, Any]:
+def _state(
+    epoch: int,
+    step: int,
+    partial: dict | None,
+    model: EarlyExitNet,
+    method: Method,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    scaler: torch.amp.GradScaler,
+    aug_gen: torch.Generator,
+    result: TrainResult,
+    t_start: float,
+) -> dict[str, Any]:
     """The resumable state: epoch and step to go on from, weights, optimiser, schedule, RNGs (every rank's
     augmentation generator), the epoch's running sums and the history. Collective under DDP: call on every rank."""
     aug_states = dd.gather_objects(aug_gen.get_state())
     return {
-        "epoch": epoch, "step": step, "world_size": len(aug_states),
+        "epoch": epoch,
+        "step": step,
+        "world_size": len(aug_states),
         "partial": partial,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "method": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "aug": aug_states,
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "aug": aug_states,
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        },
         "history": [asdict(h) for h in result.history],
         "seconds": time.perf_counter() - t_start,
     }
 
 
-def _load_state(state: dict[str, Any], model: EarlyExitNet, method: Method, opt: torch.optim.Optimizer, sched: Any,
-                scaler: torch.amp.GradScaler, aug_gen: torch.Generator, result: TrainResult,
-                rank: int, world: int) -> tuple[int, int, dict | None]:
+def _load_state(
+    state: dict[str, Any],
+    model: EarlyExitNet,
+    method: Method,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    scaler: torch.amp.GradScaler,
+    aug_gen: torch.Generator,
+    result: TrainResult,
+    rank: int,
+    world: int,
+) -> tuple[int, int, dict | None]:
     """Put a saved state back; returns (epoch, step, partial sums) to go on from."""
     try:
         if "model" in state:
@@ -361,9 +433,14 @@ def _load_state(state: dict[str, Any], model: EarlyExitNet, method: Method, opt:
         result.seconds = float(state["seconds"])
         epoch, step, partial = int(state["epoch"]), int(state["step"]), state["partial"]
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"The resume state does not fit this run (same model, method and optimiser?): "
-                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ConfigError(
+            f"The resume state does not fit this run (same model, method and optimiser?): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
     if int(state["world_size"]) != world:
-        print(f"note: resuming a {state['world_size']}-process state with {world} processes: the data order "
-              "differs from an uninterrupted run.", file=sys.stderr)
+        print(
+            f"note: resuming a {state['world_size']}-process state with {world} processes: the data order "
+            "differs from an uninterrupted run.",
+            file=sys.stderr,
+        )
     return epoch, step, partial

@@ -1,4 +1,5 @@
 """Losses of the training methods: AEP weighted joint loss, EENet cumulative losses, self-distillation."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -28,8 +29,9 @@ def ensemble_weight_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, weight
     return F.nll_loss(probs.clamp_min(EPS).log(), y)
 
 
-def eenet_cumulative(probs: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor],
-                     cost_rates: Sequence[float]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def eenet_cumulative(
+    probs: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor], cost_rates: Sequence[float]
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """EENet cumulative predictions and costs, from the last exit N backwards:
     Y_N = p_N, Y_i = h_i p_i + (1 - h_i) Y_{i+1};  C_N = 1, C_i = h_i c_i + (1 - h_i) C_{i+1}.
     probs: (b, classes) per exit; confidences h_i: (b,) per exit (the last one is unused); cost_rates c_i."""
@@ -47,15 +49,25 @@ def _nll(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.nll_loss(p.clamp_min(EPS).log(), y)
 
 
-def eenet_loss_v1(logits: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor], y: torch.Tensor,
-                  cost_rates: Sequence[float], lam: float) -> torch.Tensor:
+def eenet_loss_v1(
+    logits: Sequence[torch.Tensor],
+    confidences: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    cost_rates: Sequence[float],
+    lam: float,
+) -> torch.Tensor:
     """EENet loss v1: NLL(Y_0) + lambda * mean(C_0)."""
     pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
     return _nll(pred[0], y) + lam * cost[0].mean()
 
 
-def eenet_loss_v2(logits: Sequence[torch.Tensor], confidences: Sequence[torch.Tensor], y: torch.Tensor,
-                  cost_rates: Sequence[float], lam: float) -> torch.Tensor:
+def eenet_loss_v2(
+    logits: Sequence[torch.Tensor],
+    confidences: Sequence[torch.Tensor],
+    y: torch.Tensor,
+    cost_rates: Sequence[float],
+    lam: float,
+) -> torch.Tensor:
     """EENet loss v2 (the authors' default): sum_i [NLL(Y_i) + lambda * mean(C_i)], i = 0..N."""
     pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
     return sum(_nll(p, y) + lam * c.mean() for p, c in zip(pred, cost, strict=True))
@@ -66,8 +78,9 @@ def per_exit_loss(logits: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tens
     return sum(F.cross_entropy(z, y) for z in logits)
 
 
-def self_distillation_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, temperature: float,
-                           alpha: float) -> torch.Tensor:
+def self_distillation_loss(
+    logits: Sequence[torch.Tensor], y: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
     """Self-distillation: the last exit learns from labels; every earlier exit i minimises
     (1 - alpha) * CE(y, z_i) + alpha * T^2 * KL(softmax(z_N / T) || softmax(z_i / T)), teacher detached."""
     teacher = torch.softmax(logits[-1].detach() / temperature, dim=1)

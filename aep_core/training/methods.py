@@ -9,6 +9,7 @@ layer-wise        survey: greedy, one exit at a time: segment k and exit k learn
                   everything before is frozen; the epochs are shared evenly among the exits
 distillation      survey: self-distillation, the last exit teaches the earlier ones
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -67,8 +68,9 @@ class Method(nn.Module, ABC):
         self.cost_rates = cost_rates
         self.epochs = epochs
         self.num_exits = model.num_exits
-        self.weighting = ExitWeighting(self.ensemble_scheme(settings), model.num_exits, cost_rates,
-                                       settings.geometric_base)
+        self.weighting = ExitWeighting(
+            self.ensemble_scheme(settings), model.num_exits, cost_rates, settings.geometric_base
+        )
 
     @classmethod
     def settings_read(cls, settings: MethodSettings) -> tuple[str, ...]:
@@ -221,8 +223,10 @@ class LayerWise(Method):
     def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
         super().validate(settings, model, epochs)
         if epochs < model.num_exits:
-            raise ConfigError(f"Layer-wise training gives each of the {model.num_exits} exits at least one epoch: "
-                              f"train for {model.num_exits} epochs or more (got {epochs}).")
+            raise ConfigError(
+                f"Layer-wise training gives each of the {model.num_exits} exits at least one epoch: "
+                f"train for {model.num_exits} epochs or more (got {epochs})."
+            )
 
     def stage(self, epoch: int) -> int:
         """The exit trained during `epoch` (the epochs are shared evenly)."""

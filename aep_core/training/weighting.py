@@ -9,6 +9,7 @@ CE(y, log sum_i w_i softmax(z_i)), with the exits' outputs detached. Descending 
 instead is degenerate: it moves all the weight onto the exit with the lowest loss (the last one) and
 leaves the early exits untrained.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -75,16 +76,25 @@ def linear_weights(num_exits: int, costs: Sequence[float] | None = None, base: f
     return w / w.sum()
 
 
-@register_scheme(SchemeSpec("geometric", "Geometric", "w_i proportional to base^i: each exit weighs `base` times "
-                            "the one before it", uses_base=True))
+@register_scheme(
+    SchemeSpec(
+        "geometric",
+        "Geometric",
+        "w_i proportional to base^i: each exit weighs `base` times the one before it",
+        uses_base=True,
+    )
+)
 def geometric_weights(num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> torch.Tensor:
     """w_i = base^i / sum_j base^j: each exit weighs `base` times the one before it."""
     w = base ** torch.arange(1, num_exits + 1, dtype=torch.float32)
     return w / w.sum()
 
 
-@register_scheme(SchemeSpec("cost", "Cost-proportional", "w_i proportional to the MACs a sample spends to reach "
-                            "exit i", needs_costs=True))
+@register_scheme(
+    SchemeSpec(
+        "cost", "Cost-proportional", "w_i proportional to the MACs a sample spends to reach exit i", needs_costs=True
+    )
+)
 def cost_weights(num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> torch.Tensor:
     """w_i = c_i / sum_j c_j, with c_i the MACs a sample spends to reach exit i."""
     c = torch.tensor([float(v) for v in costs or []])
@@ -95,16 +105,29 @@ def cost_weights(num_exits: int, costs: Sequence[float] | None = None, base: flo
     return c / c.sum()
 
 
-@register_scheme(SchemeSpec("learned", "Learned", "w = softmax(theta), theta fitted on the ensemble loss from a "
-                            "uniform start", trainable=True))
+@register_scheme(
+    SchemeSpec(
+        "learned",
+        "Learned",
+        "w = softmax(theta), theta fitted on the ensemble loss from a uniform start",
+        trainable=True,
+    )
+)
 def learned_prior(num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> torch.Tensor:
     """The learned weights' start: uniform (theta = 0)."""
     return uniform_weights(num_exits)
 
 
-@register_scheme(SchemeSpec("hybrid", "Hybrid", "w_i proportional to i * softmax(theta)_i: a linear prior times "
-                            "learned factors; the joint loss keeps the linear prior", trainable=True,
-                            loss_on_prior=True))
+@register_scheme(
+    SchemeSpec(
+        "hybrid",
+        "Hybrid",
+        "w_i proportional to i * softmax(theta)_i: a linear prior times "
+        "learned factors; the joint loss keeps the linear prior",
+        trainable=True,
+        loss_on_prior=True,
+    )
+)
 def hybrid_prior(num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> torch.Tensor:
     """The hybrid weights' prior: linear."""
     return linear_weights(num_exits)
