@@ -90,7 +90,7 @@ def test_run_decides_with_the_trained_ensemble_weights_as_the_replay_does(name, 
         )
         == 0
     )
-    rows = list(csv.DictReader(out_csv.open()))
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert [int(r["label"]) for r in rows] == rec.labels[:n].tolist()  # --limit: the first n of the split, in order
     replay = replay_rule(rec, name, thresholds=t)
     assert [int(r["exit"]) for r in rows] == replay.exit_index[:n].tolist()
@@ -139,7 +139,7 @@ def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp
         str(out_csv),
     )
     assert "5 inputs from images" in p.stdout and "skipped sub/broken.png" in p.stderr
-    rows = list(csv.DictReader(out_csv.open()))
+    rows = list(csv.DictReader(out_csv.read_text().splitlines()))
     assert [r["input"] for r in rows] == [f"img{i}.png" for i in range(5)]
     assert all(0 <= int(r["exit"]) <= 4 and r["class"] for r in rows)
 
