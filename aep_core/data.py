@@ -178,10 +178,7 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
 
 def _tensor_bundle(
     name: str,
-    train_x: np.ndarray,
-    train_y: np.ndarray,
-    test_x: np.ndarray,
-    test_y: np.ndarray,
+    arrays: dict[str, np.ndarray],
     classes: list[str],
     mean: list[float],
     std: list[float],
@@ -189,6 +186,9 @@ def _tensor_bundle(
     seed: int,
     limit: int | None,
 ) -> DataBundle:
+    """A bundle of in-memory images from `arrays` (train_x, train_y, test_x, test_y), with a seeded validation
+    split of `val_size` images carved from the training images."""
+    train_x, train_y, test_x, test_y = (arrays[k] for k in ("train_x", "train_y", "test_x", "test_y"))
     if train_x.ndim == 3:
         train_x, test_x = train_x[:, None], test_x[:, None]
     tr_idx, va_idx = split_indices(len(train_y), val_size, seed)
@@ -304,52 +304,19 @@ def load_dataset(
     fm_mean, fm_std = [0.2860], [0.3530]
     if name == "fashion-mnist":
         a = load_fashion_mnist_arrays(data_dir)
-        return _tensor_bundle(
-            name,
-            a["train_x"],
-            a["train_y"],
-            a["test_x"],
-            a["test_y"],
-            FASHION_MNIST_CLASSES,
-            fm_mean,
-            fm_std,
-            val_size or 5000,
-            seed,
-            limit,
-        )
+        return _tensor_bundle(name, a, FASHION_MNIST_CLASSES, fm_mean, fm_std, val_size or 5000, seed, limit)
     if name == "fashion-mnist-slice":
         # Smoke-test data for machines without the Debian package: the slice is train, validation and test at once.
         s = load_slice(data_dir or SLICE_PATH)
-        return _tensor_bundle(
-            name,
-            s["images"],
-            s["labels"],
-            s["images"],
-            s["labels"],
-            FASHION_MNIST_CLASSES,
-            fm_mean,
-            fm_std,
-            val_size or len(s["labels"]) // 5,
-            seed,
-            limit,
-        )
+        a = {"train_x": s["images"], "train_y": s["labels"], "test_x": s["images"], "test_y": s["labels"]}
+        val = val_size or len(s["labels"]) // 5
+        return _tensor_bundle(name, a, FASHION_MNIST_CLASSES, fm_mean, fm_std, val, seed, limit)
     if name == "cifar10":
         if not data_dir:
             raise DataError("CIFAR-10 needs --data-dir pointing at the extracted 'cifar-10-batches-py' folder.")
         a = _load_cifar10(Path(data_dir))
-        return _tensor_bundle(
-            name,
-            a["train_x"],
-            a["train_y"],
-            a["test_x"],
-            a["test_y"],
-            CIFAR10_CLASSES,
-            [0.4914, 0.4822, 0.4465],
-            [0.2470, 0.2435, 0.2616],
-            val_size or 5000,
-            seed,
-            limit,
-        )
+        mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+        return _tensor_bundle(name, a, CIFAR10_CLASSES, mean, std, val_size or 5000, seed, limit)
     if name == "folder":
         if not data_dir:
             raise DataError("The 'folder' dataset needs --data-dir: a folder with one sub-folder of images per class.")

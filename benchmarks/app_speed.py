@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aep_core.checkpoint.discovery import default_model, discover_models, model_folders, trained_models_dir
 from aep_core.paths import shipped_models_dir
+from explorer.serve import CHROMIUM, IDLE, launch_chromium, serve_app
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: app.py and the app's runs/app folder
 
@@ -89,53 +90,24 @@ def main() -> None:
     )
 
 
-def browser_loads(chromium: str = "/usr/bin/chromium") -> None:
+def browser_loads(chromium: str = CHROMIUM) -> None:
     """Start the app on a free port and time page loads in Chromium until the script is idle and a chart is drawn."""
-    import socket
-    import subprocess
-    import urllib.request
-
     from playwright.sync_api import sync_playwright
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [
-        str(Path(sys.executable).parent / "streamlit"),
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    idle = "[data-testid='stApp'][data-test-script-state='notRunning']"
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        with sync_playwright() as p:
-            b = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
-            for label, path in [
-                ("browser, first visitor of a fresh server", "/"),
-                ("browser, next visitor", "/"),
-                ("browser, Thresholds page opened directly", "/thresholds"),
-            ]:
-                page = b.new_page(viewport={"width": 1280, "height": 900})
-                t0 = time.perf_counter()
-                page.goto(url + path)
-                page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)
-                page.wait_for_selector(idle, timeout=60_000)
-                print(f"{label + ':':50}{1e3 * (time.perf_counter() - t0):7.0f} ms")
-            b.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with serve_app() as url, sync_playwright() as p:
+        b = launch_chromium(p, chromium)
+        for label, path in [
+            ("browser, first visitor of a fresh server", "/"),
+            ("browser, next visitor", "/"),
+            ("browser, Thresholds page opened directly", "/thresholds"),
+        ]:
+            page = b.new_page(viewport={"width": 1280, "height": 900})
+            t0 = time.perf_counter()
+            page.goto(url + path)
+            page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)
+            page.wait_for_selector(IDLE, timeout=60_000)
+            print(f"{label + ':':50}{1e3 * (time.perf_counter() - t0):7.0f} ms")
+        b.close()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from aep_core.data import load_dataset
 from aep_core.exits.certify import certify_max_drop
 from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule, oracle
 from aep_core.exits.runtime import measure_speedup
-from aep_core.exits.solvers import accuracy_floor, solve_accuracy
+from aep_core.exits.solvers import MinAccuracy, accuracy_floor, solve
 
 from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
 
@@ -64,7 +64,7 @@ def main() -> None:
     points = {
         "val": (
             "chosen on validation",
-            lambda name: solve_accuracy(val, name, floors["val"], test),
+            lambda name: solve(val, name, MinAccuracy(floors["val"]), test),
             f"thresholds for accuracy >= {100 * floors['val']:.2f}% on val (val final exit - {a.max_drop} points)",
         ),
         "certified": (
@@ -75,7 +75,7 @@ def main() -> None:
         ),
         "test": (
             "defined on test",
-            lambda name: solve_accuracy(test, name, floors["test"], test),
+            lambda name: solve(test, name, MinAccuracy(floors["test"]), test),
             f"thresholds for accuracy >= {100 * floors['test']:.2f}% on test (test final exit - {a.max_drop} points)",
         ),
     }

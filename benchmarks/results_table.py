@@ -22,7 +22,7 @@ from aep_core.analysis.pruning import choose_cut, measure_prune_latency, prune_m
 from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import oracle
-from aep_core.exits.solvers import accuracy_floor, solve_accuracy, solve_budget
+from aep_core.exits.solvers import MacsBudget, MinAccuracy, accuracy_floor, solve
 
 from ._common import load_model_and_records, setup
 
@@ -110,7 +110,7 @@ def best_rule(val: ExitRecord, test: ExitRecord, solve, better) -> dict | None:
 def best_under_budget(val: ExitRecord, test: ExitRecord, budget: float) -> dict | None:
     """The rule and thresholds with the best validation accuracy within a MACs budget, reported on test."""
     return best_rule(
-        val, test, lambda v, n, t: solve_budget(v, n, budget, t), lambda a, b: a.val.accuracy > b.val.accuracy
+        val, test, lambda v, n, t: solve(v, n, MacsBudget(budget), t), lambda a, b: a.val.accuracy > b.val.accuracy
     )
 
 
@@ -118,7 +118,7 @@ def cheapest_within(val: ExitRecord, test: ExitRecord, drop_points: float) -> di
     """The cheapest rule and thresholds keeping validation accuracy within `drop_points` of the final exit."""
     floor = accuracy_floor(val, drop_points)
     return best_rule(
-        val, test, lambda v, n, t: solve_accuracy(v, n, floor, t), lambda a, b: a.val.macs_ratio < b.val.macs_ratio
+        val, test, lambda v, n, t: solve(v, n, MinAccuracy(floor), t), lambda a, b: a.val.macs_ratio < b.val.macs_ratio
     )
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from pathlib import Path
+from typing import Generic, TypeVar, overload
 
 import numpy as np
 import streamlit as st
@@ -28,6 +30,22 @@ from aep_core.exits.rules import ModelExits
 from aep_core.models import EarlyExitNet
 from explorer.catalog import UPLOAD_PREFIX, model_files, uploads
 from explorer.state import settings
+
+T = TypeVar("T")
+
+
+class _FromMeta(Generic[T]):
+    """A read-only attribute of a LoadedModel: the value at a dotted path of its checkpoint metadata."""
+
+    def __init__(self, path: str) -> None:
+        self.read = attrgetter(path)
+
+    @overload
+    def __get__(self, loaded: None, owner: type) -> _FromMeta[T]: ...
+    @overload
+    def __get__(self, loaded: LoadedModel, owner: type) -> T: ...
+    def __get__(self, loaded: LoadedModel | None, owner: type) -> T | _FromMeta[T]:
+        return self if loaded is None else self.read(loaded.meta)
 
 
 @dataclass
@@ -60,40 +78,19 @@ class LoadedModel:
 
     # ---- the checkpoint's metadata ----------------------------------------------------------------
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.meta.class_names
-
-    @property
-    def dataset_name(self) -> str:
-        return self.meta.dataset.name
-
-    @property
-    def in_channels(self) -> int:
-        return self.meta.dataset.in_channels
-
-    @property
-    def image_size(self) -> int:
-        return self.meta.dataset.image_size
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one input."""
-        return self.meta.dataset.input_shape
-
-    @property
-    def mean(self) -> list[float]:
-        """Per-channel normalisation mean of the training data."""
-        return list(self.meta.dataset.mean)
-
-    @property
-    def std(self) -> list[float]:
-        return list(self.meta.dataset.std)
-
-    @property
-    def cum_macs(self) -> list[int]:
-        """(exits,) MACs a sample spends to stop at each exit."""
-        return self.meta.cost.cum_macs
+    class_names = _FromMeta[list[str]]("class_names")
+    dataset_name = _FromMeta[str]("dataset.name")
+    in_channels = _FromMeta[int]("dataset.in_channels")
+    image_size = _FromMeta[int]("dataset.image_size")
+    input_shape = _FromMeta[tuple[int, int, int]]("dataset.input_shape")  # (channels, height, width) of one input
+    mean = _FromMeta[list[float]]("dataset.mean")  # per-channel normalisation of the training data
+    std = _FromMeta[list[float]]("dataset.std")
+    cum_macs = _FromMeta[list[int]]("cost.cum_macs")  # (exits,) MACs a sample spends to stop at each exit
+    full_macs = _FromMeta[int]("cost.full_macs")  # MACs of the network without exits
+    params_with_exits = _FromMeta[int]("cost.with_exits_params")
+    backbone = _FromMeta[str]("model.backbone")
+    training_method = _FromMeta[str]("training.method")
+    ensemble_weights = _FromMeta[list[float] | None]("ensemble_weights")  # one per exit (None: trained without)
 
     @property
     def macs_fractions(self) -> list[float]:
@@ -101,36 +98,14 @@ class LoadedModel:
         return [e.macs_fraction for e in self.meta.cost.exits]
 
     @property
-    def full_macs(self) -> int:
-        """MACs of the network without exits."""
-        return self.meta.cost.full_macs
-
-    @property
-    def params_with_exits(self) -> int:
-        return self.meta.cost.with_exits_params
-
-    @property
-    def backbone(self) -> str:
-        return self.meta.model.backbone
-
-    @property
     def num_blocks(self) -> int:
         """Blocks of the backbone (as built, after any pruning)."""
         return len(self.model.backbone.blocks)
 
     @property
-    def training_method(self) -> str:
-        return self.meta.training.method
-
-    @property
     def weighting(self) -> str | None:
         """The AEP weighting scheme it was trained with (None for other methods)."""
         return self.meta.training.settings.get("weighting")
-
-    @property
-    def ensemble_weights(self) -> list[float] | None:
-        """The trained AEP ensemble weights, one per exit (None: trained without)."""
-        return self.meta.ensemble_weights
 
     @property
     def validation_accuracy(self) -> list[float] | None:

@@ -1,7 +1,10 @@
-"""The shared sidebar: checkpoint upload, model picker, exit rule with its setting, calibrated-outputs switch.
-Its widgets write the session state that explorer.state reads; every rule fact comes from the rule registry."""
+"""Shared widgets. The sidebar: checkpoint upload, model picker, exit rule with its setting, calibrated-outputs
+switch; its widgets write the session state that explorer.state reads, and every rule fact comes from the rule
+registry. A metric with a note under its value, for the pages' metric rows."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
@@ -11,6 +14,9 @@ from aep_core.exits.rules import RuleSpec, get_rule, list_rules
 from explorer.catalog import available_models
 from explorer.models import LoadedModel, add_upload, load_model
 from explorer.state import DEFAULT_RULE, setting_key
+
+if TYPE_CHECKING:
+    from streamlit.delta_generator import DeltaGenerator
 
 
 def sidebar() -> None:
@@ -106,3 +112,9 @@ def rule_setting(spec: RuleSpec, loaded: LoadedModel | None) -> None:
         st.slider(setting.label, lo, hi, step=1 if setting.integer else 0.01, key=key, help=spec.help)
     if setting.per_exit and state.get("per_exit_on"):
         st.caption("Per-exit thresholds are on (set on the Thresholds page).")
+
+
+def noted_metric(where: DeltaGenerator, label: str, value: str, note: str | None, help: str | None = None) -> None:
+    """A metric in `where` with a grey note under its value: a fact about the value (its share, its split), not
+    a change, so without colour or arrow."""
+    where.metric(label, value, note, delta_color="off", delta_arrow="off", help=help)

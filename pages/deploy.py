@@ -28,6 +28,7 @@ from explorer import models
 from explorer.charts import deploy as deploy_charts
 from explorer.entry import run_inside_app
 from explorer.state import setting_key, settings
+from explorer.widgets import noted_metric
 
 GMACS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
 MBPS = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10000.0]
@@ -159,21 +160,9 @@ stats = result.latency_stats()
 metrics = st.columns(6 if result.energy_j is not None else 5)
 metrics[0].metric("Accuracy", f"{100 * result.accuracy:.2f}%")
 metrics[1].metric("Mean latency", f"{1e3 * stats['mean']:.2f} ms")
-metrics[2].metric(
-    "p95 latency",
-    f"{1e3 * stats['p95']:.2f} ms",
-    f"p50 {1e3 * stats['p50']:.2f} ms",
-    delta_color="off",
-    delta_arrow="off",
-)
+noted_metric(metrics[2], "p95 latency", f"{1e3 * stats['p95']:.2f} ms", f"p50 {1e3 * stats['p50']:.2f} ms")
 metrics[3].metric("p99 latency", f"{1e3 * stats['p99']:.2f} ms")
-metrics[4].metric(
-    "Sent per sample",
-    f"{result.bytes_sent.mean() / 1e3:.2f} kB",
-    f"{precision} features",
-    delta_color="off",
-    delta_arrow="off",
-)
+noted_metric(metrics[4], "Sent per sample", f"{result.bytes_sent.mean() / 1e3:.2f} kB", f"{precision} features")
 if result.energy_j is not None:
     metrics[5].metric("Energy per sample", f"{1e3 * result.energy_j.mean():.3f} mJ")
 

@@ -9,12 +9,13 @@ from aep_core.errors import AepError
 from aep_core.exits.certify import certify_max_drop
 from aep_core.exits.rules import make_rule
 from aep_core.exits.runtime import measure_speedup
-from aep_core.exits.solvers import accuracy_floor, pareto_sweep, solve_accuracy, solve_budget
+from aep_core.exits.solvers import MacsBudget, MinAccuracy, accuracy_floor, pareto_sweep, solve
 from explorer import models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
 from explorer.replay import rule_summary
 from explorer.state import setting_key, settings, sync_url
+from explorer.widgets import noted_metric
 
 run_inside_app()
 st.title("Thresholds")
@@ -39,13 +40,13 @@ def sweep(model_key: str, rule: str, _record) -> dict:
 
 
 @st.cache_data(show_spinner="Solving...", max_entries=64)
-def solve(model_key: str, rule: str, goal: str, value: float, _val, _test) -> dict:
+def preset_solution(model_key: str, rule: str, goal: str, value: float, _val, _test) -> dict:
     if goal == "budget":
-        solution = solve_budget(_val, rule, value, _test)
+        solution = solve(_val, rule, MacsBudget(value), _test)
     elif goal == "certified":
         solution = certify_max_drop(_val, rule, value, CERTIFY_CONFIDENCE, _test)
     else:
-        solution = solve_accuracy(_val, rule, accuracy_floor(_val, value), _test)
+        solution = solve(_val, rule, MinAccuracy(accuracy_floor(_val, value)), _test)
     return solution.summary()
 
 
@@ -58,7 +59,7 @@ def apply_preset(goal: str, value: float) -> None:
         )
         return
     try:
-        solution = solve(loaded.key, current.rule, goal, value, solve_record, record)
+        solution = preset_solution(loaded.key, current.rule, goal, value, solve_record, record)
     except AepError as e:
         state["preset_msg"] = ("error", str(e))
         return
@@ -155,15 +156,11 @@ m1.metric(
     f"{100 * summary['accuracy']:.2f}%",
     f"{100 * (summary['accuracy'] - final_accuracy):+.2f} pts vs final exit",
 )
-m2.metric(
-    "Expected MACs",
-    f"{summary['expected_macs'] / 1e6:.2f} M",
-    f"{100 * summary['macs_ratio']:.1f}% of full",
-    delta_color="off",
-    delta_arrow="off",
+noted_metric(
+    m2, "Expected MACs", f"{summary['expected_macs'] / 1e6:.2f} M", f"{100 * summary['macs_ratio']:.1f}% of full"
 )
 m3.metric("Speed-up (MACs)", f"{1 / summary['macs_ratio']:.2f}x")
-m4.metric("Samples", f"{record.num_samples:,}", record.info.get("split", ""), delta_color="off", delta_arrow="off")
+noted_metric(m4, "Samples", f"{record.num_samples:,}", record.info.get("split", ""))
 st.caption(
     f"Rule: {current.describe()}. Replayed on {record.num_samples:,} saved {record.info.get('split', 'test')} outputs."
 )

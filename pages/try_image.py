@@ -13,6 +13,7 @@ from explorer import models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
 from explorer.state import settings
+from explorer.widgets import noted_metric
 
 run_inside_app()
 st.title("Try an image")
@@ -94,13 +95,8 @@ with right:
     )
     m1, m2, m3 = st.columns(3)
     m1.metric("Stops at", f"exit {stop} of {len(cum_macs) - 1}")
-    m2.metric(
-        "MACs spent",
-        f"{cum_macs[stop] / 1e6:.2f} M",
-        f"{100 * cum_macs[stop] / full_macs:.0f}% of the full network",
-        delta_color="off",
-        delta_arrow="off",
-    )
+    spent = f"{100 * cum_macs[stop] / full_macs:.0f}% of the full network"
+    noted_metric(m2, "MACs spent", f"{cum_macs[stop] / 1e6:.2f} M", spent)
     m3.metric("Speed-up vs full network", f"{full_macs / cum_macs[stop]:.2f}x")
     st.altair_chart(charts.exit_probability_heatmap(probs, names, stop, label), width="stretch")
 
@@ -111,12 +107,11 @@ changes, final_p = float(disagreement(one_image)[0]), float(final_confidence(one
 flag = models.ood_flag_threshold(loaded.key, loaded)
 with st.container(border=True):
     o1, o2 = st.columns([1, 3])
-    o1.metric(
+    noted_metric(
+        o1,
         '"I don\'t know" score',
         f"{unfamiliarity:.3f}",
         None if flag is None else f"threshold {flag.value:.3f}",
-        delta_color="off",
-        delta_arrow="off",
         help="0.5 x the share of consecutive exits that change class + 0.5 x (1 - the final exit's top "
         "probability). Higher: less like the training images.",
     )

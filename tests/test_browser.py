@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,60 +14,23 @@ from app_helpers import ROOT, garment_photo, small_model_dir
 
 from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.paths import shipped_models_dir
+from explorer.serve import CHROMIUM, IDLE, launch_chromium, serve_app
 
-CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "docs" / "screenshots"
 ARTIFACTS = ROOT / "test-artifacts"
-IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Chromium not found at {CHROMIUM}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    port = _free_port()
     env = dict(os.environ, AEP_APP_RUNS_DIR=str(tmp_path_factory.mktemp("app_runs")))
     if os.environ.get("AEP_BROWSER_MODELS_DIR"):  # e.g. a better-trained model for the docs' screenshots
         env.update(AEP_MODELS_DIR=os.environ["AEP_BROWSER_MODELS_DIR"], AEP_MODELS_ONLY="1")
     elif not (shipped_models_dir() / f"{DEFAULT_MODEL}.pt").exists():
         env.update(AEP_MODELS_DIR=str(small_model_dir()), AEP_MODELS_ONLY="1")
-    log = open(tmp_path_factory.mktemp("log") / "streamlit.log", "w")  # noqa: SIM115 - closed after the server stops
-    command = [
-        str(Path(sys.executable).parent / "streamlit"),
-        "run",
-        "app.py",
-        "--server.headless",
-        "true",
-        "--server.port",
-        str(port),
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.25)
-        else:
-            pytest.fail("streamlit did not become healthy in 60 s")
+    with open(tmp_path_factory.mktemp("log") / "streamlit.log", "w") as log, serve_app(env, log) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def _idle(page) -> None:
@@ -107,20 +66,13 @@ def _goto(page, title: str) -> None:
     page.wait_for_selector(f"h1:has-text('{title.split()[0]}')", timeout=60_000)
 
 
-def _launch(playwright):
-    return playwright.chromium.launch(
-        executable_path=CHROMIUM,
-        args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-    )
-
-
 def test_a_shared_link_opens_its_page_with_the_sidebar_on_a_fresh_server(server):
     """The first visitor of a fresh server follows a link straight to a page: the page runs inside the app
     (sidebar, navigation) with the link's settings."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = _launch(p)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{server}/thresholds?rule=entropy&t=0.42")
         _idle(page)
@@ -137,7 +89,7 @@ def test_app_in_browser(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = _launch(p)
+        browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))

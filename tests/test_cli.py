@@ -19,24 +19,30 @@ def run(*args, check_rc=0):
     return p
 
 
-def test_train_info_evaluate(tmp_path):
-    out = tmp_path / "m.pt"
-    run(
+def small_train_args(out: Path, limit: int, epochs: int, *options: str) -> list[str]:
+    """`train` arguments for a small compact CNN (widths 8,16,32, one thread) on the first `limit` images of the
+    Fashion-MNIST slice, saved to `out`, with `options` added."""
+    return [
         "train",
         "--dataset",
         "fashion-mnist-slice",
         "--limit",
-        "128",
+        str(limit),
         "--epochs",
-        "1",
+        str(epochs),
         "--widths",
         "8,16,32",
         "--threads",
         "1",
-        "--quiet",
+        *options,
         "--out",
         str(out),
-    )
+    ]
+
+
+def test_train_info_evaluate(tmp_path):
+    out = tmp_path / "m.pt"
+    run(*small_train_args(out, 128, 1, "--quiet"))
     info = run("info", str(out)).stdout
     assert "MACs %" in info and "val acc" in info and len(info.splitlines()) >= 12
     ev = run("evaluate", str(out), "--split", "test").stdout

@@ -24,13 +24,14 @@ NEEDS_CONFIDENCE = next(n for n in list_rules(deployable=True) if get_rule(n).ne
 ENSEMBLE_RULES = [n for n in list_rules(deployable=True) if get_rule(n).uses_ensemble_weights]
 
 
+def run_on_slice(*args: str, check_rc: int = 0):
+    """`run` of the shipped checkpoint on the Fashion-MNIST slice, with `args` added."""
+    return run("run", str(CKPT), "--dataset", "fashion-mnist-slice", *args, check_rc=check_rc)
+
+
 def test_run_on_a_split_matches_the_replayed_rule():
     out = json.loads(
-        run(
-            "run",
-            str(CKPT),
-            "--dataset",
-            "fashion-mnist-slice",
+        run_on_slice(
             "--split",
             "test",
             "--limit",
@@ -102,20 +103,7 @@ def test_run_decides_with_the_trained_ensemble_weights_as_the_replay_does(name, 
 
 
 def test_run_chooses_thresholds_on_validation_for_a_goal():
-    p = run(
-        "run",
-        str(CKPT),
-        "--dataset",
-        "fashion-mnist-slice",
-        "--limit",
-        "64",
-        "--rule",
-        "entropy",
-        "--max-drop",
-        "0.5",
-        "--threads",
-        "1",
-    )
+    p = run_on_slice("--limit", "64", "--rule", "entropy", "--max-drop", "0.5", "--threads", "1")
     assert "chosen on validation" in p.stdout and "accuracy" in p.stdout and "samples/s" in p.stdout
 
 
@@ -156,7 +144,7 @@ def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp
     ],
 )
 def test_run_bad_inputs_are_one_clear_line(args, msg):
-    p = run("run", str(CKPT), "--dataset", "fashion-mnist-slice", *args, check_rc=2)
+    p = run_on_slice(*args, check_rc=2)
     assert msg in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
@@ -165,20 +153,7 @@ def test_solve_and_run_certify_a_drop_with_a_confidence():
     assert "certified" in p.stdout and "test:" in p.stdout
     thresholds = p.stdout.split("settings {'thresholds': [")[1].split("]")[0].split(", ")
     assert len(set(thresholds)) == 1  # one global threshold
-    r = run(
-        "run",
-        str(CKPT),
-        "--dataset",
-        "fashion-mnist-slice",
-        "--limit",
-        "64",
-        "--max-drop",
-        "0.5",
-        "--confidence",
-        "0.9",
-        "--threads",
-        "1",
-    )
+    r = run_on_slice("--limit", "64", "--max-drop", "0.5", "--confidence", "0.9", "--threads", "1")
     assert "certified" in r.stdout
     bad = run("solve", str(CKPT), "--budget", "0.4", "--confidence", "0.9", check_rc=2)
     assert "--max-drop" in bad.stderr and "Traceback" not in bad.stderr

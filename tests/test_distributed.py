@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from test_cli import small_train_args
+
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"widths": [8, 16, 32]}
 
@@ -39,30 +41,8 @@ def test_torchrun_two_cpu_processes_agree_and_rank0_saves(tmp_path):
     from aep_core.checkpoint.sidecars import log_path, resume_path
 
     out = tmp_path / "m.pt"
-    r = _torchrun(
-        [
-            "-m",
-            "aep_core",
-            "train",
-            "--dataset",
-            "fashion-mnist-slice",
-            "--limit",
-            "256",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "32",
-            "--threads",
-            "1",
-            "--widths",
-            "8,16,32",
-            "--weighting",
-            "learned",
-            "--quiet",
-            "--out",
-            str(out),
-        ]
-    )
+    options = ("--batch-size", "32", "--weighting", "learned", "--quiet")
+    r = _torchrun(["-m", "aep_core", *small_train_args(out, 256, 1, *options)])
     assert r.returncode == 0, r.stderr[-3000:]
     digests = _digests(r.stdout)
     assert set(digests) == {"0", "1"} and digests["0"] == digests["1"], r.stdout

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import small_train_args
 
 from aep_core.checkpoint import load_checkpoint, model_meta, read_checkpoint, save_checkpoint
 from aep_core.checkpoint.sidecars import log_path, resume_path
@@ -132,26 +133,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
 
 def test_sigterm_saves_state_and_resume_finishes(tmp_path):
     out = tmp_path / "m.pt"
-    args = [
-        sys.executable,
-        "-m",
-        "aep_core",
-        "train",
-        "--dataset",
-        "fashion-mnist-slice",
-        "--limit",
-        "512",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "3",
-        "--threads",
-        "1",
-        "--widths",
-        "8,16,32",
-        "--out",
-        str(out),
-    ]
+    args = [sys.executable, "-m", "aep_core", *small_train_args(out, 512, 3, "--batch-size", "8")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     lines = []

@@ -1,4 +1,4 @@
-"""Pareto sweep and the budget / accuracy-floor solver."""
+"""Pareto sweep and the solver for a MACs budget or an accuracy floor."""
 
 import numpy as np
 import pytest
@@ -7,12 +7,13 @@ from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import ModelExits, get_rule, list_rules, replay_rule
 from aep_core.exits.solvers import (
+    MacsBudget,
+    MinAccuracy,
     accuracy_floor,
     pareto_front,
     pareto_sweep,
     setting_grid,
-    solve_accuracy,
-    solve_budget,
+    solve,
     threshold_grid,
 )
 
@@ -70,7 +71,7 @@ THRESHOLD_RULES = list_rules(thresholds=True, model=ModelExits(4, has_confidence
 @pytest.mark.parametrize("budget", [0.4, 0.6])
 def test_budget_solver_meets_its_budget_and_beats_global_thresholds(name, budget):
     val, test = synthetic_record(seed=1), synthetic_record(seed=2)
-    sol = solve_budget(val, name, budget, test)
+    sol = solve(val, name, MacsBudget(budget), test)
     assert sol.val.macs_ratio <= budget + 1e-9
     assert len(sol.settings["thresholds"]) == val.num_exits - 1
     sweep = pareto_sweep(val, name, points=64)
@@ -85,7 +86,7 @@ def test_accuracy_floor_solver_minimises_cost_above_the_floor():
     val, test = synthetic_record(seed=3), synthetic_record(seed=4)
     floor = accuracy_floor(val, 0.5)
     assert floor == pytest.approx(val.exit_accuracy()[-1] - 0.005)
-    sol = solve_accuracy(val, "max_probability", floor, test)
+    sol = solve(val, "max_probability", MinAccuracy(floor), test)
     assert sol.val.accuracy >= floor - 1e-12
     assert sol.val.macs_ratio < 1.0
     sweep = pareto_sweep(val, "max_probability", points=64)
@@ -96,20 +97,20 @@ def test_accuracy_floor_solver_minimises_cost_above_the_floor():
 
 def test_non_threshold_rules_are_solved_by_enumeration():
     val = synthetic_record(seed=5)
-    sol = solve_budget(val, "fixed_exit", 0.5)
+    sol = solve(val, "fixed_exit", MacsBudget(0.5))
     assert sol.settings == {"k": 1}  # exits cost 20%, 45%, 75%, 100%: exit 1 is the deepest within 50%
-    sol = solve_budget(val, "patience", 0.99)
+    sol = solve(val, "patience", MacsBudget(0.99))
     assert sol.val.macs_ratio <= 0.99
 
 
 def test_impossible_goals_say_what_is_reachable():
     val = synthetic_record(seed=6)
     with pytest.raises(AepError, match=r"cheapest reachable cost is 20\.0%"):
-        solve_budget(val, "max_probability", 0.1)
+        solve(val, "max_probability", MacsBudget(0.1))
     with pytest.raises(AepError, match="best found"):
-        solve_accuracy(val, "entropy", 0.999)
+        solve(val, "entropy", MinAccuracy(0.999))
     with pytest.raises(AepError, match="positive"):
-        solve_budget(val, "max_probability", -1)
+        solve(val, "max_probability", MacsBudget(-1))
     with pytest.raises(AepError, match=r"\[0, 1\]"):
         pareto_sweep(val, "entropy", grid=[0.5, 2.0])
 
@@ -117,7 +118,7 @@ def test_impossible_goals_say_what_is_reachable():
 @pytest.mark.parametrize("name", [n for n in list_rules() if get_rule(n).reads_labels])
 def test_a_rule_that_reads_labels_has_nothing_to_solve(name):
     with pytest.raises(AepError, match="no settings"):
-        solve_budget(synthetic_record(seed=6), name, 0.5)
+        solve(synthetic_record(seed=6), name, MacsBudget(0.5))
 
 
 CONFIDENCE_RULES = [n for n in list_rules(deployable=True) if get_rule(n).needs_confidence]
@@ -126,11 +127,11 @@ CONFIDENCE_RULES = [n for n in list_rules(deployable=True) if get_rule(n).needs_
 @pytest.mark.parametrize("name", CONFIDENCE_RULES)
 def test_a_confidence_rule_is_swept_and_solved_only_with_confidences(name):
     with pytest.raises(AepError, match="confidence branch"):
-        solve_budget(synthetic_record(seed=6), name, 0.5)
+        solve(synthetic_record(seed=6), name, MacsBudget(0.5))
     val = synthetic_record(seed=7, conf=True)
     s = pareto_sweep(val, name, points=20)
     assert s.pareto.any()
-    sol = solve_budget(val, name, 0.5)
+    sol = solve(val, name, MacsBudget(0.5))
     assert sol.val.macs_ratio <= 0.5
 
 
@@ -139,13 +140,13 @@ def test_solver_is_fast_enough_for_a_button():
 
     val = synthetic_record(n=5000, seed=8)
     t0 = time.perf_counter()
-    solve_budget(val, "aep_ensemble", 0.5)
+    solve(val, "aep_ensemble", MacsBudget(0.5))
     assert time.perf_counter() - t0 < 5.0  # generous: the target is well under a few seconds on 5000 x 4 exits
 
 
 def test_solution_thresholds_replay_to_the_same_result():
     val = synthetic_record(seed=9)
-    sol = solve_budget(val, "max_probability", 0.5)
+    sol = solve(val, "max_probability", MacsBudget(0.5))
     r = replay_rule(val, "max_probability", thresholds=sol.settings["thresholds"])
     assert np.array_equal(r.exit_index, sol.val.exit_index)
 
@@ -155,13 +156,13 @@ def test_a_single_exit_model_has_nothing_to_sweep_or_solve():
 
     from aep_core.errors import ConfigError
     from aep_core.evaluation import ExitRecord
-    from aep_core.exits.solvers import pareto_sweep, solve_accuracy, solve_budget
+    from aep_core.exits.solvers import MacsBudget, MinAccuracy, pareto_sweep, solve
 
     rec = ExitRecord(np.zeros((1, 4, 3), dtype=np.float32), np.zeros(4, dtype=np.int64), np.array([10]), 10)
     for call in (
         lambda: pareto_sweep(rec, "max_probability"),
-        lambda: solve_budget(rec, "entropy", 0.5),
-        lambda: solve_accuracy(rec, "max_probability", 0.5),
+        lambda: solve(rec, "entropy", MacsBudget(0.5)),
+        lambda: solve(rec, "max_probability", MinAccuracy(0.5)),
     ):
         with pytest.raises(ConfigError, match="single exit"):
             call()

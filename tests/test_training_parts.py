@@ -117,9 +117,9 @@ def test_eenet_recursion_matches_hand_computation():
     logits = [pi.log() for pi in p]  # softmax(log p) = p
     y = torch.tensor([0])
     lam = 0.1
-    v1 = losses.eenet_loss_v1(logits, h, y, c, lam)
+    v1 = losses.eenet_loss(logits, h, y, c, lam, "v1")
     assert math.isclose(float(v1), -math.log(0.6) + lam * 0.5375, rel_tol=1e-5)
-    v2 = losses.eenet_loss_v2(logits, h, y, c, lam)
+    v2 = losses.eenet_loss(logits, h, y, c, lam, "v2")
     expected = (-math.log(0.6) + lam * 0.5375) + (-math.log(0.3) + lam * 0.875) + (-math.log(0.2) + lam * 1.0)
     assert math.isclose(float(v2), expected, rel_tol=1e-5)
 

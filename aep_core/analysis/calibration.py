@@ -15,7 +15,7 @@ the checkpoint's metadata (`CheckpointMeta.calibration`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +90,7 @@ class CalibrationMetrics:
 
     def summary(self) -> dict[str, Any]:
         """Plain-type metrics and bins."""
-        return {
-            "ece": self.ece,
-            "mce": self.mce,
-            "nll": self.nll,
-            "brier": self.brier,
-            "accuracy": self.accuracy,
-            "bins": self.bins.rows(),
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "bins"} | {"bins": self.bins.rows()}
 
 
 def reliability_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = DEFAULT_BINS) -> ReliabilityBins:

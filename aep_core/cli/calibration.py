@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from aep_core.cli.common import add_command
 from aep_core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ def format_calibration_table(before: list, after: list, temperatures: list[float
 
 
 def _cmd_calibrate(a: argparse.Namespace) -> int:
+    """fit one temperature per exit on the validation split, store it in the checkpoint, print ECE/MCE/NLL/Brier before
+    and after on the test split"""
     from aep_core.analysis.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
     from aep_core.checkpoint import read_checkpoint
     from aep_core.checkpoint.sidecars import evaluation_path
@@ -84,6 +87,8 @@ def _in_distribution_images(meta: CheckpointMeta, images: str, data_dir: str | N
 
 
 def _cmd_ood(a: argparse.Namespace) -> int:
+    """AUROC of the 'I don't know' score (exit disagreement + final confidence) against rotated, inverted and noise
+    images"""
     import torch
 
     from aep_core.analysis import ood
@@ -145,23 +150,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from aep_core.analysis.calibration import DEFAULT_BINS
     from aep_core.analysis.ood import DEFAULT_QUANTILE, DEFAULT_WEIGHT
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    c = sub.add_parser(
-        "calibrate",
-        help="fit one temperature per exit on the validation split, store it in the "
-        "checkpoint, print ECE/MCE/NLL/Brier before and after on the test split",
-        formatter_class=fmt,
-    )
+    c = add_command(sub, "calibrate", _cmd_calibrate)
     c.add_argument("checkpoint")
     c.add_argument("--bins", type=int, default=DEFAULT_BINS, help="equal-width confidence bins for ECE and MCE")
     c.add_argument("--no-save", action="store_true", help="print the table without storing the temperatures")
-    c.set_defaults(func=_cmd_calibrate)
-    o = sub.add_parser(
-        "ood",
-        help="AUROC of the 'I don't know' score (exit disagreement + final confidence) against "
-        "rotated, inverted and noise images",
-        formatter_class=fmt,
-    )
+    o = add_command(sub, "ood", _cmd_ood)
     o.add_argument("checkpoint")
     o.add_argument(
         "--images",
@@ -180,4 +173,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--calibrated", action="store_true", help="use the checkpoint's stored temperatures")
     o.add_argument("--seed", type=int, default=0, help="seed of the noise images")
     o.add_argument("--threads", type=int, default=None, help="CPU threads")
-    o.set_defaults(func=_cmd_ood)

@@ -1,9 +1,11 @@
-"""Argument helpers shared by the command groups: the exit-rule flags, built from the rule registry, and the
-goal flags that choose a rule's settings on validation."""
+"""Argument helpers shared by the command groups: sub-command registration, the exit-rule flags, built from the
+rule registry, and the goal flags that choose a rule's settings on validation."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aep_core.errors import ConfigError
@@ -14,6 +16,17 @@ if TYPE_CHECKING:
     from aep_core.exits.solvers import Solution
 
 SPLITS = ("train", "val", "test")
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int], show_defaults: bool = True
+) -> argparse.ArgumentParser:
+    """Register sub-command `name`, run by `run(args)` and described in the command list by `run`'s docstring;
+    its --help shows every option's default unless `show_defaults` is False. Returns its parser."""
+    formatter = argparse.ArgumentDefaultsHelpFormatter if show_defaults else argparse.HelpFormatter
+    p = sub.add_parser(name, help=inspect.getdoc(run), formatter_class=formatter)
+    p.set_defaults(func=run)
+    return p
 
 
 def add_rule_arguments(
@@ -101,7 +114,7 @@ def solve_for_goal(
 ) -> Solution:
     """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given):
     --max-drop with --confidence certifies the drop; --budget, --max-drop or --min-accuracy solve."""
-    from aep_core.exits.solvers import accuracy_floor, solve_accuracy, solve_budget
+    from aep_core.exits.solvers import MacsBudget, MinAccuracy, accuracy_floor, solve
 
     if a.confidence is not None:
         if a.max_drop is None:
@@ -110,6 +123,7 @@ def solve_for_goal(
 
         return certify_max_drop(val, a.rule, a.max_drop, a.confidence, test, weights)
     if a.budget is not None:
-        return solve_budget(val, a.rule, a.budget, test, weights)
+        return solve(val, a.rule, MacsBudget(a.budget), test, weights)
     floor = getattr(a, "min_accuracy", None)
-    return solve_accuracy(val, a.rule, floor if floor is not None else accuracy_floor(val, a.max_drop), test, weights)
+    goal = MinAccuracy(floor if floor is not None else accuracy_floor(val, a.max_drop))
+    return solve(val, a.rule, goal, test, weights)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from aep_core.cli.common import add_command
+
 
 def _cmd_make_slice(a: argparse.Namespace) -> int:
+    """write the shipped Fashion-MNIST test slice"""
     import io
 
     import numpy as np
@@ -26,13 +29,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `make-slice` on `sub`."""
     from aep_core.data import SLICE_PATH
 
-    s = sub.add_parser(
-        "make-slice",
-        help="write the shipped Fashion-MNIST test slice",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    s = add_command(sub, "make-slice", _cmd_make_slice)
     s.add_argument("--out", default=str(SLICE_PATH))
     s.add_argument("--size", type=int, default=1000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--data-dir", default=None)
-    s.set_defaults(func=_cmd_make_slice)

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aep_core.cli.common import SPLITS, add_rule_arguments, parse_rule_settings, with_default_setting
+from aep_core.cli.common import SPLITS, add_command, add_rule_arguments, parse_rule_settings, with_default_setting
 from aep_core.errors import ConfigError
 
 
@@ -155,6 +155,8 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
 
 
 def _cmd_deploy(a: argparse.Namespace) -> int:
+    """simulate an early-exit model split over device, edge and cloud; optionally search splits and thresholds under a
+    latency deadline"""
     import torch
 
     from aep_core.deploy.simulator import decision_grid, feature_sizes, search, simulate
@@ -169,7 +171,7 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
     out: dict[str, Any] = {"simulation": r.summary(), "local_macs_per_s": local, "feature_sizes": sizes.to_dict()}
     if not a.json:
         print(
-            f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.rule} {r.settings}, "
+            f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.replay.rule} {r.replay.settings}, "
             f"splits {list(dep.splits)}"
         )
         print(format_result(r, local, a.threads or 1))
@@ -202,6 +204,7 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
+    """export each tier's segment to ONNX and check it with onnxruntime; optionally TorchScript of the (pruned) model"""
     import torch
 
     from aep_core.deploy.export import export_onnx, export_torchscript, verify_onnx, write_manifest
@@ -253,13 +256,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `deploy` and `export` on `sub`."""
     from aep_core.deploy.simulator import PRECISION_BYTES, STATS
 
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    d = sub.add_parser(
-        "deploy",
-        help="simulate an early-exit model split over device, edge and cloud; optionally "
-        "search splits and thresholds under a latency deadline",
-        formatter_class=fmt,
-    )
+    d = add_command(sub, "deploy", _cmd_deploy)
     d.add_argument("checkpoint", help="checkpoint (.pt); its <name>.<split>.npz evaluation file is replayed")
     d.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
     d.add_argument(
@@ -297,13 +294,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--repeats", type=int, default=10, help="timing repeats when measuring the local speed")
     d.add_argument("--threads", type=int, default=None, help="CPU threads the local speed is measured on (default 1)")
     d.add_argument("--json", action="store_true", help="print JSON")
-    d.set_defaults(func=_cmd_deploy)
-    x = sub.add_parser(
-        "export",
-        help="export each tier's segment to ONNX and check it with onnxruntime; optionally "
-        "TorchScript of the (pruned) model",
-        formatter_class=fmt,
-    )
+    x = add_command(sub, "export", _cmd_export)
     x.add_argument("checkpoint")
     x.add_argument("--splits", default="", help="last exit of each segment but the last, e.g. 1,3 (empty: one segment)")
     x.add_argument("--out", required=True, help="output folder (segment_<i>.onnx, manifest.json)")
@@ -314,4 +305,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     x.add_argument("--cut", type=int, default=None, help="with --prune: cut after this exit instead of choosing")
     x.add_argument("--threads", type=int, default=None, help="CPU threads")
-    x.set_defaults(func=_cmd_export)

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aep_core.cli.common import SPLITS, add_rule_arguments, parse_rule_settings, solve_for_goal
+from aep_core.cli.common import SPLITS, add_command, add_rule_arguments, parse_rule_settings, solve_for_goal
 from aep_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def _format_result(r: RuleResult) -> str:
 
 
 def _cmd_policy(a: argparse.Namespace) -> int:
+    """replay an exit policy on an evaluation file and print its metrics"""
     from aep_core.evaluation import load_evaluation
     from aep_core.exits.rules import replay_rule
 
@@ -48,6 +49,7 @@ def _cmd_policy(a: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(a: argparse.Namespace) -> int:
+    """accuracy against MACs over a grid of settings, Pareto points marked"""
     from aep_core.evaluation import load_evaluation
     from aep_core.exits.rules import get_rule
     from aep_core.exits.solvers import pareto_sweep
@@ -75,6 +77,7 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def _cmd_solve(a: argparse.Namespace) -> int:
+    """per-exit thresholds for a MACs budget or an accuracy floor (chosen on val, reported on test)"""
     from aep_core.evaluation import load_evaluation
 
     if (a.budget is None) == (a.max_drop is None and a.min_accuracy is None):
@@ -105,26 +108,15 @@ def _cmd_solve(a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `policy`, `sweep` and `solve` on `sub`."""
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser(
-        "policy", help="replay an exit policy on an evaluation file and print its metrics", formatter_class=fmt
-    )
+    p = add_command(sub, "policy", _cmd_policy)
     add_rule_arguments(p)
     p.add_argument("--split", default="test", choices=SPLITS, help="split, when given a checkpoint")
-    p.set_defaults(func=_cmd_policy)
-    s = sub.add_parser(
-        "sweep", help="accuracy against MACs over a grid of settings, Pareto points marked", formatter_class=fmt
-    )
+    s = add_command(sub, "sweep", _cmd_sweep)
     add_rule_arguments(s, settings=False)
     s.add_argument("--split", default="val", choices=SPLITS, help="split, when given a checkpoint")
     s.add_argument("--points", type=int, default=100, help="thresholds in the grid")
     s.add_argument("--all", action="store_true", help="print every point, not only the Pareto front")
-    s.set_defaults(func=_cmd_sweep)
-    v = sub.add_parser(
-        "solve",
-        help="per-exit thresholds for a MACs budget or an accuracy floor (chosen on val, reported on test)",
-        formatter_class=fmt,
-    )
+    v = add_command(sub, "solve", _cmd_solve)
     add_rule_arguments(v, settings=False)
     v.add_argument("--test", default=None, help="test evaluation file (default: the checkpoint's, if a .pt was given)")
     v.add_argument(
@@ -139,4 +131,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="with --max-drop: the cheapest global threshold whose drop is certified on validation "
         "with this probability (e.g. 0.9), instead of the cheapest that passes there",
     )
-    v.set_defaults(func=_cmd_solve)

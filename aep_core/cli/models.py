@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from aep_core.cli.common import add_command
+
 if TYPE_CHECKING:
     from aep_core.checkpoint import CheckpointMeta, SplitMetrics
 
@@ -45,6 +47,7 @@ def format_info(meta: CheckpointMeta) -> str:
 
 
 def _cmd_info(a: argparse.Namespace) -> int:
+    """print a checkpoint's metadata and per-exit table"""
     from aep_core.checkpoint import read_checkpoint
 
     meta = read_checkpoint(a.checkpoint).meta
@@ -53,6 +56,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 
 def _cmd_list_models(a: argparse.Namespace) -> int:
+    """list registered backbones"""
     from aep_core.models import list_models
 
     for name, desc in list_models().items():
@@ -62,8 +66,7 @@ def _cmd_list_models(a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `info` and `list-models` on `sub`."""
-    i = sub.add_parser("info", help="print a checkpoint's metadata and per-exit table")
+    i = add_command(sub, "info", _cmd_info, show_defaults=False)
     i.add_argument("checkpoint")
     i.add_argument("--json", action="store_true", help="print the metadata as JSON")
-    i.set_defaults(func=_cmd_info)
-    sub.add_parser("list-models", help="list registered backbones").set_defaults(func=_cmd_list_models)
+    add_command(sub, "list-models", _cmd_list_models, show_defaults=False)

@@ -7,8 +7,11 @@ import argparse
 import json
 from pathlib import Path
 
+from aep_core.cli.common import add_command
+
 
 def _cmd_prune(a: argparse.Namespace) -> int:
+    """AEP prune a checkpoint at its best validation ensemble cut; print the savings"""
     import torch
 
     from aep_core.analysis.pruning import prune_checkpoint
@@ -25,11 +28,7 @@ def _cmd_prune(a: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `prune` on `sub`."""
-    r = sub.add_parser(
-        "prune",
-        help="AEP prune a checkpoint at its best validation ensemble cut; print the savings",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    r = add_command(sub, "prune", _cmd_prune)
     r.add_argument("checkpoint")
     r.add_argument("--out", default=None, help="pruned checkpoint path (default: <name>.pruned.pt)")
     r.add_argument(
@@ -39,4 +38,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--latency-repeats", type=int, default=20, help="timing repeats (0: skip latency)")
     r.add_argument("--threads", type=int, default=None, help="CPU threads for the latency measurement")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
-    r.set_defaults(func=_cmd_prune)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aep_core.cli.common import SPLITS, add_rule_arguments, parse_rule_settings, solve_for_goal
+from aep_core.cli.common import SPLITS, add_command, add_rule_arguments, parse_rule_settings, solve_for_goal
 from aep_core.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
@@ -75,6 +75,8 @@ def _inputs(
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
+    """really run early-exit inference (a sample stops computing where it exits) on a split or a folder of images;
+    report throughput, optionally against no exits"""
     import numpy as np
     import torch
 
@@ -180,12 +182,7 @@ def _write_predictions(
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `run` on `sub`."""
-    p = sub.add_parser(
-        "run",
-        help="really run early-exit inference (a sample stops computing where it exits) on a "
-        "split or a folder of images; report throughput, optionally against no exits",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    p = add_command(sub, "run", _cmd_run)
     p.add_argument("checkpoint")
     add_rule_arguments(p, deployable=True, evaluation=False, json=False)
     p.add_argument(
@@ -216,4 +213,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare", action="store_true", help="also time the network without exits, same weights")
     p.add_argument("--out", default=None, help="write one CSV row per input: exit, prediction, class (and label)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_run)

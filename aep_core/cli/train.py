@@ -7,10 +7,11 @@ import argparse
 import os
 import sys
 
-from aep_core.cli.common import SPLITS
+from aep_core.cli.common import SPLITS, add_command
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
+    """train an early-exit model"""
     from aep_core.training import MethodSettings, TrainConfig
     from aep_core.training.job import TrainJob, run_train_job
     from aep_core.training.loop import TrainingInterrupted
@@ -76,6 +77,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
+    """save every exit's outputs on a split (evaluation file next to the checkpoint)"""
     from aep_core.training.job import evaluate_checkpoint
 
     for split in a.split:
@@ -90,9 +92,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     from aep_core.models import PLACEMENTS, list_models
     from aep_core.training import METHODS, SCHEMES
 
-    p = sub.add_parser(
-        "train", help="train an early-exit model", formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = add_command(sub, "train", _cmd_train)
     p.add_argument("--out", default="runs/model.pt", help="checkpoint path; evaluation files and log go next to it")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default="fashion-mnist", choices=DATASETS, help="dataset")
@@ -165,19 +165,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--save-every", type=int, default=1, help="epochs between resumable states (0: only when interrupted)"
     )
-    p.set_defaults(func=_cmd_train)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `train` and `evaluate` on `sub`."""
     _add_train(sub)
-    e = sub.add_parser(
-        "evaluate",
-        help="save every exit's outputs on a split (evaluation file next to the checkpoint)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    e = add_command(sub, "evaluate", _cmd_evaluate)
     e.add_argument("checkpoint")
     e.add_argument("--split", nargs="+", default=["val", "test"], choices=SPLITS, help="splits")
     e.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     e.add_argument("--data-dir", default=None, help="dataset directory")
-    e.set_defaults(func=_cmd_evaluate)

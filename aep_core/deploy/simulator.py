@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch
 from aep_core.cost import count_macs, measure_latency
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
-from aep_core.exits.rules import decide, get_rule, replay_rule
+from aep_core.exits.rules import RuleResult, decide, get_rule, group_means, replay_rule
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
 
@@ -321,15 +321,18 @@ def latency_stat(latency_s: np.ndarray, stat: str) -> float:
 
 @dataclass
 class DeployResult:
-    """Per-sample outcome of one deployment and exit rule: where each sample was answered, its latency,
-    bytes sent and energy, and whether it was right; aggregates as properties."""
+    """Per-sample outcome of one deployment and exit rule: the rule's replay (where each sample stopped and
+    whether it was right) under the deployment's timings; where each sample was answered, its latency, bytes
+    sent and energy, and the aggregates as properties."""
 
     deployment: Deployment
     timings: ExitTimings
-    exit_index: np.ndarray  # (n,)
-    correct: np.ndarray  # (n,) bool
-    rule: str = ""
-    settings: dict[str, Any] = field(default_factory=dict)
+    replay: RuleResult
+
+    @property
+    def exit_index(self) -> np.ndarray:
+        """(n,) exit each sample stopped at."""
+        return self.replay.exit_index
 
     @property
     def num_samples(self) -> int:
@@ -357,7 +360,7 @@ class DeployResult:
 
     @property
     def accuracy(self) -> float:
-        return float(self.correct.mean())
+        return self.replay.accuracy
 
     @property
     def tier_share(self) -> np.ndarray:
@@ -367,11 +370,7 @@ class DeployResult:
     @property
     def tier_accuracy(self) -> np.ndarray:
         """(tiers,) accuracy of the samples each tier answered (nan where it answered none)."""
-        k = self.deployment.num_tiers
-        n = np.bincount(self.tier, minlength=k).astype(np.float64)
-        right = np.bincount(self.tier, weights=self.correct.astype(np.float64), minlength=k)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, right / n, np.nan)
+        return group_means(self.tier, self.replay.correct, self.deployment.num_tiers)
 
     def latency_stats(self) -> dict[str, float]:
         """Mean, p50, p95 and p99 latency in seconds."""
@@ -391,8 +390,8 @@ class DeployResult:
         b = self.breakdown()
         e = self.energy_j
         return {
-            "rule": self.rule,
-            "settings": self.settings,
+            "rule": self.replay.rule,
+            "settings": self.replay.settings,
             "splits": list(dep.splits),
             "precision": dep.precision,
             "tiers": [t.name for t in dep.tiers],
@@ -410,9 +409,7 @@ class DeployResult:
 
 def simulate(rec: ExitRecord, sizes: FeatureSizes, dep: Deployment, rule: str, **settings: Any) -> DeployResult:
     """Replay an exit rule (a name from the rule registry and its settings) on saved outputs under a deployment."""
-    res = replay_rule(rec, rule, **settings)
-    timings = exit_timings(rec.cum_macs, sizes, dep)
-    return DeployResult(dep, timings, res.exit_index, res.correct, res.rule, res.settings)
+    return DeployResult(dep, exit_timings(rec.cum_macs, sizes, dep), replay_rule(rec, rule, **settings))
 
 
 # ---- searching split points and thresholds ----------------------------------------------------------

@@ -7,7 +7,8 @@ is written in one decision form (an `ExitRule`): a score per exit computed from 
 A sample stops at the first exit whose score passes its threshold; the last exit answers whoever is
 left. The oracle reads the labels: a reference for replay, never a deployable rule.
 
-Adding a rule is one `@register_rule(RuleSpec(...))` entry on its builder.
+Adding a rule is one `@register_rule(RuleSpec(...))` entry on its builder; a rule that thresholds each exit's
+own score is one `register_threshold_rule(RuleSpec(...), score_fn)`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from aep_core.registry import Registry
 Thresholds = float | Sequence[float] | np.ndarray
 # (exits, n, classes) logits, (exits, n) confidences or None -> (exits, n) score, (exits, n) prediction
 ScoreFn = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray]]
+
+
+def group_means(groups: np.ndarray, values: np.ndarray, num_groups: int) -> np.ndarray:
+    """(num_groups,) mean of `values` (n,) over the samples of each group, `groups` (n,) int (nan for a group
+    with no samples)."""
+    n = np.bincount(groups, minlength=num_groups).astype(np.float64)
+    total = np.bincount(groups, weights=np.asarray(values, dtype=np.float64), minlength=num_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / n, np.nan)
 
 
 @dataclass
@@ -73,18 +83,12 @@ class RuleResult:
     @property
     def per_exit_accuracy(self) -> np.ndarray:
         """(exits,) accuracy of the samples that stopped at each exit (nan where none stopped)."""
-        n = np.bincount(self.exit_index, minlength=self.num_exits).astype(np.float64)
-        right = np.bincount(self.exit_index, weights=self.correct.astype(np.float64), minlength=self.num_exits)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, right / n, np.nan)
+        return group_means(self.exit_index, self.correct, self.num_exits)
 
     @property
     def per_class_mean_exit(self) -> np.ndarray:
         """(classes,) mean exit index of the samples of each true class (nan for absent classes)."""
-        n = np.bincount(self.labels, minlength=self.num_classes).astype(np.float64)
-        s = np.bincount(self.labels, weights=self.exit_index.astype(np.float64), minlength=self.num_classes)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(n > 0, s / n, np.nan)
+        return group_means(self.labels, self.exit_index, self.num_classes)
 
     def summary(self) -> dict[str, Any]:
         """Plain-type metrics: accuracy, expected MACs, MACs ratio, exit distribution, per-exit accuracy."""
@@ -443,40 +447,39 @@ def list_rules(deployable: bool = False, thresholds: bool = False, model: ModelE
     ]
 
 
-def _threshold_setting(default: float, help: str) -> RuleSetting:
-    return replace(THRESHOLD, default=default, help=help)
+def register_threshold_rule(spec: RuleSpec, score_fn: ScoreFn) -> None:
+    """Register a rule that stops a sample at the first exit whose own score (`score_fn`'s row k depends on exit
+    k's outputs alone) passes its threshold in [0, 1], one threshold per early exit."""
+
+    def build(model: ModelExits, thresholds: Thresholds) -> ExitRule:
+        t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, spec.name)
+        return ExitRule(spec.name, t, score_fn, spec.lower_is_confident, {"thresholds": t.tolist()}, local=True)
+
+    register_rule(spec)(build)
 
 
-@register_rule(
+register_threshold_rule(
     RuleSpec(
         "max_probability",
         "Max probability >= t",
         "Stop at the first exit whose top class probability reaches t.",
         "top class probability",
         False,
-        _threshold_setting(0.9, THRESHOLD.help),
-    )
+        THRESHOLD,
+    ),
+    _max_probability_scores,
 )
-def _max_probability(model: ModelExits, thresholds: Thresholds) -> ExitRule:
-    t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "max_probability")
-    return ExitRule("max_probability", t, _max_probability_scores, settings={"thresholds": t.tolist()}, local=True)
-
-
-@register_rule(
+register_threshold_rule(
     RuleSpec(
         "entropy",
         "Normalised entropy <= t",
         "Stop at the first exit whose prediction entropy (0 = certain, 1 = uniform) is at most t.",
         "normalised entropy",
         True,
-        _threshold_setting(0.3, THRESHOLD.help),
-    )
+        replace(THRESHOLD, default=0.3),
+    ),
+    _entropy_scores,
 )
-def _entropy(model: ModelExits, thresholds: Thresholds) -> ExitRule:
-    t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "entropy")
-    return ExitRule(
-        "entropy", t, _entropy_scores, lower_is_confident=True, settings={"thresholds": t.tolist()}, local=True
-    )
 
 
 @register_rule(
@@ -487,7 +490,7 @@ def _entropy(model: ModelExits, thresholds: Thresholds) -> ExitRule:
         "when its top probability reaches t.",
         "ensemble top probability",
         False,
-        _threshold_setting(0.9, THRESHOLD.help),
+        THRESHOLD,
         uses_ensemble_weights=True,
     )
 )
@@ -503,7 +506,7 @@ def _aep_ensemble(model: ModelExits, thresholds: Thresholds, weights: Sequence[f
     )
 
 
-@register_rule(
+register_threshold_rule(
     RuleSpec(
         "eenet_confidence",
         "EENet confidence >= t",
@@ -511,13 +514,11 @@ def _aep_ensemble(model: ModelExits, thresholds: Thresholds, weights: Sequence[f
         "with the EENet method only).",
         "learned confidence",
         False,
-        _threshold_setting(0.5, THRESHOLD.help),
+        replace(THRESHOLD, default=0.5),
         needs_confidence=True,
-    )
+    ),
+    _eenet_scores,
 )
-def _eenet_confidence(model: ModelExits, thresholds: Thresholds = 0.5) -> ExitRule:
-    t = as_thresholds(thresholds, model.num_exits, 0.0, 1.0, "eenet_confidence")
-    return ExitRule("eenet_confidence", t, _eenet_scores, settings={"thresholds": t.tolist()}, local=True)
 
 
 @register_rule(

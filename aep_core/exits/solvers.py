@@ -8,6 +8,7 @@ threshold; scores are computed once, so each candidate costs one vectorised deci
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -191,74 +192,82 @@ def _search(
     return best_t
 
 
-def _solve(
-    val: ExitRecord,
-    name: str,
-    key,
-    goal: str,
-    test: ExitRecord | None,
-    weights: Sequence[float] | None,
-    feasible,
-    infeasible_message,
-    grid_points: int,
-    passes: int,
-) -> Solution:
-    if get_rule(name).reads_labels:
-        raise ConfigError(f"The {name} has no settings to choose: it reads the labels.")
-    require_early_exits(val)
-    if get_rule(name).has_thresholds:
-        rule, score, correct = score_record(val, name, weights)
-        cost = np.asarray(val.cum_macs, dtype=np.float64) / val.full_macs
-        t = _search(score, correct, cost, rule.lower_is_confident, key, grid_points, passes)
-        settings: dict[str, Any] = {"thresholds": [float(v) for v in t], **rule_settings(val, name, weights)}
-    else:
-        sweep = pareto_sweep(val, name)
-        best = max(range(len(sweep.settings)), key=lambda i: key(sweep.accuracy[i], sweep.macs_ratio[i]))
-        settings = dict(sweep.settings[best])
-    res_val = replay_rule(val, name, **settings)
-    if not feasible(res_val):
-        raise ConfigError(infeasible_message(val, name, res_val))
-    res_test = replay_rule(test, name, **settings) if test is not None else None
-    return Solution(name, settings, res_val, res_test, goal)
+class Goal(ABC):
+    """What the solver asks of a rule's settings, judged on the accuracy and expected MACs ratio they reach."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """The goal in a few words, e.g. "max MACs ratio 0.5"."""
+
+    @abstractmethod
+    def key(self, accuracy: float, macs_ratio: float) -> tuple:
+        """Sort key of an outcome, larger is better; its first item is whether the outcome meets the goal, so
+        every outcome that does ranks above every one that does not."""
+
+    @abstractmethod
+    def unmet(self, rec: ExitRecord, name: str, closest: RuleResult) -> str:
+        """What to say when no setting of rule `name` meets the goal on `rec` (`closest`: the best one found)."""
+
+    def met(self, result: RuleResult) -> bool:
+        """Whether a replayed outcome meets the goal."""
+        return bool(self.key(result.accuracy, result.macs_ratio)[0])
 
 
-def solve_budget(
-    val: ExitRecord,
-    name: str,
-    max_macs_ratio: float,
-    test: ExitRecord | None = None,
-    weights: Sequence[float] | None = None,
-    grid_points: int = 64,
-    passes: int = 3,
-) -> Solution:
-    """Per-exit thresholds that maximise accuracy on `val` with expected MACs at most `max_macs_ratio`
-    of the network without exits; reported on `test` too when given."""
-    if not max_macs_ratio > 0:
-        raise ConfigError(f"The MACs budget must be a positive fraction of the full network, got {max_macs_ratio}.")
-    tol = 1e-12
+_TOLERANCE = 1e-12
 
-    def key(acc: float, cost: float) -> tuple:
-        return (True, acc, -cost) if cost <= max_macs_ratio + tol else (False, -cost, acc)
 
-    def message(rec: ExitRecord, n: str, closest: RuleResult) -> str:
+@dataclass(frozen=True)
+class MacsBudget(Goal):
+    """The most accurate settings whose expected MACs are at most `max_macs_ratio` of the network without exits."""
+
+    max_macs_ratio: float
+
+    def __post_init__(self) -> None:
+        if not self.max_macs_ratio > 0:
+            raise ConfigError(
+                f"The MACs budget must be a positive fraction of the full network, got {self.max_macs_ratio}."
+            )
+
+    def describe(self) -> str:
+        return f"max MACs ratio {self.max_macs_ratio:g}"
+
+    def key(self, accuracy: float, macs_ratio: float) -> tuple:
+        if macs_ratio <= self.max_macs_ratio + _TOLERANCE:
+            return (True, accuracy, -macs_ratio)
+        return (False, -macs_ratio, accuracy)
+
+    def unmet(self, rec: ExitRecord, name: str, closest: RuleResult) -> str:
         cheapest = float(np.min(rec.cum_macs)) / rec.full_macs
         return (
-            f"No setting of {n} meets a budget of {100 * max_macs_ratio:.1f}% of the full network's MACs: "
+            f"No setting of {name} meets a budget of {100 * self.max_macs_ratio:.1f}% of the full network's MACs: "
             f"the cheapest reachable cost is {100 * cheapest:.1f}% (every sample stopping at exit 0)."
         )
 
-    return _solve(
-        val,
-        name,
-        key,
-        f"max MACs ratio {max_macs_ratio:g}",
-        test,
-        weights,
-        lambda r: r.macs_ratio <= max_macs_ratio + tol,
-        message,
-        grid_points,
-        passes,
-    )
+
+@dataclass(frozen=True)
+class MinAccuracy(Goal):
+    """The cheapest settings (fewest expected MACs) whose accuracy is at least `min_accuracy`."""
+
+    min_accuracy: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_accuracy <= 1:
+            raise ConfigError(f"The accuracy floor must be a fraction in [0, 1], got {self.min_accuracy}.")
+
+    def describe(self) -> str:
+        return f"min accuracy {self.min_accuracy:g}"
+
+    def key(self, accuracy: float, macs_ratio: float) -> tuple:
+        if accuracy >= self.min_accuracy - _TOLERANCE:
+            return (True, -macs_ratio, accuracy)
+        return (False, accuracy, -macs_ratio)
+
+    def unmet(self, rec: ExitRecord, name: str, closest: RuleResult) -> str:
+        return (
+            f"No setting of {name} found reaches {100 * self.min_accuracy:.2f}% accuracy on this split: the best "
+            f"found is {100 * closest.accuracy:.2f}% (final exit alone: {100 * float(rec.exit_accuracy()[-1]):.2f}%, "
+            f"oracle: {100 * oracle(rec).accuracy:.2f}%)."
+        )
 
 
 def accuracy_floor(rec: ExitRecord, max_drop_points: float) -> float:
@@ -266,40 +275,32 @@ def accuracy_floor(rec: ExitRecord, max_drop_points: float) -> float:
     return float(rec.exit_accuracy()[-1]) - max_drop_points / 100.0
 
 
-def solve_accuracy(
+def solve(
     val: ExitRecord,
     name: str,
-    min_accuracy: float,
+    goal: Goal,
     test: ExitRecord | None = None,
     weights: Sequence[float] | None = None,
     grid_points: int = 64,
     passes: int = 3,
 ) -> Solution:
-    """Per-exit thresholds that minimise expected MACs on `val` with accuracy at least `min_accuracy`;
-    reported on `test` too when given."""
-    if not 0 <= min_accuracy <= 1:
-        raise ConfigError(f"The accuracy floor must be a fraction in [0, 1], got {min_accuracy}.")
-    tol = 1e-12
-
-    def key(acc: float, cost: float) -> tuple:
-        return (True, -cost, acc) if acc >= min_accuracy - tol else (False, acc, -cost)
-
-    def message(rec: ExitRecord, n: str, closest: RuleResult) -> str:
-        return (
-            f"No setting of {n} found reaches {100 * min_accuracy:.2f}% accuracy on this split: the best found is "
-            f"{100 * closest.accuracy:.2f}% (final exit alone: {100 * float(rec.exit_accuracy()[-1]):.2f}%, "
-            f"oracle: {100 * oracle(rec).accuracy:.2f}%)."
-        )
-
-    return _solve(
-        val,
-        name,
-        key,
-        f"min accuracy {min_accuracy:g}",
-        test,
-        weights,
-        lambda r: r.accuracy >= min_accuracy - tol,
-        message,
-        grid_points,
-        passes,
-    )
+    """The settings of rule `name` that best meet `goal` on `val` (per-exit thresholds for a threshold rule,
+    else the best value of its setting); reported on `test` too when given. ConfigError, saying what is
+    reachable, when no setting meets the goal."""
+    if get_rule(name).reads_labels:
+        raise ConfigError(f"The {name} has no settings to choose: it reads the labels.")
+    require_early_exits(val)
+    if get_rule(name).has_thresholds:
+        rule, score, correct = score_record(val, name, weights)
+        cost = np.asarray(val.cum_macs, dtype=np.float64) / val.full_macs
+        t = _search(score, correct, cost, rule.lower_is_confident, goal.key, grid_points, passes)
+        settings: dict[str, Any] = {"thresholds": [float(v) for v in t], **rule_settings(val, name, weights)}
+    else:
+        sweep = pareto_sweep(val, name)
+        best = max(range(len(sweep.settings)), key=lambda i: goal.key(sweep.accuracy[i], sweep.macs_ratio[i]))
+        settings = dict(sweep.settings[best])
+    res_val = replay_rule(val, name, **settings)
+    if not goal.met(res_val):
+        raise ConfigError(goal.unmet(val, name, res_val))
+    res_test = replay_rule(test, name, **settings) if test is not None else None
+    return Solution(name, settings, res_val, res_test, goal.describe())

@@ -7,6 +7,7 @@ import json
 import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -176,19 +177,10 @@ def _run(
         + (f", resuming from {job.resume} (epoch {resume['epoch'] + 1}, step {resume['step']})" if resume else "")
     )
 
+    meta_after = partial(job_meta, job, cfg, spec, model, bundle, costs)  # (ensemble weights, seconds, **training)
+
     def save_state(state: dict[str, Any]) -> None:
-        meta = job_meta(
-            job,
-            cfg,
-            spec,
-            model,
-            bundle,
-            costs,
-            method.ensemble_weights(),
-            state["seconds"],
-            device=cfg.device,
-            resume_of=out.name,
-        )
+        meta = meta_after(method.ensemble_weights(), state["seconds"], device=cfg.device, resume_of=out.name)
         train_state = {k: v for k, v in state.items() if k != "model"}
         save_checkpoint(state_path, model, meta, extra={"train_state": train_state})
 
@@ -219,19 +211,7 @@ def _run(
     cpu = platform.processor() or platform.machine()
     device = f"{cfg.device} ({cpu}, {torch.get_num_threads()} threads{processes})"
     meta = replace(
-        job_meta(
-            job,
-            cfg,
-            spec,
-            model,
-            bundle,
-            costs,
-            weights,
-            result.seconds,
-            resumed_from=job.resume,
-            processes=env.world_size,
-            device=device,
-        ),
+        meta_after(weights, result.seconds, resumed_from=job.resume, processes=env.world_size, device=device),
         metrics={
             split: SplitMetrics(rec.exit_accuracy().tolist(), rec.ensemble_accuracy(weights).tolist(), rec.num_samples)
             for split, rec in records.items()

@@ -255,11 +255,10 @@ def train(
     amp_dtype = AMP_DTYPES.get(cfg.amp or "", torch.float32)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1 + 7919 * rank)  # each rank augments differently
     result = TrainResult()
+    resumable = _Resumable(model, method, opt, sched, scaler, aug_gen, result)
     start_epoch, start_step, partial = 0, 0, None
     if resume is not None:
-        start_epoch, start_step, partial = _load_state(
-            resume, model, method, opt, sched, scaler, aug_gen, result, rank, world
-        )
+        start_epoch, start_step, partial = resumable.load(resume, rank, world)
     step_module = dd.ExitStep(model, method)
     runner, trainable = None, None
     stop = stop or StopRequest()
@@ -304,19 +303,8 @@ def train(
                 if main and on_batch:
                     on_batch(epoch, step, steps)
                 if dd.any_rank(stop.requested, device):  # every rank stops after the same step
-                    state = _state(
-                        epoch,
-                        step,
-                        {"loss_sum": loss_sum, "seen": seen, "correct": correct},
-                        model,
-                        method,
-                        opt,
-                        sched,
-                        scaler,
-                        aug_gen,
-                        result,
-                        t_start,
-                    )
+                    sums = {"loss_sum": loss_sum, "seen": seen, "correct": correct}
+                    state = resumable.state(epoch, step, sums, t_start)
                     if main and save_state:
                         save_state(state)
                     if main and cfg.progress:
@@ -359,7 +347,7 @@ def train(
             if main and callback:
                 callback(stats)
             if save_state and cfg.save_every and (epoch + 1) % cfg.save_every == 0:
-                state = _state(epoch + 1, 0, None, model, method, opt, sched, scaler, aug_gen, result, t_start)
+                state = resumable.state(epoch + 1, 0, None, t_start)
                 if main:
                     save_state(state)
     result.seconds = time.perf_counter() - t_start
@@ -367,80 +355,70 @@ def train(
     return result
 
 
-def _state(
-    epoch: int,
-    step: int,
-    partial: dict | None,
-    model: EarlyExitNet,
-    method: Method,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    scaler: torch.amp.GradScaler,
-    aug_gen: torch.Generator,
-    result: TrainResult,
-    t_start: float,
-) -> dict[str, Any]:
-    """The resumable state: epoch and step to go on from, weights, optimiser, schedule, RNGs (every rank's
-    augmentation generator), the epoch's running sums and the history. Collective under DDP: call on every rank."""
-    aug_states = dd.gather_objects(aug_gen.get_state())
-    return {
-        "epoch": epoch,
-        "step": step,
-        "world_size": len(aug_states),
-        "partial": partial,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "method": {k: v.detach().cpu() for k, v in method.state_dict().items()},
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "scaler": scaler.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "aug": aug_states,
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-        "history": [asdict(h) for h in result.history],
-        "seconds": time.perf_counter() - t_start,
-    }
+@dataclass
+class _Resumable:
+    """What a resumable state saves and puts back: weights, method, optimiser, schedule, gradient scaler, the
+    rank's augmentation generator and the history so far."""
 
+    model: EarlyExitNet
+    method: Method
+    opt: torch.optim.Optimizer
+    sched: Any
+    scaler: torch.amp.GradScaler
+    aug_gen: torch.Generator
+    result: TrainResult
 
-def _load_state(
-    state: dict[str, Any],
-    model: EarlyExitNet,
-    method: Method,
-    opt: torch.optim.Optimizer,
-    sched: Any,
-    scaler: torch.amp.GradScaler,
-    aug_gen: torch.Generator,
-    result: TrainResult,
-    rank: int,
-    world: int,
-) -> tuple[int, int, dict | None]:
-    """Put a saved state back; returns (epoch, step, partial sums) to go on from."""
-    try:
-        if "model" in state:
-            model.load_state_dict(state["model"])
-        method.load_state_dict(state["method"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        aug = state["rng"]["aug"]
-        # Another world size reshards the data anyway; each rank then takes a saved stream (not bit-identical).
-        aug_gen.set_state(aug[rank % len(aug)])
-        result.history = [EpochStats(**h) for h in state["history"]]
-        result.seconds = float(state["seconds"])
-        epoch, step, partial = int(state["epoch"]), int(state["step"]), state["partial"]
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(
-            f"The resume state does not fit this run (same model, method and optimiser?): "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
-    if int(state["world_size"]) != world:
-        print(
-            f"note: resuming a {state['world_size']}-process state with {world} processes: the data order "
-            "differs from an uninterrupted run.",
-            file=sys.stderr,
-        )
-    return epoch, step, partial
+    def state(self, epoch: int, step: int, partial: dict | None, t_start: float) -> dict[str, Any]:
+        """The resumable state: epoch and step to go on from, weights, optimiser, schedule, RNGs (every rank's
+        augmentation generator), the epoch's running sums and the history. Collective under DDP: call on every
+        rank."""
+        aug_states = dd.gather_objects(self.aug_gen.get_state())
+        return {
+            "epoch": epoch,
+            "step": step,
+            "world_size": len(aug_states),
+            "partial": partial,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "method": {k: v.detach().cpu() for k, v in self.method.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "aug": aug_states,
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "history": [asdict(h) for h in self.result.history],
+            "seconds": time.perf_counter() - t_start,
+        }
+
+    def load(self, state: dict[str, Any], rank: int, world: int) -> tuple[int, int, dict | None]:
+        """Put a saved state back; returns (epoch, step, partial sums) to go on from."""
+        try:
+            if "model" in state:
+                self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+            aug = state["rng"]["aug"]
+            # Another world size reshards the data anyway; each rank then takes a saved stream (not bit-identical).
+            self.aug_gen.set_state(aug[rank % len(aug)])
+            self.result.history = [EpochStats(**h) for h in state["history"]]
+            self.result.seconds = float(state["seconds"])
+            epoch, step, partial = int(state["epoch"]), int(state["step"]), state["partial"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ConfigError(
+                f"The resume state does not fit this run (same model, method and optimiser?): "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
+        if int(state["world_size"]) != world:
+            print(
+                f"note: resuming a {state['world_size']}-process state with {world} processes: the data order "
+                "differs from an uninterrupted run.",
+                file=sys.stderr,
+            )
+        return epoch, step, partial

@@ -49,28 +49,22 @@ def _nll(p: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.nll_loss(p.clamp_min(EPS).log(), y)
 
 
-def eenet_loss_v1(
+EENET_LOSS_VERSIONS = ("v1", "v2")
+
+
+def eenet_loss(
     logits: Sequence[torch.Tensor],
     confidences: Sequence[torch.Tensor],
     y: torch.Tensor,
     cost_rates: Sequence[float],
     lam: float,
+    version: str = "v2",
 ) -> torch.Tensor:
-    """EENet loss v1: NLL(Y_0) + lambda * mean(C_0)."""
+    """EENet loss, from the per-exit terms NLL(Y_i) + lambda * mean(C_i), i = 0..N: v1 is exit 0's term alone,
+    v2 (the authors' default) the sum of every exit's term."""
     pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
-    return _nll(pred[0], y) + lam * cost[0].mean()
-
-
-def eenet_loss_v2(
-    logits: Sequence[torch.Tensor],
-    confidences: Sequence[torch.Tensor],
-    y: torch.Tensor,
-    cost_rates: Sequence[float],
-    lam: float,
-) -> torch.Tensor:
-    """EENet loss v2 (the authors' default): sum_i [NLL(Y_i) + lambda * mean(C_i)], i = 0..N."""
-    pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
-    return sum(_nll(p, y) + lam * c.mean() for p, c in zip(pred, cost, strict=True))
+    terms = [_nll(p, y) + lam * c.mean() for p, c in zip(pred, cost, strict=True)]
+    return terms[0] if version == "v1" else sum(terms)
 
 
 def per_exit_loss(logits: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:

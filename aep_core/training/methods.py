@@ -13,7 +13,6 @@ distillation      survey: self-distillation, the last exit teaches the earlier o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -160,9 +159,6 @@ class AEP(Method):
         return loss
 
 
-EENET_LOSSES: dict[str, Callable[..., torch.Tensor]] = {"v1": losses.eenet_loss_v1, "v2": losses.eenet_loss_v2}
-
-
 @register_method
 class EENet(Method):
     name = "eenet"
@@ -174,7 +170,7 @@ class EENet(Method):
     def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
         if not model.has_confidence:
             raise ConfigError("EENet training needs EENet exit heads (confidence branches).")
-        if settings.eenet_loss not in EENET_LOSSES:
+        if settings.eenet_loss not in losses.EENET_LOSS_VERSIONS:
             raise ConfigError(f"EENet loss must be 'v1' or 'v2', got '{settings.eenet_loss}'.")
         if settings.lam < 0:
             raise ConfigError(f"EENet lambda must be >= 0, got {settings.lam}.")
@@ -184,7 +180,7 @@ class EENet(Method):
         s, z = self.settings, out.logits
         if s.two_stage and epoch < self.epochs // 2:
             return losses.per_exit_loss(z, y)
-        return EENET_LOSSES[s.eenet_loss](z, out.confidences, y, self.cost_rates, s.lam)
+        return losses.eenet_loss(z, out.confidences, y, self.cost_rates, s.lam, s.eenet_loss)
 
 
 @register_method

@@ -1,8 +1,8 @@
 """AEP weighting schemes: the weight w_i of each exit i = 1..N in the joint loss
 L = sum_i w_i * CE(y, z_i), also used for the ensemble prediction sum_i w_i softmax(z_i) / sum_i w_i.
 
-Every scheme is one `register_scheme` entry; its builder returns weights that are positive and sum to 1
-(the prior of the trainable schemes).
+Every scheme is one entry of SCHEMES (`register_scheme` on its builder, or a spec naming the builder it
+shares); its builder returns weights that are positive and sum to 1 (the prior of the trainable schemes).
 
 The trainable schemes ('learned', 'hybrid') learn their weights from the ensemble's own loss,
 CE(y, log sum_i w_i softmax(z_i)), with the exits' outputs detached. Descending the joint loss in w
@@ -105,20 +105,16 @@ def cost_weights(num_exits: int, costs: Sequence[float] | None = None, base: flo
     return c / c.sum()
 
 
-@register_scheme(
+SCHEMES.register_named(
     SchemeSpec(
         "learned",
         "Learned",
         "w = softmax(theta), theta fitted on the ensemble loss from a uniform start",
         trainable=True,
+        build=uniform_weights,
     )
 )
-def learned_prior(num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> torch.Tensor:
-    """The learned weights' start: uniform (theta = 0)."""
-    return uniform_weights(num_exits)
-
-
-@register_scheme(
+SCHEMES.register_named(
     SchemeSpec(
         "hybrid",
         "Hybrid",
@@ -126,11 +122,9 @@ def learned_prior(num_exits: int, costs: Sequence[float] | None = None, base: fl
         "learned factors; the joint loss keeps the linear prior",
         trainable=True,
         loss_on_prior=True,
+        build=linear_weights,
     )
 )
-def hybrid_prior(num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> torch.Tensor:
-    """The hybrid weights' prior: linear."""
-    return linear_weights(num_exits)
 
 
 class ExitWeighting(nn.Module):
