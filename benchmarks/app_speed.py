@@ -14,13 +14,12 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from aep_core.checkpoint.discovery import default_model, discover_models, model_folders, trained_models_dir
-from aep_core.paths import shipped_models_dir
+from aep_core.paths import PROJECT_DIR, shipped_models_dir
 from explorer.serve import CHROMIUM, IDLE, launch_chromium, serve_app
 
-ROOT = Path(__file__).resolve().parent.parent  # the checkout: app.py and the app's runs/app folder
+ROOT = PROJECT_DIR
 
 
 def main() -> None:

@@ -23,10 +23,11 @@ from aep_core.errors import AepError
 from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import oracle
 from aep_core.exits.solvers import MacsBudget, MinAccuracy, accuracy_floor, solve
+from aep_core.paths import PROJECT_DIR
 
 from ._common import load_model_and_records, setup
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = PROJECT_DIR
 SHIP, RUNS = ROOT / "assets" / "models", ROOT / "runs" / "compare"
 DOCS = ROOT / "docs"
 BUDGETS = (0.25, 0.5, 0.75)

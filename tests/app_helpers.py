@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
+from aep_core.paths import PROJECT_DIR
+
+ROOT = PROJECT_DIR
 APP = str(ROOT / "app.py")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,11 +13,11 @@ from aep_core.evaluation import load_evaluation
 from aep_core.exits.rules import RULES, list_rules, replay_rule
 from aep_core.models.backbones import Backbone
 from aep_core.models.registry import BACKBONES, list_models, register_model
-from aep_core.paths import shipped_models_dir
+from aep_core.paths import PROJECT_DIR, shipped_models_dir
 from aep_core.training.methods import METHODS
 from aep_core.training.weighting import SCHEMES, scheme_weights
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "ARCHITECTURE.md"
+DOC = PROJECT_DIR / "docs" / "ARCHITECTURE.md"
 
 
 @pytest.fixture

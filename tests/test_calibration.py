@@ -4,7 +4,6 @@ temperature, replay on scaled records, temperatures stored in a checkpoint, and 
 import math
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,9 @@ from aep_core.cli.main import main
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.evaluation import ExitRecord, load_evaluation
 from aep_core.exits.rules import ModelExits, get_rule, list_rules, replay_rule
+from aep_core.paths import PROJECT_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
 
 

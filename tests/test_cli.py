@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from aep_core.exits.rules import ModelExits, get_rule, list_rules
+from aep_core.paths import PROJECT_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 
 
 def run(*args, check_rc=0):

@@ -3,7 +3,6 @@ from a model, the search against brute-force replays, and clear errors for impos
 
 import itertools
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +29,7 @@ from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import ModelExits, list_rules, replay_rule
 from aep_core.models import ModelSpec, build_model
+from aep_core.paths import shipped_models_dir
 
 
 def hand_record() -> ExitRecord:
@@ -244,7 +244,7 @@ def test_sizes_must_match_the_record():
         exit_timings([1, 2, 3], FeatureSizes((1,), ((1,), (1,))), hand_deployment())
 
 
-SHIPPED = Path(__file__).resolve().parent.parent / "assets" / "models" / "aep_hybrid.pt"
+SHIPPED = shipped_models_dir() / "aep_hybrid.pt"
 
 
 @pytest.mark.skipif(not SHIPPED.is_file(), reason="the shipped model is not present")

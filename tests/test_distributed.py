@@ -13,7 +13,9 @@ from pathlib import Path
 
 from test_cli import small_train_args
 
-ROOT = Path(__file__).resolve().parent.parent
+from aep_core.paths import PROJECT_DIR
+
+ROOT = PROJECT_DIR
 SMALL = {"widths": [8, 16, 32]}
 
 

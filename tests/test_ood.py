@@ -3,7 +3,6 @@ generators, and the score separating noise from test images on the shipped model
 
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,9 @@ from aep_core.cli.main import main
 from aep_core.data import load_slice
 from aep_core.errors import ConfigError
 from aep_core.evaluation import load_evaluation
+from aep_core.paths import PROJECT_DIR
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 SHIPPED = ROOT / "assets" / "models" / "aep_hybrid.pt"
 
 

@@ -18,11 +18,12 @@ from aep_core.checkpoint import load_checkpoint, model_meta, read_checkpoint, sa
 from aep_core.checkpoint.sidecars import log_path, resume_path
 from aep_core.errors import CheckpointError
 from aep_core.models import ModelSpec, build_model
+from aep_core.paths import PROJECT_DIR
 from aep_core.training import MethodSettings, TrainConfig
 from aep_core.training.job import TrainJob, run_train_job
 from aep_core.training.loop import TrainingInterrupted
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PROJECT_DIR
 SMALL = {"widths": [8, 16, 32]}
 STEPS = 4  # limit 128 / batch 32
 
