@@ -19,7 +19,7 @@ COMMAND_GROUPS = (train, models, data, exits, pruning, deploy, calibration, run)
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m aep_core`; each sub-command's handler is its `func` default."""
-    p = argparse.ArgumentParser(prog="python -m aep_core", description="Early-exit networks: train, evaluate, inspect.")
+    p = argparse.ArgumentParser(prog="aep", description="Early-exit networks: train, evaluate, inspect.")
     sub = p.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.add_commands(sub)
