@@ -31,7 +31,7 @@ import torch
 from aep_core.cost import count_macs, measure_latency
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
-from aep_core.exits.rules import RuleResult, decide, get_rule, group_means, replay_rule
+from aep_core.exits.rules import RuleResult, get_rule, group_means, replay_rule
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
 
@@ -440,7 +440,14 @@ def decision_grid(
     """The rule's decisions over a grid: global thresholds (default: 0, 0.01, ..., 1 plus `points` quantiles of
     the scores) for threshold rules, every value of the setting for a rule with a whole-number setting, one point
     for a rule without a setting."""
-    from aep_core.exits.solvers import rule_settings, score_record, setting_grid, threshold_grid
+    from aep_core.exits.solvers import (
+        checked_thresholds,
+        global_decisions,
+        rule_settings,
+        score_record,
+        setting_grid,
+        threshold_grid,
+    )
 
     spec = get_rule(rule)
     if rec.num_samples == 0:
@@ -453,13 +460,10 @@ def decision_grid(
         if grid is None:
             ts = np.unique(np.round(np.concatenate([np.linspace(0, 1, 101), threshold_grid(score, points)]), 6))
         else:
-            ts = np.asarray(grid, dtype=np.float64)
-            if ts.ndim != 1 or ts.size == 0 or np.isnan(ts).any() or (ts < 0).any() or (ts > 1).any():
-                raise ConfigError(f"{rule}: search thresholds must be a non-empty list of numbers in [0, 1].")
+            ts = checked_thresholds(grid, f"{rule}: search")
         counts = np.empty((len(ts), e), dtype=np.int64)
         acc = np.empty(len(ts))
-        for i, t in enumerate(ts):  # one vectorised decision per threshold
-            idx = decide(score, np.full(e - 1, t), r.lower_is_confident)
+        for i, idx in enumerate(global_decisions(score, ts, r.lower_is_confident)):
             counts[i] = np.bincount(idx, minlength=e)
             acc[i] = right[idx, cols].mean()
         settings = [{"thresholds": float(t), **extra} for t in ts]

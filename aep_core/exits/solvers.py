@@ -9,7 +9,7 @@ threshold; scores are computed once, so each candidate costs one vectorised deci
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +84,22 @@ def threshold_grid(score: np.ndarray, points: int) -> np.ndarray:
     return np.unique(np.clip(np.concatenate([[0.0, 1.0], q]), 0.0, 1.0))
 
 
+def checked_thresholds(grid: Sequence[float], what: str) -> np.ndarray:
+    """A threshold grid given by the user as an array; ConfigError unless it is a non-empty list of numbers
+    in [0, 1]."""
+    ts = np.asarray(grid, dtype=np.float64)
+    if ts.ndim != 1 or ts.size == 0 or np.isnan(ts).any() or (ts < 0).any() or (ts > 1).any():
+        raise ConfigError(f"{what} thresholds must be a non-empty list of numbers in [0, 1].")
+    return ts
+
+
+def global_decisions(score: np.ndarray, thresholds: np.ndarray, lower_is_confident: bool) -> Iterator[np.ndarray]:
+    """For each global threshold, the (n,) exit every sample stops at, given (exits, n) scores: one vectorised
+    decision per threshold."""
+    for t in thresholds:
+        yield decide(score, np.full(score.shape[0] - 1, t), lower_is_confident)
+
+
 def setting_grid(name: str, num_exits: int, grid: Sequence[Any] | None = None) -> list[dict[str, Any]]:
     """The settings a sweep of a rule without thresholds visits: every value of its setting for this model
     (or the `grid` given); one empty setting for a rule with none (the oracle)."""
@@ -116,14 +132,11 @@ def pareto_sweep(
     require_early_exits(rec)
     if spec.has_thresholds:
         rule, score, correct = score_record(rec, name, weights)
-        ts = threshold_grid(score, points) if grid is None else np.asarray(grid, dtype=np.float64)
-        if ts.ndim != 1 or ts.size == 0 or np.isnan(ts).any() or (ts < 0).any() or (ts > 1).any():
-            raise ConfigError(f"{name}: sweep thresholds must be a non-empty list of numbers in [0, 1].")
+        ts = threshold_grid(score, points) if grid is None else checked_thresholds(grid, f"{name}: sweep")
         cost = np.asarray(rec.cum_macs, dtype=np.float64) / rec.full_macs
         cols = np.arange(rec.num_samples)
         acc, macs = np.empty(len(ts)), np.empty(len(ts))
-        for i, t in enumerate(ts):  # one vectorised decision per setting
-            idx = decide(score, np.full(rec.num_exits - 1, t), rule.lower_is_confident)
+        for i, idx in enumerate(global_decisions(score, ts, rule.lower_is_confident)):
             acc[i], macs[i] = correct[idx, cols].mean(), cost[idx].mean()
         settings = [{"thresholds": float(t)} for t in ts]
     else:
