@@ -84,6 +84,7 @@ class DataBundle:
     std: list[float]
     in_memory: bool = True
     info: dict = field(default_factory=dict)
+    held_out: Dataset | None = None  # training images kept out of training, to fit ensemble weights on
 
     def meta(self) -> dict:
         """Plain-type description for checkpoint metadata."""
@@ -94,7 +95,12 @@ class DataBundle:
             "image_size": self.image_size,
             "mean": self.mean,
             "std": self.std,
-            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "sizes": {
+                "train": len(self.train),
+                **({"ensemble_fit": len(self.held_out)} if self.held_out is not None else {}),
+                "val": len(self.val),
+                "test": len(self.test),
+            },
             **self.info,
         }
 
@@ -322,6 +328,21 @@ def load_dataset(
             raise DataError("The 'folder' dataset needs --data-dir: a folder with one sub-folder of images per class.")
         return _folder_bundle(Path(data_dir), image_size, in_channels, 0.1, 0.1, seed, limit)
     raise DataError(f"Unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}.")
+
+
+def hold_out(dataset: Dataset, size: int, seed: int) -> tuple[Dataset, Dataset]:
+    """Split `dataset` into (the rest, `size` held-out samples) with a seeded permutation; `size` is clamped so
+    that at least one sample stays on each side."""
+    n = len(dataset)
+    size = min(max(size, 1), n - 1)
+    perm = np.random.default_rng(seed).permutation(n)
+    rest, held = np.sort(perm[size:]), np.sort(perm[:size])
+    if isinstance(dataset, TensorImageDataset):
+        make = lambda idx: TensorImageDataset(  # noqa: E731
+            dataset.images[idx], dataset.labels[idx], dataset.mean.flatten().tolist(), dataset.std.flatten().tolist()
+        )
+        return make(torch.from_numpy(rest)), make(torch.from_numpy(held))
+    return Subset(dataset, rest.tolist()), Subset(dataset, held.tolist())
 
 
 def make_loader(

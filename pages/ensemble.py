@@ -20,7 +20,7 @@ loaded, record = models.model_and_record()
 num_exits = record.num_exits
 state = st.session_state
 cost = loaded.macs_fractions
-# trainable schemes learn their weights in training: the "trained" preset shows a model's own
+# trainable schemes fit their weights after training: the "trained" preset shows a model's own
 FIXED_SCHEMES = [name for name, spec in SCHEMES.items() if not spec.trainable]
 
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# Retrain every shipped model from scratch with the project's own CLI (Fashion-MNIST from Debian's package).
+# Retrain every model behind the app and docs/RESULTS.md from scratch with the project's own CLI
+# (Fashion-MNIST from Debian's package), then `python -m benchmarks.results_table` rebuilds the results.
 #
 # 1. The app's default model, assets/models/aep_hybrid.pt: AEP hybrid weighting, DEFAULT_EPOCHS epochs.
-# 2. The comparison set behind docs/RESULTS.md: every method and every registered AEP weighting scheme with the
-#    same backbone, exit heads, optimiser, augmentation and EPOCHS epochs. Seed 0 of each goes to assets/models
-#    (shipped), other seeds of the headline rows to runs/compare. The 6-epoch AEP hybrid of the comparison set
-#    goes to runs/compare too, since the shipped aep_hybrid.pt is the longer-trained default.
-# Then `python -m benchmarks.results_table` rebuilds docs/RESULTS.md from the evaluation files.
+# 2. The comparison set: every method and every registered AEP weighting scheme with the same backbone, exit
+#    heads, optimiser, augmentation, validation split and EPOCHS epochs. Seed 0 of each is shipped in
+#    assets/models; the other seeds of the headline rows (baseline, AEP hybrid, EENet lambda=0.5) and the
+#    6-epoch AEP hybrid train in runs/compare, and their evaluation files and logs are shipped in
+#    assets/compare (the checkpoints are not needed to re-derive any figure).
+# 3. Static networks of the same family without exits, smaller in width or depth (same budget), shipped.
 #
-# Overrides: EPOCHS, DEFAULT_EPOCHS, SEEDS (headline seeds), THREADS, ONLY=default|compare.
+# The seed changes the initial weights and the shuffling only: every run uses validation split 0.
+# Overrides: EPOCHS, DEFAULT_EPOCHS, SEEDS (headline seeds), THREADS, ONLY (space-separated run names, e.g.
+# "default static_w025 baseline_s1"; default: every run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,37 +21,48 @@ DEFAULT_EPOCHS=${DEFAULT_EPOCHS:-30}
 SEEDS=${SEEDS:-0 1 2}
 SHIP=${SHIP:-assets/models}
 RUNS=${RUNS:-runs/compare}
+EVALS=${EVALS:-assets/compare}
 COMMON="--dataset fashion-mnist --model compact_cnn --head-pool 4 --threads ${THREADS:-2} --channels-last --quiet"
-mkdir -p "$SHIP" "$RUNS"
+mkdir -p "$SHIP" "$RUNS" "$EVALS"
 # every registered AEP weighting scheme but the headline one gets a comparison row
 OTHER_SCHEMES=$($PY -c "from aep_core.training import SCHEMES; print(*(s for s in SCHEMES if s != 'hybrid'))")
 
-train() {  # train <out> <epochs> <seed> <method args...>
-  local out=$1 epochs=$2 seed=$3; shift 3
-  echo "$(date +%T) training $out"
+wanted() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+train() {  # train <run name> <out> <epochs> <seed> <method args...>
+  local name=$1 out=$2 epochs=$3 seed=$4; shift 4
+  wanted "$name" || return 0
+  echo "$(date +%T) training $name -> $out"
   $PY -m aep_core train $COMMON --epochs "$epochs" --seed "$seed" "$@" --out "$out"
+  if [ "$(dirname "$out")" = "$RUNS" ]; then  # ship what the results read: evaluation files and the log
+    local stem=${out%.pt}
+    cp "$stem.val.npz" "$stem.test.npz" "$stem.log.json" "$EVALS/"
+  fi
 }
-out_for() {  # out_for <name> <seed>: seed 0 is shipped, other seeds stay in runs/
-  if [ "$2" = 0 ] && [ "$1" != aep_hybrid ]; then echo "$SHIP/$1.pt"; else echo "$RUNS/${1}_s$2.pt"; fi
+compare() {  # compare <name> <seed> <method args...>: seed 0 is shipped, other seeds keep evaluation files only
+  local name=$1 seed=$2; shift 2
+  if [ "$seed" = 0 ] && [ "$name" != aep_hybrid ]; then
+    train "$name" "$SHIP/$name.pt" "$EPOCHS" "$seed" "$@"
+  else
+    train "${name}_s$seed" "$RUNS/${name}_s$seed.pt" "$EPOCHS" "$seed" "$@"
+  fi
 }
 
-if [ "${ONLY:-}" != compare ]; then
-  train "$SHIP/aep_hybrid.pt" "$DEFAULT_EPOCHS" 0 --method aep --weighting hybrid
-fi
-if [ "${ONLY:-}" != default ]; then
-  for seed in $SEEDS; do  # headline rows
-    train "$(out_for baseline "$seed")" "$EPOCHS" "$seed" --method baseline
-    train "$(out_for aep_hybrid "$seed")" "$EPOCHS" "$seed" --method aep --weighting hybrid
-    train "$(out_for eenet_l05 "$seed")" "$EPOCHS" "$seed" --method eenet --lambda 0.5
-    if [ "$seed" = 0 ]; then  # the other rows, one seed
-      for w in $OTHER_SCHEMES; do
-        train "$(out_for "aep_$w" 0)" "$EPOCHS" 0 --method aep --weighting "$w"
-      done
-      train "$(out_for eenet_l01 0)" "$EPOCHS" 0 --method eenet --lambda 0.1
-      train "$(out_for eenet_l2 0)" "$EPOCHS" 0 --method eenet --lambda 2.0
-      train "$(out_for distillation 0)" "$EPOCHS" 0 --method distillation
-      train "$(out_for classifier_wise 0)" "$EPOCHS" 0 --method classifier-wise
-      train "$(out_for layer_wise 0)" "$EPOCHS" 0 --method layer-wise
-    fi
-  done
-fi
+train default "$SHIP/aep_hybrid.pt" "$DEFAULT_EPOCHS" 0 --method aep --weighting hybrid
+for seed in $SEEDS; do  # headline rows
+  compare baseline "$seed" --method baseline
+  compare aep_hybrid "$seed" --method aep --weighting hybrid
+  compare eenet_l05 "$seed" --method eenet --lambda 0.5
+done
+for w in $OTHER_SCHEMES; do
+  compare "aep_$w" 0 --method aep --weighting "$w"
+done
+compare eenet_l01 0 --method eenet --lambda 0.1
+compare eenet_l2 0 --method eenet --lambda 2.0
+compare distillation 0 --method distillation
+compare classifier_wise 0 --method classifier-wise
+compare layer_wise 0 --method layer-wise
+# static networks without exits: a quarter, half and three quarters of the width; one conv per stage
+train static_w025 "$SHIP/static_w025.pt" "$EPOCHS" 0 --method baseline --widths 8,16,32
+train static_w050 "$SHIP/static_w050.pt" "$EPOCHS" 0 --method baseline --widths 16,32,64
+train static_w075 "$SHIP/static_w075.pt" "$EPOCHS" 0 --method baseline --widths 24,48,96
+train static_shallow "$SHIP/static_shallow.pt" "$EPOCHS" 0 --method baseline --convs-per-stage 1

@@ -21,11 +21,13 @@ from aep_core.training import (
     TrainConfig,
     build_method,
     get_method,
+    losses,
     register_method,
     register_scheme,
     scheme_weights,
 )
 from aep_core.training.job import TrainJob, run_train_job
+from aep_core.training.losses import ensemble_probs
 
 torch.set_num_threads(1)
 EPOCHS = 3  # one epoch per exit, so that layer-wise training reaches every exit
@@ -179,3 +181,30 @@ def test_a_registered_scheme_and_method_are_picked_up_with_no_other_edit(tmp_pat
             else:
                 np.testing.assert_allclose(weights, 1 / len(weights))
     assert "reverse-linear" not in SCHEMES and "final-two" not in METHODS
+
+
+def test_hybrid_loss_is_the_linear_loss_plus_every_prefix_ensemble():
+    model = tiny_model(get_method("aep"), num_exits=3)
+    x, y = torch.randn(6, 1, 12, 12), torch.tensor([0, 1, 2, 3, 0, 1])
+    out = model(x)
+    linear = build_method(MethodSettings("aep", "linear"), model, [0.3, 0.6, 1.0], EPOCHS).loss(out, y, 0)
+    hybrid = build_method(MethodSettings("aep", "hybrid"), model, [0.3, 0.6, 1.0], EPOCHS).loss(out, y, 0)
+    prior = scheme_weights("linear", 3)
+    prefix = sum(F.nll_loss(torch.log(ensemble_probs(out.logits, prior, k)), y) for k in range(3)) / 3
+    torch.testing.assert_close(hybrid, linear + prefix)
+
+
+def test_two_stage_eenet_trains_per_exit_losses_then_v1_as_the_authors_code():
+    model = tiny_model(get_method("eenet"), num_exits=3)
+    x, y = torch.randn(6, 1, 12, 12), torch.tensor([0, 1, 2, 3, 0, 1])
+    out, rates = model(x), [0.3, 0.6, 1.0]
+    method = build_method(MethodSettings("eenet", two_stage=True, lam=0.5), model, rates, 12)
+    assert method.first_stage_epochs == 2 and method.version == "v1"
+    assert MethodSettings("eenet", two_stage=True).relevant()["eenet_loss"] == "v1"
+    assert MethodSettings("eenet").relevant()["eenet_loss"] == "v2"
+    torch.testing.assert_close(method.loss(out, y, 1), losses.per_exit_loss(out.logits, y))
+    v1 = losses.eenet_loss(out.logits, out.confidences, y, rates, 0.5, "v1")
+    torch.testing.assert_close(method.loss(out, y, 2), v1)
+    chosen = build_method(MethodSettings("eenet", eenet_loss="v2", two_stage=True, lam=0.5), model, rates, 12)
+    v2 = losses.eenet_loss(out.logits, out.confidences, y, rates, 0.5, "v2")
+    torch.testing.assert_close(chosen.loss(out, y, 2), v2)  # another loss stays an option

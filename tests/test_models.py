@@ -7,6 +7,7 @@ import torch
 
 from aep_core.errors import ConfigError
 from aep_core.models import HEAD_TYPES, ModelSpec, build_model, get_backbone, list_models, place_exits
+from aep_core.models.placement import GOLDEN_RATIO
 
 torch.set_num_threads(1)
 MODELS = list(list_models())
@@ -123,10 +124,18 @@ def test_cost_fraction_placements_follow_the_formulas():
     assert place_exits("linear", stages, cum, 3) == [2, 4, 7, 9]
     # pareto, N=2: T = 20, 36 -> blocks 1, 3
     assert place_exits("pareto", stages, cum, 2) == [1, 3, 9]
-    # fine, N=2: T = 5, 9.75 -> block 0 for both, deduplicated
-    assert place_exits("fine", stages, cum, 2) == [0, 9]
-    # gold_ratio, N=2: T = 100 * 1.618^-2 = 38.2, 100 * 1.618^-1 = 61.8 -> blocks 3, 6
+    # fine, N=2: T = 5, 9.75 -> block 0, then the next free block reaching 9.75 (as the authors' code)
+    assert place_exits("fine", stages, cum, 2) == [0, 1, 9]
+    # fine, N=9: every target is below 40; each exit takes the next block
+    assert place_exits("fine", stages, cum, 9) == list(range(10))
+    # gold_ratio, N=2: T = 100 * phi^-2 = 38.197, 100 * phi^-1 = 61.803 -> blocks 3, 6
     assert place_exits("gold_ratio", stages, cum, 2) == [3, 6, 9]
+    assert pytest.approx(1.6180339887498949, abs=1e-15) == GOLDEN_RATIO
+    # targets above the last block but one, or more exits than blocks: refused, never merged
+    with pytest.raises(ConfigError, match=r"cannot fit 4 early exits .* only 2 of its 4 blocks"):
+        place_exits("linear", [0] * 5, [10, 20, 30, 80, 100], 4)  # T = 20, 40, 60, 80 -> blocks 1, 3, then none
+    with pytest.raises(ConfigError, match="cannot fit 10 early exits"):
+        place_exits("fine", stages, cum, 10)
     assert place_exits("stages", [0, 0, 1, 1, 2], None) == [1, 3, 4]
     assert place_exits("blocks", [0, 0, 1], None) == [0, 1, 2]
     assert place_exits([2, 0], [0, 0, 1, 1]) == [0, 2, 3]

@@ -23,14 +23,16 @@ def test_weights_are_positive_and_sum_to_one(scheme, num_exits):
 
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))
-def test_exit_weighting_starts_at_the_scheme_weights(scheme):
+def test_exit_weighting_starts_at_the_scheme_weights_and_trains_on_its_prior(scheme):
     spec = SCHEMES[scheme]
     assert spec.name == scheme and spec.label and spec.help
     weighting = ExitWeighting(scheme, 4, costs=COSTS[5][1:], base=3.0)
     assert torch.equal(weighting(), scheme_weights(scheme, 4, costs=COSTS[5][1:], base=3.0))
-    assert weighting.trainable == spec.trainable == (len(list(weighting.parameters())) == 1)
-    torch.testing.assert_close(weighting.loss_weights(), weighting())
-    assert not weighting.loss_weights().requires_grad
+    assert weighting.trainable == spec.trainable
+    assert list(weighting.parameters()) == []  # nothing the optimiser of the network could move
+    with torch.no_grad():
+        weighting.theta.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))
+    torch.testing.assert_close(weighting.loss_weights(), scheme_weights(scheme, 4, costs=COSTS[5][1:], base=3.0))
 
 
 @pytest.mark.parametrize("scheme", [name for name, spec in SCHEMES.items() if spec.needs_costs])
@@ -50,41 +52,47 @@ def test_fixed_schemes_match_their_formulas():
     torch.testing.assert_close(ExitWeighting("hybrid", 4)(), torch.tensor([1, 2, 3, 4]) / 10.0)
 
 
+def test_prefix_ensemble_loss_is_the_mean_over_prefixes_and_trains_every_exit():
+    logits = [torch.randn(6, 4, requires_grad=True) for _ in range(3)]
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    w = torch.tensor([0.2, 0.3, 0.5])
+    expected = sum(F.nll_loss(losses.ensemble_probs(logits, w, k).log(), y) for k in range(3)) / 3
+    loss = losses.prefix_ensemble_loss(logits, y, w)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert all(z.grad is not None and z.grad.abs().sum() > 0 for z in logits)
+
+
 @pytest.mark.parametrize("scheme", [name for name, spec in SCHEMES.items() if spec.trainable])
-def test_learned_weights_fit_the_ensemble_loss_not_the_joint_loss(scheme):
+def test_fitted_weights_favour_the_exit_that_helps_every_prefix(scheme):
+    # Exit 1 always predicts the label, exits 0 and 2 are uninformative: every prefix from 1 on wants exit 1.
+    y = torch.arange(4).repeat(8)
+    logits = torch.zeros(3, len(y), 4)
+    logits[1] = F.one_hot(y, 4) * 8.0
     weighting = ExitWeighting(scheme, 3)
-    logits = [torch.randn(5, 4, requires_grad=True) for _ in range(3)]
-    y = torch.tensor([0, 1, 2, 3, 0])
-    losses.weighted_exit_loss([z * 1.0 for z in logits], y, weighting.loss_weights()).backward()
-    assert weighting.theta.grad is None  # the joint loss never moves the weights
-    for z in logits:
-        z.grad = None
-    losses.ensemble_weight_loss(logits, y, weighting()).backward()
-    assert weighting.theta.grad is not None and weighting.theta.grad.abs().sum() > 0
-    assert all(z.grad is None for z in logits)  # the ensemble loss does not train the exits
-
-
-def test_learned_weights_move_towards_the_exit_that_helps_the_ensemble():
-    # Exit 1 always predicts the label, exits 0 and 2 are uniform: the ensemble loss must favour exit 1.
-    y = torch.arange(4)
-    good = torch.eye(4) * 8.0
-    logits = [torch.zeros(4, 4), good, torch.zeros(4, 4)]
-    weighting = ExitWeighting("learned", 3)
-    opt = torch.optim.SGD(weighting.parameters(), lr=1.0)
-    for _ in range(50):
-        opt.zero_grad()
-        losses.ensemble_weight_loss(logits, y, weighting()).backward()
-        opt.step()
+    weighting.fit(logits, y)
     w = weighting()
-    assert w[1] > 0.9
+    assert w[1] > 0.9 and math.isclose(float(w.sum()), 1.0, rel_tol=1e-6)
 
 
-def test_hybrid_joint_loss_keeps_its_prior_while_ensemble_weights_move():
-    weighting = ExitWeighting("hybrid", 4)
-    with torch.no_grad():
-        weighting.theta.copy_(torch.tensor([0.0, 0.0, 0.0, 5.0]))
-    torch.testing.assert_close(weighting.loss_weights(), torch.tensor([1, 2, 3, 4]) / 10.0)
-    assert weighting()[3] > 0.95
+def test_fitted_weights_serve_early_prefixes_not_only_the_full_depth():
+    # Exit 2 is perfect, exit 1 is right on half the samples and exit 0 is uninformative. The full-depth
+    # ensemble wants exit 2 alone, but the prefix 0..1 only has exits 0 and 1: exit 1 must outweigh exit 0.
+    y = torch.arange(4).repeat(8)
+    logits = torch.zeros(3, len(y), 4)
+    logits[2] = F.one_hot(y, 4) * 8.0
+    half = torch.arange(len(y)) % 2 == 0
+    logits[1][half] = F.one_hot(y[half], 4) * 4.0
+    weighting = ExitWeighting("learned", 3)
+    weighting.fit(logits, y)
+    w = weighting()
+    assert w[2] > w[1] > w[0]
+    assert w[1] / (w[0] + w[1]) > 0.8
+
+
+def test_hybrid_loss_adds_the_prefix_ensembles_and_other_schemes_do_not():
+    assert [name for name, spec in SCHEMES.items() if spec.ensemble_in_loss] == ["hybrid"]
+    assert SCHEMES["hybrid"].build is SCHEMES["linear"].build  # same prior; differs in its loss term
 
 
 def test_unknown_scheme_is_clear():

@@ -11,7 +11,7 @@ from aep_core.checkpoint import load_checkpoint
 from aep_core.checkpoint.sidecars import evaluation_path, log_path
 from aep_core.evaluation import load_evaluation
 from aep_core.training import METHODS, MethodSettings, TrainConfig, get_method
-from aep_core.training.job import TrainJob, run_train_job
+from aep_core.training.job import TrainJob, ensemble_fit_size, run_train_job
 
 SMALL = {"widths": [8, 16, 32]}
 
@@ -72,10 +72,16 @@ def test_classifier_wise_freezes_the_backbone(tmp_path):
     assert not torch.equal(after.heads[0].fc.weight, before.heads[0].fc.weight)
 
 
-def test_learned_weights_move_during_training(tmp_path):
+def test_trainable_weights_are_fitted_on_training_images_held_out_of_training(tmp_path):
     path = run_train_job(_job(tmp_path, "learned", method="aep", weighting="learned"), log=lambda s: None)
     _, meta = load_checkpoint(path)
     assert not np.allclose(meta.training.ensemble_weights, 0.2)
+    sizes = meta.dataset.sizes
+    assert sizes["ensemble_fit"] == ensemble_fit_size(256) and sizes["train"] + sizes["ensemble_fit"] == 256
+    _, fixed = load_checkpoint(
+        run_train_job(_job(tmp_path, "uniform", method="aep", weighting="uniform"), log=lambda s: None)
+    )
+    assert "ensemble_fit" not in fixed.dataset.sizes and fixed.dataset.sizes["train"] == 256
 
 
 def test_training_is_repeatable(tmp_path):

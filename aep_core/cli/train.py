@@ -21,6 +21,8 @@ def _cmd_train(a: argparse.Namespace) -> int:
         cfg["width"] = a.width
     if a.depth is not None:
         cfg["depth"] = a.depth
+    if a.convs_per_stage is not None:
+        cfg["convs_per_stage"] = a.convs_per_stage
     if a.widths:
         cfg["widths"] = [int(w) for w in a.widths.split(",")]
     exits = a.exits if not a.exits.replace(",", "").isdigit() else [int(b) for b in a.exits.split(",")]
@@ -29,6 +31,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
         dataset=a.dataset,
         data_dir=a.data_dir,
         val_size=a.val_size,
+        split_seed=a.split_seed,
         limit=a.limit,
         image_size=a.image_size,
         in_channels=a.in_channels,
@@ -110,6 +113,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--width", type=int, default=None, help="ResNet width factor (channels of the first stage)")
     g.add_argument("--depth", type=int, default=None, help="depth for --model resnet (6n+2)")
     g.add_argument("--widths", default=None, help="compact_cnn stage widths, e.g. 32,64,128")
+    g.add_argument("--convs-per-stage", type=int, default=None, help="compact_cnn conv blocks per stage (default 2)")
     g.add_argument(
         "--exits", default="blocks", help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3"
     )
@@ -126,9 +130,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--method", default="aep", choices=list(METHODS), help="training method")
     g.add_argument("--weighting", default="hybrid", choices=list(SCHEMES), help="AEP weighting scheme")
     g.add_argument("--geometric-base", type=float, default=2.0, help="ratio between consecutive geometric weights")
-    g.add_argument("--eenet-loss", default="v2", choices=("v1", "v2"), help="EENet loss version")
+    g.add_argument(
+        "--eenet-loss",
+        default=None,
+        choices=("v1", "v2"),
+        help="EENet loss version (default: v2, or v1 after the first stage of --two-stage, as the authors' code)",
+    )
     g.add_argument("--lambda", dest="lam", type=float, default=1.0, help="EENet weight of the computational-cost term")
-    g.add_argument("--two-stage", action="store_true", help="EENet: per-exit loss for the first half of the epochs")
+    g.add_argument(
+        "--two-stage",
+        action="store_true",
+        help="EENet: per-exit losses for the first sixth of the epochs, then the cumulative loss",
+    )
     g.add_argument("--temperature", type=float, default=3.0, help="self-distillation temperature")
     g.add_argument("--alpha", type=float, default=0.5, help="self-distillation weight of the teacher term")
     g.add_argument(
@@ -145,7 +158,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--optimizer", default="sgd", choices=("sgd", "adam"), help="optimiser (SGD: momentum 0.9, Nesterov)"
     )
     g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
-    g.add_argument("--seed", type=int, default=0, help="seed of weights, split and shuffling")
+    g.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
+    g.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="seed of the validation split, kept fixed across --seed so that runs compare on the same data",
+    )
     g.add_argument("--no-augment", action="store_true", help="disable random shift and flip")
     g.add_argument("--threads", type=int, default=None, help="CPU threads (2 is best on a 2-core machine)")
     g.add_argument("--workers", type=int, default=0, help="data loader workers for image folders")

@@ -27,7 +27,7 @@ from aep_core.checkpoint import (
 )
 from aep_core.checkpoint.sidecars import evaluation_path, log_path, resume_path
 from aep_core.cost import CostReport, exit_costs
-from aep_core.data import DataBundle, load_dataset
+from aep_core.data import DataBundle, hold_out, load_dataset
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.evaluation import ExitRecord, collect_outputs, save_evaluation
 from aep_core.models import EarlyExitNet, ModelSpec, build_model
@@ -44,6 +44,7 @@ class TrainJob:
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     val_size: int | None = None
+    split_seed: int = 0  # the validation split: fixed across training seeds so that runs compare on the same data
     limit: int | None = None
     image_size: int = 32  # image folders only
     in_channels: int = 3  # image folders only
@@ -133,6 +134,11 @@ def job_meta(
     return model_meta(spec, model, DatasetMeta(**bundle.meta()), record, cost)
 
 
+def ensemble_fit_size(train_size: int) -> int:
+    """Training images held out to fit trainable ensemble weights: 5% of the training split, at most 2,500."""
+    return min(2500, max(1, round(0.05 * train_size)))
+
+
 def run_train_job(
     job: TrainJob,
     callback: Callable[[EpochStats], None] | None = None,
@@ -160,13 +166,18 @@ def _run(
     rank_log = log
     log = log if env.is_main else (lambda _msg: None)
     cfg = replace(job.train, device=env.device)
-    bundle = load_dataset(job.dataset, job.data_dir, job.val_size, cfg.seed, job.limit, job.image_size, job.in_channels)
+    bundle = load_dataset(
+        job.dataset, job.data_dir, job.val_size, job.split_seed, job.limit, job.image_size, job.in_channels
+    )
     torch.manual_seed(cfg.seed)
     model, spec = build_for_job(job, bundle)
     input_shape = (bundle.in_channels, bundle.image_size, bundle.image_size)
     costs = exit_costs(model, input_shape)
     cost_rates = [e.macs_fraction for e in costs.exits]
     method = build_method(job.method, model, cost_rates, cfg.epochs)
+    if method.fits_ensemble_weights:  # the ensemble weights are fitted on training images kept out of training
+        rest, held = hold_out(bundle.train, ensemble_fit_size(len(bundle.train)), job.split_seed)
+        bundle = replace(bundle, train=rest, held_out=held)
     resume = _read_resume_state(job.resume, spec, job) if job.resume else None
     out = Path(job.out)
     state_path = resume_path(out)
@@ -202,6 +213,11 @@ def _run(
         dd.barrier()  # rank 0 is writing the files
         return out
     model.cpu()
+    if bundle.held_out is not None:
+        held = collect_outputs(model, bundle.held_out, costs.cum_macs, costs.full_macs)
+        method.weighting.fit(torch.from_numpy(held.logits), torch.from_numpy(held.labels).long())
+        fitted = ", ".join(f"{w:.3f}" for w in method.ensemble_weights())
+        log(f"ensemble weights fitted on {held.num_samples} held-out training images: {fitted}")
     weights = method.ensemble_weights()
     records: dict[str, ExitRecord] = {}
     for split in ("val", "test"):

@@ -23,10 +23,19 @@ def ensemble_probs(logits: Sequence[torch.Tensor], weights: torch.Tensor, upto: 
     return (w[:, None, None] * probs).sum(0) / w.sum()
 
 
-def ensemble_weight_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Loss that fits trainable ensemble weights: CE(y, log ensemble_probs(z)), exits' outputs detached."""
-    probs = ensemble_probs([z.detach() for z in logits], weights)
-    return F.nll_loss(probs.clamp_min(EPS).log(), y)
+def prefix_nll(log_probs: torch.Tensor, labels: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    """Mean over prefixes k of NLL(y, sum_{i<=k} w_i p_i / sum_{i<=k} w_i), from per-exit log-probabilities
+    (exits, n, classes) and unnormalised log-weights (exits,)."""
+    joint = log_w[:, None, None] + log_probs  # (exits, n, classes): log(w_i p_i)
+    cum = torch.logcumsumexp(joint, dim=0) - torch.logcumsumexp(log_w, dim=0)[:, None, None]
+    picked = cum.gather(2, labels.view(1, -1, 1).expand(cum.shape[0], -1, 1))  # (exits, n, 1)
+    return -picked.mean()
+
+
+def prefix_ensemble_loss(logits: Sequence[torch.Tensor], y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean over prefixes k of CE(y, log ensemble of exits 0..k) with fixed `weights`; gradients reach every exit."""
+    log_p = torch.stack([torch.log_softmax(z, dim=1) for z in logits])  # (exits, b, classes)
+    return prefix_nll(log_p, y, weights.to(log_p.dtype).log())
 
 
 def eenet_cumulative(
@@ -61,7 +70,7 @@ def eenet_loss(
     version: str = "v2",
 ) -> torch.Tensor:
     """EENet loss, from the per-exit terms NLL(Y_i) + lambda * mean(C_i), i = 0..N: v1 is exit 0's term alone,
-    v2 (the authors' default) the sum of every exit's term."""
+    v2 (the authors' default for one-stage training) the sum of every exit's term."""
     pred, cost = eenet_cumulative([torch.softmax(z, 1) for z in logits], confidences, cost_rates)
     terms = [_nll(p, y) + lam * c.mean() for p, c in zip(pred, cost, strict=True)]
     return terms[0] if version == "v1" else sum(terms)

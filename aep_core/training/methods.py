@@ -3,7 +3,7 @@ in METHODS with `register_method`; `build_method` binds the one a MethodSettings
 
 baseline          the backbone alone, final classifier only (no early exits)
 aep               AEP joint training: sum_i w_i CE(y, z_i), weights from a named scheme
-eenet             EENet cost-aware loss (v1 or v2), optional two-stage schedule
+eenet             EENet cost-aware loss (v1 or v2); two-stage as the authors' code: per-exit losses, then v1
 classifier-wise   survey: frozen backbone, only the early exit heads learn
 layer-wise        survey: greedy, one exit at a time: segment k and exit k learn from exit k's loss while
                   everything before is frozen; the epochs are shared evenly among the exits
@@ -34,16 +34,17 @@ class MethodSettings:
     method: str = "aep"
     weighting: str = "hybrid"  # aep
     geometric_base: float = 2.0  # aep, geometric scheme
-    eenet_loss: str = "v2"  # eenet: v1 | v2
+    eenet_loss: str | None = None  # eenet: v1 | v2 (None: v2, or v1 after the two-stage first stage)
     lam: float = 1.0  # eenet: weight of the cost term
-    two_stage: bool = False  # eenet: plain per-exit loss for the first half of the epochs
+    two_stage: bool = False  # eenet: plain per-exit losses for the first sixth of the epochs
     temperature: float = 3.0  # distillation
     alpha: float = 0.5  # distillation
     freeze_epochs: int | None = None  # classifier-wise: epochs of backbone training before freezing (default half)
 
     def relevant(self) -> dict[str, Any]:
         """The settings that matter for this method (for metadata and logs)."""
-        return {"method": self.method, **{k: getattr(self, k) for k in get_method(self.method).settings_read(self)}}
+        method = get_method(self.method)
+        return {"method": self.method, **method.resolved({k: getattr(self, k) for k in method.settings_read(self)})}
 
 
 class Method(nn.Module, ABC):
@@ -76,6 +77,11 @@ class Method(nn.Module, ABC):
         """The MethodSettings fields this method reads with these settings."""
         return cls.reads
 
+    @classmethod
+    def resolved(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The settings `values` it reads, with every default that depends on the others filled in."""
+        return values
+
     def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
         """Raise ConfigError when the settings, the model or the number of epochs do not suit the method."""
         if self.uses_early_exits and model.num_exits < 2:
@@ -85,8 +91,13 @@ class Method(nn.Module, ABC):
         """The weighting scheme of the ensemble prediction."""
         return "uniform"
 
+    @property
+    def fits_ensemble_weights(self) -> bool:
+        """Whether the ensemble weights are fitted after training, on held-out training images."""
+        return self.weighting.trainable
+
     def ensemble_weights(self) -> list[float]:
-        """The exit weights for the ensemble prediction (the training weights for AEP, uniform otherwise)."""
+        """The exit weights for the ensemble prediction (the scheme's weights for AEP, uniform otherwise)."""
         with torch.no_grad():
             return [float(w) for w in self.weighting()]
 
@@ -152,10 +163,10 @@ class AEP(Method):
         return settings.weighting
 
     def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        z = out.logits
-        loss = losses.weighted_exit_loss(z, y, self.weighting.loss_weights())
-        if self.weighting.trainable:
-            loss = loss + losses.ensemble_weight_loss(z, y, self.weighting())
+        z, prior = out.logits, self.weighting.loss_weights()
+        loss = losses.weighted_exit_loss(z, y, prior)
+        if self.weighting.spec.ensemble_in_loss:
+            loss = loss + losses.prefix_ensemble_loss(z, y, prior)
         return loss
 
 
@@ -167,20 +178,34 @@ class EENet(Method):
     reads = ("eenet_loss", "lam", "two_stage")
     may_leave_parameters_unused = True  # the last confidence branch; every confidence in the two-stage first half
 
+    def __init__(self, settings: MethodSettings, model: EarlyExitNet, cost_rates: list[float], epochs: int) -> None:
+        super().__init__(settings, model, cost_rates, epochs)
+        # the authors' defaults: v2 alone; two-stage trains per-exit losses for 25 of 150 epochs, then v1
+        self.version = self.resolved({"eenet_loss": settings.eenet_loss, "two_stage": settings.two_stage})["eenet_loss"]
+        self.first_stage_epochs = max(1, epochs // 6) if settings.two_stage else 0
+
+    @classmethod
+    def resolved(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if values.get("eenet_loss") is None:
+            return {**values, "eenet_loss": "v1" if values.get("two_stage") else "v2"}
+        return values
+
     def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
         if not model.has_confidence:
             raise ConfigError("EENet training needs EENet exit heads (confidence branches).")
-        if settings.eenet_loss not in losses.EENET_LOSS_VERSIONS:
+        if settings.eenet_loss not in (None, *losses.EENET_LOSS_VERSIONS):
             raise ConfigError(f"EENet loss must be 'v1' or 'v2', got '{settings.eenet_loss}'.")
+        if settings.two_stage and epochs < 2:
+            raise ConfigError("Two-stage EENet training needs at least 2 epochs, one per stage.")
         if settings.lam < 0:
             raise ConfigError(f"EENet lambda must be >= 0, got {settings.lam}.")
         super().validate(settings, model, epochs)
 
     def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
-        s, z = self.settings, out.logits
-        if s.two_stage and epoch < self.epochs // 2:
+        z = out.logits
+        if epoch < self.first_stage_epochs:
             return losses.per_exit_loss(z, y)
-        return losses.eenet_loss(z, out.confidences, y, self.cost_rates, s.lam, s.eenet_loss)
+        return losses.eenet_loss(z, out.confidences, y, self.cost_rates, self.settings.lam, self.version)
 
 
 @register_method

@@ -1,13 +1,26 @@
-"""AEP weighting schemes: the weight w_i of each exit i = 1..N in the joint loss
-L = sum_i w_i * CE(y, z_i), also used for the ensemble prediction sum_i w_i softmax(z_i) / sum_i w_i.
+"""AEP weighting schemes: the weights of the exits i = 1..N in the joint training loss and in the ensemble.
 
-Every scheme is one entry of SCHEMES (`register_scheme` on its builder, or a spec naming the builder it
-shares); its builder returns weights that are positive and sum to 1 (the prior of the trainable schemes).
+Training loss (every scheme):  L = sum_i p_i CE(y, z_i),  p the scheme's fixed prior (positive, summing to 1).
+'hybrid' adds the ensemble of every prefix:  L += (1/N) sum_k CE(y, log E_k(p)),
+where E_k(w) = sum_{i<=k} w_i softmax(z_i) / sum_{i<=k} w_i is the AEP ensemble of exits 1..k.
 
-The trainable schemes ('learned', 'hybrid') learn their weights from the ensemble's own loss,
-CE(y, log sum_i w_i softmax(z_i)), with the exits' outputs detached. Descending the joint loss in w
-instead is degenerate: it moves all the weight onto the exit with the lowest loss (the last one) and
-leaves the early exits untrained.
+Ensemble weights w: the prior for the fixed schemes. The trainable schemes ('learned', 'hybrid') use
+w_i = p_i softmax(theta)_i / sum_j p_j softmax(theta)_j, with theta fitted after training, on training
+images held out from training, for the mean over every prefix k of NLL(y, E_k(w)): the ensemble at exit k
+uses exits 1..k, so the weights must serve every prefix, not only the full depth. theta never enters the
+training loss (descending the joint loss in w moves all the weight onto the last exit and starves the
+early ones).
+
+The priors:
+  uniform    p_i = 1 / N
+  linear     p_i = i / sum_j j
+  geometric  p_i = b^i / sum_j b^j
+  cost       p_i = c_i / sum_j c_j, c_i the MACs a sample spends to reach exit i
+  learned    uniform prior, fitted theta
+  hybrid     linear prior, fitted theta, and the prefix-ensemble term in the training loss
+The AEP paper's full text is not available to us: its abstract names joint training with a weighted loss, a
+weighted ensemble and a hybrid-weighted configuration. The formulas of 'cost', 'learned' and 'hybrid' (the
+held-out fit over every prefix, and hybrid's prefix-ensemble loss term) are this project's own.
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from torch import nn
 
 from aep_core.errors import ConfigError
 from aep_core.registry import Registry
+from aep_core.training.losses import prefix_nll
 
 WeightsBuilder = Callable[[int, Sequence[float] | None, float], torch.Tensor]  # (num_exits, costs, base) -> (N,)
 
@@ -31,8 +45,8 @@ class SchemeSpec:
     name: str
     label: str  # short, for pickers: "Linear"
     help: str  # one sentence: what the weights are
-    trainable: bool = False  # holds logits theta fitted on the ensemble loss; the builder gives the prior
-    loss_on_prior: bool = False  # trainable: the joint loss weighs the exits by the fixed prior, not by w
+    trainable: bool = False  # ensemble weights: the prior times softmax(theta), theta fitted after training
+    ensemble_in_loss: bool = False  # the training loss adds the prefix ensembles' cross-entropy (prior weights)
     needs_costs: bool = False  # the builder reads the per-exit costs
     uses_base: bool = False  # the builder reads the geometric base
     build: WeightsBuilder | None = None
@@ -109,7 +123,7 @@ SCHEMES.register_named(
     SchemeSpec(
         "learned",
         "Learned",
-        "w = softmax(theta), theta fitted on the ensemble loss from a uniform start",
+        "trains like uniform; ensemble weights softmax(theta) fitted on held-out training images for every prefix",
         trainable=True,
         build=uniform_weights,
     )
@@ -118,43 +132,55 @@ SCHEMES.register_named(
     SchemeSpec(
         "hybrid",
         "Hybrid",
-        "w_i proportional to i * softmax(theta)_i: a linear prior times "
-        "learned factors; the joint loss keeps the linear prior",
+        "linear loss plus every prefix ensemble's loss; ensemble weights i * softmax(theta)_i, theta fitted on "
+        "held-out training images for every prefix",
         trainable=True,
-        loss_on_prior=True,
+        ensemble_in_loss=True,
         build=linear_weights,
     )
 )
 
 
 class ExitWeighting(nn.Module):
-    """The weights of a named scheme. Trainable schemes hold logits theta (init 0) over their prior:
-    w_i = prior_i * softmax(theta)_i / sum_j prior_j * softmax(theta)_j ('learned': uniform prior, so
-    w = softmax(theta); 'hybrid': linear prior). They fit theta on the ensemble loss (see the module docstring).
-    The joint loss is weighed by w (detached), or by the fixed prior for schemes with `loss_on_prior`
-    ('hybrid'), so every exit keeps training however the ensemble weights move."""
+    """The weights of a named scheme: its fixed prior, and for a trainable scheme the logits theta (a buffer,
+    0 until `fit`) of the ensemble weights w_i = prior_i softmax(theta)_i / sum_j prior_j softmax(theta)_j."""
 
     def __init__(self, scheme: str, num_exits: int, costs: Sequence[float] | None = None, base: float = 2.0) -> None:
         super().__init__()
         self.spec = get_scheme(scheme)
         self.scheme = scheme
         self.register_buffer("prior", scheme_weights(scheme, num_exits, costs, base))
-        self.theta = nn.Parameter(torch.zeros(num_exits)) if self.spec.trainable else None
+        self.register_buffer("theta", torch.zeros(num_exits))
 
     @property
     def trainable(self) -> bool:
-        """Whether the weights have trainable logits."""
-        return self.theta is not None
+        """Whether the ensemble weights are fitted after training."""
+        return self.spec.trainable
 
     def forward(self) -> torch.Tensor:
-        """The current ensemble weights, shape (num_exits,), summing to 1."""
-        if self.theta is None:
-            return self.prior
+        """The ensemble weights, shape (num_exits,), summing to 1."""
         w = self.prior * torch.softmax(self.theta, dim=0)
         return w / w.sum()
 
     def loss_weights(self) -> torch.Tensor:
-        """The weights of the joint loss, shape (num_exits,): constants, never a path for gradients to theta."""
-        if self.spec.loss_on_prior:
-            return self.prior
-        return self.forward().detach()
+        """The weights of the joint training loss, shape (num_exits,): the fixed prior."""
+        return self.prior
+
+    @torch.no_grad()
+    def fit(self, logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> None:
+        """Fit theta on held-out outputs `logits` (exits, n, classes) with labels (n,): minimise the mean over
+        every prefix k of NLL(y, ensemble of exits 0..k). Deterministic (full-batch L-BFGS)."""
+        log_probs = torch.log_softmax(logits.double(), dim=-1)  # (exits, n, classes)
+        log_prior = self.prior.double().log()
+        theta = torch.zeros_like(log_prior, requires_grad=True)
+        opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+        def objective() -> torch.Tensor:
+            opt.zero_grad()
+            with torch.enable_grad():
+                loss = prefix_nll(log_probs, labels, log_prior + torch.log_softmax(theta, 0))
+                loss.backward()
+            return loss
+
+        opt.step(objective)
+        self.theta.copy_(theta.detach().float())
