@@ -22,17 +22,26 @@ The families. A certificate walks a nested family of settings θ_0, θ_1, ..., f
 later along the walk. "global" is one shared threshold on a grid fixed in advance; it is certified on
 every validation sample. "per_exit" gives each early exit its own threshold, shaped on the data: the
 validation samples are split by a permutation fixed by `seed` into a shaping third and a testing two
-thirds. On the shaping part, for each early exit k and each target level alpha of a grid fixed in
-advance, t_k(alpha) is the most permissive threshold such that, among the shaping samples whose exit-k
-score passes it, the damage rate at exit k (reference right, the rule's exit-k prediction wrong) is at
-most alpha. Taking the largest passing set whose rate is within alpha is a monotone envelope: t_k only
-becomes more permissive as alpha grows, so the family is nested. Only the testing part certifies it.
+thirds. On the shaping part, for each early exit k, a logistic curve fitted by maximum likelihood gives
+the probability that a sample is damaged at exit k (reference right, the rule's exit-k prediction wrong)
+from the log distance of its exit-k score to the confident end (1 - score, or the score for a rule where
+lower is confident, such as entropy). For each target level alpha of a grid fixed in advance (0 to 0.5),
+t_k(alpha) is the score at which that risk reaches alpha: a sample stops at exit k only where its
+estimated risk of damage there is at most alpha, the same risk at every exit. The curve is monotone, so
+t_k only becomes more permissive as alpha grows and the family is nested (an exit whose fitted risk does
+not grow away from the confident end stays closed). The split depends on the seed only, so the testing
+part is an i.i.d. draw independent of the shaping one: it alone certifies the family (n below is its size),
+and the shaping can be as data-driven as it likes without touching the guarantee. (A smooth fit rather than the
+raw damage rate of the shaping samples, because at the rates a half-point drop allows an exit sees a
+handful of damaged shaping samples, and thresholds read off those alone are too noisy to save compute.)
 
 The drop test (fixed-sequence testing). Given the family, each θ_j is tested by the exact binomial tail of
-its damage count on the n certifying samples: it passes when P(Binomial(n, eps) <= count) <= delta, with
+its damage count on the n certifying samples (every validation sample for "global", the testing part for
+"per_exit"): it passes when P(Binomial(n, eps) <= count) <= delta, with
 delta = 1 - confidence. The walk stops at the first failure and returns the last setting that passed. If
-the returned setting had D > eps, the first setting of the walk with D > eps passed its test, which
-happens with probability at most delta; so the choice is valid although the data chose it.
+the returned setting had D > eps, the first setting of the walk with D > eps passed its test; its count is
+Binomial(n, D), at most that count with probability at most delta. So the choice is valid although the data
+chose it.
 
 The cost bound (DKW). Along a nested family the indicator "the sample goes past exit k" only switches
 off, so the fraction of samples going past exit k, over every setting of the family at once, is one
@@ -103,8 +112,6 @@ def damage_upper_bound(count: int, n: int, delta: float) -> float:
     upper limit): the least eps with P(Binomial(n, eps) <= count) <= delta."""
     if count >= n:
         return 1.0
-    if count == 0:
-        return 1.0 - delta ** (1.0 / n)
     lo, hi = count / n, 1.0
     for _ in range(60):  # bisection: the tail falls as eps grows
         mid = (lo + hi) / 2
@@ -200,23 +207,45 @@ class Choice:
     calibration_samples: int  # the samples that certified it
 
 
+def _damage_curve(z: np.ndarray, damaged: np.ndarray, iterations: int = 50) -> tuple[float, float]:
+    """(a, b) of the logistic curve P(damage) = sigmoid(a + b z) fitted by maximum likelihood (Newton steps) to
+    (m,) features and damage indicators, with one damaged pseudo-sample at the largest z and one undamaged at
+    the smallest, so that the fit stays finite when an exit damages none (or every one) of the samples."""
+    z = np.concatenate([z, [z.max(), z.min()]])
+    y = np.concatenate([damaged.astype(np.float64), [1.0, 0.0]])
+    x = np.stack([np.ones_like(z), z], 1)  # (m + 2, 2)
+    w = np.array([math.log(y.mean() / (1 - y.mean())), 0.0])
+    for _ in range(iterations):
+        with np.errstate(over="ignore"):
+            p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, x.T @ (y - p))
+        w += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
 def _per_exit_family(shaping: ScoredRecord) -> np.ndarray:
-    """(levels, early exits) thresholds of the per-exit family in key space, each column non-decreasing: the
-    most conservative setting first, then one setting per target level."""
-    sign, key = shaping.key()
+    """(levels, early exits) thresholds of the per-exit family in key space, one setting per target level (the
+    first, level 0, the most conservative), each column non-decreasing."""
+    _, key = shaping.key()
     exits, m = key.shape
-    family = np.full((1 + len(TARGET_LEVELS), exits - 1), sign * (0.0 if shaping.lower_is_confident else 1.0))
+    offset = 0.0 if shaping.lower_is_confident else 1.0
+    family = np.full((len(TARGET_LEVELS), exits - 1), -offset)  # key of the conservative end (t = 1, or 0)
     if m == 0:
         return family
-    damage = shaping.reference_right[None] & ~shaping.correct  # (exits, m)
+    gap = key + offset  # (exits, m) distance of the score from the confident end, in [0, 1]
+    z = np.log(np.maximum(gap, 1e-7))
+    damaged = shaping.reference_right[None] & ~shaping.correct  # (exits, m)
+    with np.errstate(divide="ignore"):
+        log_odds = np.log(TARGET_LEVELS) - np.log1p(-TARGET_LEVELS)  # -inf at level 0
     for k in range(exits - 1):  # a loop over exits, vectorised over samples and levels
-        order = np.argsort(key[k], kind="stable")
-        ks = key[k, order]
-        rate = np.cumsum(damage[k, order]) / np.arange(1, m + 1)  # damage rate of the j + 1 most confident
-        last = np.flatnonzero(np.append(ks[1:] > ks[:-1], True))  # a threshold passes whole runs of ties
-        envelope = np.minimum.accumulate(rate[last][::-1])[::-1]  # non-decreasing in the passing set's size
-        pos = np.searchsorted(envelope, TARGET_LEVELS, side="right") - 1  # the largest set within each level
-        family[1:, k] = np.where(pos >= 0, ks[last[np.maximum(pos, 0)]], family[0, k])
+        a, b = _damage_curve(z[k], damaged[k])
+        if b > 0:  # the risk grows away from the confident end; else exit k stays closed
+            with np.errstate(over="ignore"):
+                gap_at_level = np.minimum(np.exp((log_odds - a) / b), 1.0)  # the gap where the risk is alpha
+            family[:, k] = gap_at_level - offset
     return family
 
 
@@ -292,8 +321,8 @@ def certify_scored(
             raise ConfigError(
                 f"No setting of {scored.rule} has a certified MACs ratio within {max_macs_ratio:g} with "
                 f"{100 * confidence:g}% confidence on {where}: the cheapest bound this family certifies is "
-                f"{bounds.min():.3f}. Allow a larger budget, a lower confidence, or evaluate on more validation "
-                "samples."
+                f"{bounds.min():.3f} (stopping every sample at exit 0 costs {scored.cost[0]:.3f}). Allow a larger "
+                "budget, a lower confidence, or evaluate on more validation samples."
             )
         chosen = int(fits[0])
     return Choice([float(sign * v) for v in levels[chosen]], float(bounds[chosen]), certifying.num_samples)
@@ -305,9 +334,9 @@ def _uncertifiable(scored: ScoredRecord, max_drop: float, confidence: float, dam
     smallest = 100 * damage_upper_bound(damage, n, 1.0 - confidence)
     reference = _REFERENCE_WORDS[scored.reference]
     if damage == 0:
-        why = "even a setting that damages none of them"
+        why = "even with no damage at all"
     else:
-        why = f"its most conservative setting already damages {damage} of them (the {reference} right, the rule wrong)"
+        why = f"as its most conservative setting already damages {damage} of them ({reference} right, rule wrong)"
     hint = ""
     if damage and scored.reference == "final" and get_rule(scored.rule).uses_ensemble_weights:
         hint = (
@@ -316,8 +345,8 @@ def _uncertifiable(scored: ScoredRecord, max_drop: float, confidence: float, dam
         )
     return (
         f"No setting of {scored.rule} can be certified within {max_drop:g} points against the {reference} with "
-        f"{100 * confidence:g}% confidence on {where}: {why} certifies no less than {smallest:.2f} points. "
-        f"Allow a larger drop, a lower confidence, or evaluate on more validation samples.{hint}"
+        f"{100 * confidence:g}% confidence on {where}: the smallest bound certifiable here is {smallest:.2f} points, "
+        f"{why}. Allow a larger drop, a lower confidence, or evaluate on more validation samples.{hint}"
     )
 
 
@@ -402,12 +431,13 @@ def certify(
     weights: Sequence[float] | None = None,
     seed: int = 0,
 ) -> Certified:
-    """Thresholds of rule `name` certified on `val` with probability `confidence`: given `max_drop_points`, the
-    cheapest setting of the family whose expected drop against `reference` is at most that many points;
-    given `max_macs_ratio` instead, the most accurate whose expected MACs ratio is at most that. Either way
-    with a certified bound on the expected MACs ratio, and reported on `test` too when given. `family`:
-    "per_exit" (thresholds shaped on a third of `val`, split by `seed`) or "global" (one shared threshold).
-    ConfigError for a bad request or when no setting can be certified."""
+    """Thresholds of rule `name` certified on `val` with probability `confidence` (see the module docstring):
+    given `max_drop_points`, the most aggressive setting of the family certified to lose at most that many
+    points of expected accuracy against `reference`; given `max_macs_ratio` instead, the least aggressive (most
+    accurate) one whose certified expected MACs ratio is within it. Either way with a certified bound on the
+    expected MACs ratio, and reported on `test` too when given. `family`: "per_exit" (thresholds shaped on a
+    third of `val`, split by `seed`) or "global" (one shared threshold). ConfigError for a bad request or when
+    no setting can be certified."""
     _check_request(val, name, max_drop_points, max_macs_ratio, confidence, reference, family, seed)
     scored = ScoredRecord.of(val, name, reference, weights)
     choice = certify_scored(
@@ -452,6 +482,6 @@ def certify_max_drop(
     confidence: float = 0.9,
     test: ExitRecord | None = None,
     weights: Sequence[float] | None = None,
-) -> Solution:
+) -> Certified:
     """`certify` with a drop goal and its defaults (against the final exit, per-exit thresholds)."""
     return certify(val, name, max_drop_points=max_drop_points, confidence=confidence, test=test, weights=weights)
