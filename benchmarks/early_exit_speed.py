@@ -1,11 +1,13 @@
 """Benchmark 2: real early exit against the network without exits (same weights, both run by
-`aep_core.exits.runtime` on the same inference-prepared copy), with the per-exit thresholds that keep accuracy
-within 0.5 points of the final exit. Two operating points per rule, both chosen without test labels:
-  - chosen on validation: the cheapest per-exit thresholds that stay within 0.5 points there (what the
-    solver gives), then measured on test;
-  - certified on validation: the cheapest global threshold whose drop is at most 0.5 points with 90%
-    probability (`aep_core.exits.certify`), then measured on test.
-Prints throughput ratios at batch 1 and 256 beside the replayed MACs ratio and the oracle's.
+`aep_core.exits.runtime` on the same inference-prepared copy), at operating points that keep the accuracy
+drop against a reference (the final exit by default) within 0.5 points. The headline operating points are
+certified on validation (`aep_core.exits.certify`): the cheapest thresholds whose expected drop is at most
+0.5 points with 90% confidence, per-exit thresholds first, then one global threshold. The test split only
+reports. On request (--select ...,optimistic) an extra row, labelled optimistic and never a headline: the
+solver's cheapest thresholds within 0.5 points on validation, with no guarantee (on new data its drop
+scatters around 0.5 points and breaks it often).
+Prints throughput ratios at batch 1 and 256 beside the replayed MACs ratio, the certified MACs bound and the
+oracle's MACs ratio.
 
     python -m benchmarks.early_exit_speed [--checkpoint assets/models/aep_hybrid.pt]
 """
@@ -15,10 +17,10 @@ from __future__ import annotations
 import argparse
 
 from aep_core.data import load_dataset
-from aep_core.exits.certify import certify_max_drop
+from aep_core.exits.certify import REFERENCE_WORDS, REFERENCES, Certified, certify, drop_against, reference_correct
 from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule, oracle
 from aep_core.exits.runtime import measure_speedup
-from aep_core.exits.solvers import MinAccuracy, accuracy_floor, solve
+from aep_core.exits.solvers import MinAccuracy, Solution, solve
 
 from ._common import DEFAULT_CHECKPOINT, load_model_and_records, setup
 
@@ -33,17 +35,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     ap.add_argument("--rules", default=",".join(default_rules()), help="comma-separated rules to try")
-    ap.add_argument("--max-drop", type=float, default=0.5, help="accuracy drop allowed below the final exit, in points")
+    ap.add_argument("--max-drop", type=float, default=0.5, help="accuracy drop allowed below the reference, in points")
+    ap.add_argument("--reference", default="final", choices=REFERENCES, help="what the drop is measured against")
     ap.add_argument("--n1", type=int, default=1000, help="test images timed at batch 1")
     ap.add_argument("--n256", type=int, default=2560, help="test images timed at batch 256")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
         "--select",
-        default="val,certified",
-        help="operating points, comma-separated: val (chosen on validation), certified (certified on validation)",
+        default="per_exit,global",
+        help="operating points, comma-separated: per_exit, global (certified on validation), optimistic (an extra "
+        "row: the solver's choice on validation, no guarantee)",
     )
-    ap.add_argument("--confidence", type=float, default=0.9, help="confidence of the certified operating point")
+    ap.add_argument("--confidence", type=float, default=0.9, help="confidence of the certified operating points")
     a = ap.parse_args()
     print(setup(a.threads))
     ckpt, model, meta, val, test = load_model_and_records(a.checkpoint)
@@ -51,24 +55,49 @@ def main() -> None:
     bundle = load_dataset(ds.name, None, ds.val_size, ds.val_seed)
     final_acc = float(test.exit_accuracy()[-1])
     bound = oracle(test)
+    reference = REFERENCE_WORDS[a.reference]
     print(
         f"{ckpt.name}: {model.num_exits} exits, {meta.cost.full_macs / 1e6:.2f} M MACs without exits; "
         f"test final-exit accuracy {100 * final_acc:.2f}% on {test.num_samples}; "
         f"oracle MACs ratio {bound.macs_ratio:.3f} (accuracy {100 * bound.accuracy:.2f}%)"
     )
+    print(f"reference: drops are measured against {reference} (--reference {a.reference})")
     targets = {1: 2.0, 256: 1.5}
-    floor = accuracy_floor(val, a.max_drop)
+    pct = f"{100 * a.confidence:g}% confidence"
+
+    def certified(family: str):
+        return lambda name: certify(
+            val,
+            name,
+            max_drop_points=a.max_drop,
+            confidence=a.confidence,
+            reference=a.reference,
+            family=family,
+            test=test,
+        )
+
+    def optimistic(name: str) -> Solution:
+        floor = float(reference_correct(val, name, a.reference).mean()) - a.max_drop / 100
+        return solve(val, name, MinAccuracy(floor), test)
+
     points = {
-        "val": (
-            "chosen on validation",
-            lambda name: solve(val, name, MinAccuracy(floor), test),
-            f"thresholds for accuracy >= {100 * floor:.2f}% on val (val final exit - {a.max_drop} points)",
+        "per_exit": (
+            "certified on validation, per-exit thresholds",
+            certified("per_exit"),
+            f"the cheapest per-exit thresholds whose expected drop against {reference} is <= {a.max_drop} points "
+            f"with {pct}, certified on val",
         ),
-        "certified": (
-            "certified on validation",
-            lambda name: certify_max_drop(val, name, a.max_drop, a.confidence, test),
-            f"the cheapest global threshold whose drop is <= {a.max_drop} points with "
-            f"{100 * a.confidence:g}% confidence, certified on val",
+        "global": (
+            "certified on validation, one global threshold",
+            certified("global"),
+            f"the cheapest global threshold whose expected drop against {reference} is <= {a.max_drop} points "
+            f"with {pct}, certified on val",
+        ),
+        "optimistic": (
+            "OPTIMISTIC extra row (not certified, not a headline)",
+            optimistic,
+            f"the solver's cheapest per-exit thresholds within {a.max_drop} points of {reference} on val, with no "
+            f"guarantee: on new data the drop scatters around {a.max_drop} points and breaks it often",
         ),
     }
     verdicts = []
@@ -78,8 +107,8 @@ def main() -> None:
         title, choose, wording = points[where]
         print(f"\noperating point {title}: {wording}")
         print(
-            f"{'rule':16} {'test acc':>8} {'drop':>6} {'MACs ratio':>10} {'speed-up b1':>11} {'speed-up b256':>13} "
-            f"{'MACs speed-up':>13}  samples/s (no exits -> early exit)"
+            f"{'rule':16} {'test acc':>8} {'drop':>6} {'MACs ratio':>10} {'MACs bound':>10} {'speed-up b1':>11} "
+            f"{'speed-up b256':>13} {'MACs speed-up':>13}  samples/s (no exits -> early exit)"
         )
         exits = ModelExits.of_model(model, meta.ensemble_weights)
         for name in a.rules.split(","):
@@ -91,20 +120,25 @@ def main() -> None:
                 m = measure_speedup(model, rule, x, bs, a.rounds)
                 row[bs] = (m.without_exits_per_s, m.early_exit_per_s)
             t = sol.test
-            drop = 100 * (final_acc - t.accuracy)
+            drop = drop_against(t, test, name, a.reference, sol.settings.get("weights"))
+            macs_bound = f"{sol.macs_bound:10.3f}" if isinstance(sol, Certified) else f"{'none':>10}"
             (f1, e1), (f256, e256) = row[1], row[256]
             print(
-                f"{name:16} {100 * t.accuracy:7.2f}% {drop:5.2f}p {t.macs_ratio:10.3f} "
+                f"{name:16} {100 * t.accuracy:7.2f}% {drop:5.2f}p {t.macs_ratio:10.3f} {macs_bound} "
                 f"{e1 / f1:10.2f}x {e256 / f256:12.2f}x {1 / t.macs_ratio:12.2f}x  b1 {f1:.0f} -> {e1:.0f}, "
                 f"b256 {f256:.0f} -> {e256:.0f}"
             )
-            met = drop <= a.max_drop + 1e-9 and all(row[bs][1] / row[bs][0] >= r for bs, r in targets.items())
-            verdicts.append(f"{name} {title}: {'met' if met else 'not met'}")
+            if where != "optimistic":
+                met = drop <= a.max_drop + 1e-9 and all(row[bs][1] / row[bs][0] >= r for bs, r in targets.items())
+                verdicts.append(f"{name} {title}: {'met' if met else 'not met'}")
     print(
-        f"\ntarget (>= 2x at batch 1 and >= 1.5x at batch 256, test accuracy within {a.max_drop} points): "
-        + "; ".join(verdicts)
+        f"\ntarget (>= 2x at batch 1 and >= 1.5x at batch 256, test accuracy within {a.max_drop} points of "
+        f"{reference}), certified operating points only: " + ("; ".join(verdicts) or "none selected")
     )
-    print("\n(speed-ups are throughput ratios measured in this run; 'MACs speed-up' is the ideal 1 / MACs ratio)")
+    print(
+        "\n(speed-ups are throughput ratios measured in this run; 'MACs speed-up' is the ideal 1 / MACs ratio; "
+        "'MACs bound' is the certified upper bound on the expected MACs ratio)"
+    )
 
 
 if __name__ == "__main__":

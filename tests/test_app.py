@@ -116,24 +116,63 @@ def test_presets_apply_solver_thresholds(env):
     at = _app("thresholds")
     at.button(key="preset_budget").click().run()
     _ok(at)
-    assert at.success and "Preset applied" in at.success[0].value
+    assert at.success or at.error  # a budget the tiny model cannot certify is explained, not a crash
+    at.button(key="preset_optimistic").click().run()
+    _ok(at)
+    assert at.warning and "Preset applied" in at.warning[0].value, [e.value for e in at.error]
+    message = at.warning[0].value
+    assert "Optimistic" in message and "without a guarantee" in message and "against the final exit" in message
     assert at.session_state["per_exit_on"] is True
     assert len(at.session_state["per_exit_thresholds"]) == 4
     # the page then shows exactly the outcome the preset announced
-    announced = at.success[0].value.split("Preset applied: ")[1].split("%")[0]
+    announced = message.split("Preset applied: ")[1].split("%")[0]
     assert at.metric[0].value == f"{announced}%"
     at.run()
     assert at.metric[0].value == f"{announced}%"
-    at.button(key="preset_accuracy").click().run()
-    _ok(at)
-    assert at.success or at.error  # a floor the tiny model cannot meet is explained, not a crash
     at.button(key="preset_certified").click().run()
     _ok(at)
     assert at.success or at.error
     if at.success:
-        assert "certified" in at.success[0].value
-        ts = at.session_state["per_exit_thresholds"]
-        assert len(set(ts)) == 1  # one global threshold
+        assert "Certified" in at.success[0].value and "90% confidence" in at.success[0].value
+
+
+def test_preset_labels_say_which_are_guaranteed(env):
+    at = _app("thresholds")
+    _ok(at)
+    labels = {b.key: b.label for b in at.button if b.key and b.key.startswith("preset_")}
+    assert labels["preset_certified"] == "Guaranteed within 0.5 points (90% confidence)"
+    assert labels["preset_budget"] == "Guaranteed at most 50% of the compute (90%)"
+    assert labels["preset_optimistic"] == "Optimistic: cheapest within 0.5 points on validation (no guarantee)"
+    assert at.selectbox(key="preset_reference").value == "final"
+
+
+@pytest.mark.parametrize("reference", ["final", "ensemble"])
+def test_certified_preset_on_the_shipped_default_model(reference, monkeypatch, tmp_path):
+    """The certified preset works on the shipped default model and announces the reference, the confidence and
+    the certified bounds that `certify` gives for the same request."""
+    from aep_core.checkpoint.discovery import DEFAULT_MODEL
+    from aep_core.checkpoint.sidecars import evaluation_path
+    from aep_core.evaluation import load_evaluation
+    from aep_core.exits.certify import certify
+
+    monkeypatch.delenv("AEP_MODELS_ONLY", raising=False)
+    monkeypatch.delenv("AEP_MODELS_DIR", raising=False)
+    monkeypatch.setenv("AEP_APP_RUNS_DIR", str(tmp_path / "none"))
+    at = run_app("thresholds", model=DEFAULT_MODEL, rule="aep_ensemble")
+    _ok(at)
+    at.selectbox(key="preset_reference").set_value(reference).run()
+    at.button(key="preset_certified").click().run()
+    _ok(at, errors_too=True)
+    message = at.success[0].value
+    ckpt = shipped_models_dir() / f"{DEFAULT_MODEL}.pt"
+    val, test = (load_evaluation(evaluation_path(ckpt, split)) for split in ("val", "test"))
+    expected = certify(val, "aep_ensemble", max_drop_points=0.5, reference=reference, test=test)
+    words = "the final exit" if reference == "final" else "the rule's own full-depth prediction"
+    assert f"a drop of {expected.drop_points('test'):.2f} points against {words}" in message
+    assert "Certified on the validation split with 90% confidence" in message
+    assert f"expected drop at most 0.5 points against {words}" in message
+    assert f"expected MACs at most {100 * expected.macs_bound:.1f}% of the full network" in message
+    assert at.session_state["per_exit_thresholds"] == pytest.approx(expected.settings["thresholds"])
 
 
 def test_thresholds_page_measures_the_real_speed_up(env):

@@ -144,8 +144,8 @@ def test_app_in_browser(server, tmp_path):
             thumb.press("ArrowRight")  # on to a middle threshold (0.5)
         _idle(page)
         _until(lambda: metric.inner_text() != macs_after, "the expected MACs to change back")
-        # one-click preset: per-exit thresholds from the budget solver
-        page.get_by_role("button", name="Cheapest within 0.5 points of the final exit").click()
+        # one-click preset: per-exit thresholds certified on validation
+        page.get_by_role("button", name="Guaranteed within 0.5 points (90% confidence)").click()
         _idle(page)
         page.wait_for_selector("text=Preset applied", timeout=60_000)
         _until(lambda: "pe=" in page.url, "per-exit thresholds in the URL")

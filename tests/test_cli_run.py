@@ -104,7 +104,28 @@ def test_run_decides_with_the_trained_ensemble_weights_as_the_replay_does(name, 
 
 def test_run_chooses_thresholds_on_validation_for_a_goal():
     p = run_on_slice("--limit", "64", "--rule", "entropy", "--max-drop", "0.5", "--threads", "1")
-    assert "chosen on validation" in p.stdout and "accuracy" in p.stdout and "samples/s" in p.stdout
+    assert "certified on validation" in p.stdout and "accuracy" in p.stdout and "samples/s" in p.stdout
+    assert "reference: the final exit; confidence 90%; family per_exit" in p.stdout
+    assert "certified bounds: expected drop <= 0.5 points" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "goal", [["--budget", "0.5"], ["--max-drop", "0.5", "--optimistic", "--reference", "ensemble"]]
+)
+def test_run_json_carries_the_operating_point_that_solve_prints(goal, capsys):
+    """`run --json` with a goal runs the thresholds of the operating point it reports, and that operating point
+    is the one `solve --json` gives for the same goal."""
+    args = ["--rule", "aep_ensemble", *goal]
+    assert main(["solve", str(CKPT), *args, "--json"]) == 0
+    solved = json.loads(capsys.readouterr().out)
+    limit = ["--dataset", "fashion-mnist-slice", "--limit", "32", "--threads", "1"]
+    assert main(["run", str(CKPT), *args, *limit, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["operating_point"] == solved
+    assert out["settings"] == solved["settings"]
+    certified = "--optimistic" not in goal
+    assert solved["certified"] is certified and (solved["confidence"] is None) is not certified
+    assert out["settings_from"].startswith("certified" if certified else "optimistic")
 
 
 def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp_path):
@@ -141,6 +162,9 @@ def test_run_on_a_folder_writes_one_row_per_image_and_skips_unreadable_files(tmp
         (["--thresholds", "0.9", "--batch-size", "0"], "at least 1"),
         (["--thresholds", "0.9", "--images", "/nonexistent"], "is not a folder"),
         (["--rule", NEEDS_CONFIDENCE, "--thresholds", "0.5"], "confidence branch"),
+        (["--max-drop", "0.5", "--budget", "0.5"], "Give one goal"),
+        (["--thresholds", "0.9", "--confidence", "0.9"], "--confidence qualifies a goal"),
+        (["--max-drop", "0.5", "--optimistic", "--family", "global"], "--family belongs to a certified choice"),
     ],
 )
 def test_run_bad_inputs_are_one_clear_line(args, msg):
@@ -148,12 +172,7 @@ def test_run_bad_inputs_are_one_clear_line(args, msg):
     assert msg in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
-def test_solve_and_run_certify_a_drop_with_a_confidence():
-    p = run("solve", str(CKPT), "--max-drop", "0.5", "--confidence", "0.9")
-    assert "certified" in p.stdout and "test:" in p.stdout
-    thresholds = p.stdout.split("settings {'thresholds': [")[1].split("]")[0].split(", ")
-    assert len(set(thresholds)) == 1  # one global threshold
-    r = run_on_slice("--limit", "64", "--max-drop", "0.5", "--confidence", "0.9", "--threads", "1")
-    assert "certified" in r.stdout
-    bad = run("solve", str(CKPT), "--budget", "0.4", "--confidence", "0.9", check_rc=2)
-    assert "--max-drop" in bad.stderr and "Traceback" not in bad.stderr
+def test_run_says_when_its_thresholds_are_optimistic():
+    p = run_on_slice("--limit", "32", "--max-drop", "0.5", "--optimistic", "--threads", "1")
+    assert "optimistic: chosen on validation without a guarantee" in p.stdout
+    assert "OPTIMISTIC (not certified)" in p.stdout and "confidence: none" in p.stdout

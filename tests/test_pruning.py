@@ -162,10 +162,10 @@ def test_cli_prune_and_policy_commands(trained, tmp_path, capsys):
     for name in list_rules(model=ModelExits.of_record(pruned_test)):  # every rule replays on the pruned outputs
         assert main(["policy", str(tmp_path / "c.pt"), "--rule", name]) == 0
         assert "accuracy" in capsys.readouterr().out
-    assert main(["solve", str(trained), "--budget", "0.6"]) == 0
+    assert main(["solve", str(trained), "--budget", "0.6", "--optimistic"]) == 0
     assert "test:" in capsys.readouterr().out
     assert main(["sweep", str(trained), "--points", "20"]) == 0
-    assert main(["solve", str(trained), "--budget", "0.01"]) == 2
+    assert main(["solve", str(trained), "--budget", "0.01", "--optimistic"]) == 2
     assert "cheapest reachable" in capsys.readouterr().err
     assert main(["policy", str(tmp_path / "missing.npz")]) == 2
     assert main(["prune", str(trained), "--cut", "9", "--out", str(tmp_path / "d.pt")]) == 2

@@ -1,14 +1,17 @@
 """Argument helpers shared by the command groups: sub-command registration, the exit-rule flags, built from the
-rule registry, and the goal flags that choose a rule's settings on validation."""
+rule registry, and the goal flags that choose a rule's settings on validation: certified with a stated
+confidence by default, or the solver's optimistic choice on request."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aep_core.errors import ConfigError
+from aep_core.exits.certify import FAMILIES, REFERENCE_WORDS, REFERENCES
 from aep_core.exits.rules import RULES, get_rule, list_rules
 
 if TYPE_CHECKING:
@@ -16,6 +19,12 @@ if TYPE_CHECKING:
     from aep_core.exits.solvers import Solution
 
 SPLITS = ("train", "val", "test")
+DEFAULT_CONFIDENCE = 0.9
+OPTIMISTIC_NOTE = (
+    "chosen on validation without a guarantee: on new data its drop (or cost) scatters around the limit and "
+    "breaks it often"
+)
+_GOALS = ("--max-drop", "--budget", "--min-accuracy")
 
 
 def add_command(
@@ -109,21 +118,192 @@ def with_default_setting(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     return {**settings, spec.keyword: int(spec.default) if spec.integer else spec.default}
 
 
+def add_goal_arguments(p: argparse.ArgumentParser, min_accuracy: bool = False) -> None:
+    """The goal flags: --max-drop and --budget (certified on validation unless --optimistic), --confidence,
+    --reference, --family, --optimistic, and --min-accuracy (an uncertified solver goal) when asked."""
+    g = p.add_argument_group("goal (thresholds chosen on validation; test only reports)")
+    g.add_argument(
+        "--max-drop",
+        type=float,
+        default=None,
+        help="the cheapest thresholds whose expected accuracy drop against --reference is at most this many points, "
+        "certified with --confidence (unless --optimistic)",
+    )
+    g.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="the most accurate thresholds whose expected MACs are at most this fraction of the network without "
+        "exits, certified with --confidence (unless --optimistic)",
+    )
+    if min_accuracy:
+        g.add_argument(
+            "--min-accuracy",
+            type=float,
+            default=None,
+            help="the cheapest setting reaching this accuracy (a fraction) on validation; not certified",
+        )
+    # Suppressed defaults: the goal tells whether one was given, to refuse one that would mean nothing.
+    g.add_argument(
+        "--confidence",
+        type=float,
+        default=argparse.SUPPRESS,
+        help=f"probability with which the certified bounds hold (default: {DEFAULT_CONFIDENCE})",
+    )
+    g.add_argument(
+        "--reference",
+        choices=REFERENCES,
+        default=argparse.SUPPRESS,
+        help="what the drop is measured against: final (the final exit's own prediction) or ensemble (the rule's "
+        "own full-depth prediction; for aep_ensemble the ensemble of every exit) (default: final)",
+    )
+    g.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default=argparse.SUPPRESS,
+        help="certified thresholds: per_exit (one per early exit, shaped on a third of validation) or global "
+        "(one shared threshold) (default: per_exit)",
+    )
+    g.add_argument(
+        "--optimistic",
+        action="store_true",
+        help="the solver's choice that just meets the goal on validation instead, without a guarantee: on new "
+        "data its drop (or cost) scatters around the limit and breaks it often",
+    )
+
+
+def goal_flag(a: argparse.Namespace) -> str | None:
+    """The goal flag given (--max-drop, --budget or --min-accuracy), or None; ConfigError for two goals, or for
+    a goal's options that mean nothing as given (--confidence or --family with an uncertified choice, any of
+    them without a goal)."""
+    given = [flag for flag in _GOALS if getattr(a, _dest(flag), None) is not None]
+    if len(given) > 1:
+        raise ConfigError(f"Give one goal, not {' and '.join(given)}.")
+    options = [f"--{name}" for name in ("confidence", "reference", "family") if hasattr(a, name)]
+    options += ["--optimistic"] if getattr(a, "optimistic", False) else []
+    if not given:
+        if options:
+            raise ConfigError(f"{options[0]} qualifies a goal: give it with {' or '.join(_goals_of(a))}.")
+        return None
+    certified_only = [o for o in options if o in ("--confidence", "--family")]
+    if certified_only and not is_certified(a, given[0]):
+        why = (
+            "--optimistic asks for the solver's choice without a guarantee"
+            if getattr(a, "optimistic", False)
+            else "--min-accuracy is a solver goal without a guarantee (--max-drop is certified)"
+        )
+        raise ConfigError(f"{certified_only[0]} belongs to a certified choice, and {why}: give one or the other.")
+    return given[0]
+
+
+def is_certified(a: argparse.Namespace, goal: str) -> bool:
+    """Whether `goal` (a flag) is certified as asked: --max-drop and --budget are, unless --optimistic."""
+    return goal != "--min-accuracy" and not getattr(a, "optimistic", False)
+
+
 def solve_for_goal(
     a: argparse.Namespace, val: ExitRecord, test: ExitRecord | None, weights: list[float] | None
 ) -> Solution:
-    """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given):
-    --max-drop with --confidence certifies the drop; --budget, --max-drop or --min-accuracy solve."""
-    from aep_core.exits.solvers import MacsBudget, MinAccuracy, accuracy_floor, solve
+    """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given): certified
+    (a `Certified`) for --max-drop and --budget unless --optimistic; else the solver's choice (a `Solution`)."""
+    from aep_core.exits.certify import certify, reference_correct
+    from aep_core.exits.solvers import MacsBudget, MinAccuracy, solve
 
-    if a.confidence is not None:
-        if a.max_drop is None:
-            raise ConfigError("--confidence certifies an accuracy drop: give it with --max-drop.")
-        from aep_core.exits.certify import certify_max_drop
-
-        return certify_max_drop(val, a.rule, a.max_drop, a.confidence, test, weights)
+    goal = goal_flag(a)
+    if goal is None:
+        raise ConfigError(f"Give one goal: {' or '.join(_goals_of(a))}.")
+    reference = getattr(a, "reference", "final")
+    if is_certified(a, goal):
+        if not get_rule(a.rule).has_thresholds:
+            raise ConfigError(
+                f"A certified choice needs a threshold rule ({', '.join(list_rules(thresholds=True))}); {a.rule} has "
+                "none. --optimistic gives the solver's choice on validation, without a guarantee."
+            )
+        return certify(
+            val,
+            a.rule,
+            max_drop_points=a.max_drop,
+            max_macs_ratio=a.budget,
+            confidence=getattr(a, "confidence", DEFAULT_CONFIDENCE),
+            reference=reference,
+            family=getattr(a, "family", FAMILIES[0]),
+            test=test,
+            weights=weights,
+        )
     if a.budget is not None:
         return solve(val, a.rule, MacsBudget(a.budget), test, weights)
-    floor = getattr(a, "min_accuracy", None)
-    goal = MinAccuracy(floor if floor is not None else accuracy_floor(val, a.max_drop))
-    return solve(val, a.rule, goal, test, weights)
+    if a.max_drop is None:
+        return solve(val, a.rule, MinAccuracy(a.min_accuracy), test, weights)
+    floor = float(reference_correct(val, a.rule, reference, weights).mean()) - a.max_drop / 100.0
+    sol = solve(val, a.rule, MinAccuracy(floor), test, weights)
+    goal = f"drop <= {a.max_drop:g} points against {REFERENCE_WORDS[reference]} on validation ({sol.goal})"
+    return replace(sol, goal=goal)
+
+
+def operating_point(a: argparse.Namespace, sol: Solution, val: ExitRecord, test: ExitRecord | None) -> dict[str, Any]:
+    """The chosen operating point as plain values: rule, goal, settings, whether it is certified, reference,
+    confidence, family, certified bounds (None when not certified), and per split its accuracy, drop in points
+    against the reference and MACs ratio."""
+    from aep_core.exits.certify import Certified, drop_against
+
+    certified = isinstance(sol, Certified)
+    reference = sol.reference if certified else getattr(a, "reference", "final")
+    weights = sol.settings.get("weights")
+    out: dict[str, Any] = {
+        "rule": sol.rule,
+        "goal": sol.goal,
+        "settings": sol.settings,
+        "certified": certified,
+        "reference": reference,
+        "confidence": sol.confidence if certified else None,
+        "family": sol.family if certified else ("per_exit" if get_rule(sol.rule).has_thresholds else None),
+        "drop_bound_points": sol.drop_bound_points if certified else None,
+        "macs_bound": sol.macs_bound if certified else None,
+        "calibration_samples": sol.calibration_samples if certified else None,
+        "note": "certified on validation" if certified else f"optimistic: {OPTIMISTIC_NOTE}",
+    }
+    for split, rec, result in (("val", val, sol.val), ("test", test, sol.test)):
+        if rec is not None and result is not None:
+            out[split] = {
+                "accuracy": result.accuracy,
+                "drop_points": drop_against(result, rec, sol.rule, reference, weights),
+                "macs_ratio": result.macs_ratio,
+            }
+    return out
+
+
+def describe_operating_point(op: dict[str, Any], test_name: str = "test") -> list[str]:
+    """Lines saying what an `operating_point` is: certified or optimistic, its reference, confidence, family
+    and bounds, then accuracy, drop against the reference and MACs ratio on validation and `test_name`."""
+    reference = REFERENCE_WORDS[op["reference"]]
+    if op["certified"]:
+        drop = f"expected drop <= {op['drop_bound_points']:g} points, " if op["drop_bound_points"] is not None else ""
+        lines = [
+            f"{op['rule']}: certified on validation, {op['goal']}",
+            f"  reference: {reference}; confidence {100 * op['confidence']:g}%; family {op['family']}; "
+            f"{op['calibration_samples']} validation samples certify it",
+            f"  certified bounds: {drop}expected MACs ratio <= {op['macs_bound']:.3f}",
+        ]
+    else:
+        lines = [
+            f"{op['rule']}: OPTIMISTIC (not certified), {op['goal']}",
+            f"  {OPTIMISTIC_NOTE}",
+            f"  reference: {reference}; confidence: none (not certified); certified bounds: none",
+        ]
+    for split, name in (("val", "validation"), ("test", test_name)):
+        if split in op:
+            r = op[split]
+            lines.append(
+                f"  {name}: accuracy {100 * r['accuracy']:.2f}%, drop {r['drop_points']:.2f} points vs "
+                f"{reference}, MACs ratio {r['macs_ratio']:.3f}"
+            )
+    return lines
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def _goals_of(a: argparse.Namespace) -> list[str]:
+    """The goal flags this command has."""
+    return [flag for flag in _GOALS if hasattr(a, _dest(flag))]

@@ -1,6 +1,7 @@
 """Command-line sub-commands for exit rules on saved outputs: policy (replay a rule on an evaluation file),
-sweep (accuracy against MACs over a grid of settings) and solve (settings for a MACs budget or an accuracy
-floor, chosen on the val file and reported on the test file)."""
+sweep (accuracy against MACs over a grid of settings) and solve (thresholds for an accuracy drop or a MACs
+budget, certified on the val file with a stated confidence, or the solver's optimistic choice there; reported
+on the test file)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aep_core.cli.common import SPLITS, add_command, add_rule_arguments, parse_rule_settings, solve_for_goal
+from aep_core.cli.common import (
+    SPLITS,
+    add_command,
+    add_goal_arguments,
+    add_rule_arguments,
+    describe_operating_point,
+    goal_flag,
+    operating_point,
+    parse_rule_settings,
+    solve_for_goal,
+)
 from aep_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -77,13 +88,14 @@ def _cmd_sweep(a: argparse.Namespace) -> int:
 
 
 def _cmd_solve(a: argparse.Namespace) -> int:
-    """per-exit thresholds for a MACs budget or an accuracy floor (chosen on val, reported on test)"""
+    """thresholds for an accuracy drop or a MACs budget, certified on val with a stated confidence (or the
+    solver's optimistic choice there), reported on test"""
     from aep_core.evaluation import load_evaluation
 
-    if (a.budget is None) == (a.max_drop is None and a.min_accuracy is None):
+    if goal_flag(a) is None:
         raise ConfigError(
-            "Give exactly one goal: --budget (MACs fraction), --max-drop (points below the final exit) "
-            "or --min-accuracy (fraction)."
+            "Give one goal: --max-drop (points below the reference) or --budget (MACs fraction), certified; "
+            "or --min-accuracy (fraction), not certified."
         )
     val = load_evaluation(_evaluation_file(a.evaluation, "val"))
     test_path = (
@@ -93,13 +105,15 @@ def _cmd_solve(a: argparse.Namespace) -> int:
     )
     test = load_evaluation(test_path) if test_path is not None else None
     sol = solve_for_goal(a, val, test, parse_rule_settings(a).get("weights"))
+    op = operating_point(a, sol, val, test)
     if a.json:
-        print(json.dumps(sol.summary(), indent=1))
+        print(json.dumps(op, indent=1))
         return 0
     shown = {
         k: ([round(x, 4) for x in v] if isinstance(v, list) else v) for k, v in sol.settings.items() if k != "weights"
     }
-    print(f"{a.rule}, goal: {sol.goal} (chosen on validation)\nsettings {shown}")
+    print("\n".join(describe_operating_point(op)))
+    print(f"settings {shown}")
     print(f"validation: {_format_result(sol.val)}")
     if sol.test is not None:
         print(f"test:       {_format_result(sol.test)}")
@@ -119,15 +133,4 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     v = add_command(sub, "solve", _cmd_solve)
     add_rule_arguments(v, settings=False)
     v.add_argument("--test", default=None, help="test evaluation file (default: the checkpoint's, if a .pt was given)")
-    v.add_argument(
-        "--budget", type=float, default=None, help="max expected MACs as a fraction of the network without exits"
-    )
-    v.add_argument("--max-drop", type=float, default=None, help="max accuracy drop below the final exit, in points")
-    v.add_argument("--min-accuracy", type=float, default=None, help="accuracy floor as a fraction")
-    v.add_argument(
-        "--confidence",
-        type=float,
-        default=None,
-        help="with --max-drop: the cheapest global threshold whose drop is certified on validation "
-        "with this probability (e.g. 0.9), instead of the cheapest that passes there",
-    )
+    add_goal_arguments(v, min_accuracy=True)

@@ -11,7 +11,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aep_core.cli.common import SPLITS, add_command, add_rule_arguments, parse_rule_settings, solve_for_goal
+from aep_core.cli.common import (
+    SPLITS,
+    add_command,
+    add_goal_arguments,
+    add_rule_arguments,
+    describe_operating_point,
+    goal_flag,
+    operating_point,
+    parse_rule_settings,
+    solve_for_goal,
+)
 from aep_core.errors import ConfigError
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
@@ -22,20 +32,18 @@ if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
     from aep_core.exits.runtime import RunResult
 
 
-def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any], str]:
-    """The rule's settings: given on the command line, or chosen on the validation file for a goal."""
+def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """The rule's settings, where they come from, and the operating point (`operating_point`) when a goal chose
+    them on the validation file (certified unless --optimistic; replayed on the saved test file to report)."""
     from aep_core.exits.rules import get_rule, list_rules
 
     settings = parse_rule_settings(a)
     setting = get_rule(a.rule).setting
-    goals = [g for g in (a.max_drop, a.budget) if g is not None]
-    if len(goals) > 1:
-        raise ConfigError("Give at most one goal: --max-drop or --budget.")
-    if not goals:
+    if goal_flag(a) is None:
         if setting is not None and setting.keyword not in settings:
             goal = " or a goal that chooses them on validation (--max-drop, --budget)" if setting.per_exit else ""
             raise ConfigError(f"{a.rule} needs --{setting.keyword}{goal}.")
-        return settings, "as given"
+        return settings, "as given", None
     if not get_rule(a.rule).has_thresholds:
         raise ConfigError(
             f"--max-drop and --budget choose thresholds; {a.rule} has none. "
@@ -48,8 +56,13 @@ def _choose_settings(a: argparse.Namespace, ckpt: Path) -> tuple[dict[str, Any],
     from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.evaluation import load_evaluation
 
-    sol = solve_for_goal(a, load_evaluation(evaluation_path(ckpt, "val")), None, settings.get("weights"))
-    return dict(sol.settings), f"chosen on validation for {sol.goal}"
+    val = load_evaluation(evaluation_path(ckpt, "val"))
+    test_path = evaluation_path(ckpt, "test")
+    test = load_evaluation(test_path) if test_path.is_file() else None
+    sol = solve_for_goal(a, val, test, settings.get("weights"))
+    op = operating_point(a, sol, val, test)
+    how = "certified on validation" if op["certified"] else "optimistic: chosen on validation without a guarantee"
+    return dict(sol.settings), how, op
 
 
 def _inputs(
@@ -90,7 +103,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be at least 1, got {a.batch_size}.")
     ckpt = Path(a.checkpoint)
     model, meta = load_checkpoint(ckpt)
-    settings, how = _choose_settings(a, ckpt)
+    settings, how, op = _choose_settings(a, ckpt)
     # The ensemble's weights default to the ones the model was trained with, as in the replay and the solvers.
     rule = make_rule(a.rule, ModelExits.of_model(model, meta.ensemble_weights), **settings)
     x, labels, files, skipped = _inputs(a, meta)
@@ -111,6 +124,8 @@ def _cmd_run(a: argparse.Namespace) -> int:
         "exit_distribution": (counts / counts.sum()).tolist(),
         "macs_ratio": float(cum_macs[res.exit_index].mean() / cost.full_macs),
     }
+    if op is not None:
+        out["operating_point"] = op
     if labels is not None:
         out["accuracy"] = float((res.prediction == labels).mean())
     if a.compare:
@@ -144,8 +159,10 @@ def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
         if k != "weights"
     }
     source = f"images under {a.images}" if folder else f"the {a.split} split"
-    lines = [
-        f"{out['rule']} {shown} ({out['settings_from']})",
+    lines = [f"{out['rule']} {shown} ({out['settings_from']})"]
+    if "operating_point" in out:
+        lines += describe_operating_point(out["operating_point"], "test (saved outputs)")
+    lines += [
         f"{out['samples']} inputs from {source}, batch {out['batch_size']}, {out['threads']} thread(s)",
     ]
     if "accuracy" in out:
@@ -185,24 +202,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "run", _cmd_run)
     p.add_argument("checkpoint")
     add_rule_arguments(p, deployable=True, evaluation=False, json=False)
-    p.add_argument(
-        "--max-drop",
-        type=float,
-        default=None,
-        help="choose the thresholds on validation: at most this many points below the final exit",
-    )
-    p.add_argument(
-        "--budget",
-        type=float,
-        default=None,
-        help="choose the thresholds on validation: at most this fraction of the MACs",
-    )
-    p.add_argument(
-        "--confidence",
-        type=float,
-        default=None,
-        help="with --max-drop: certify the drop on validation with this probability (see `solve --help`)",
-    )
+    add_goal_arguments(p)
     p.add_argument("--split", default="test", choices=SPLITS, help="split of the checkpoint's dataset")
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     p.add_argument("--data-dir", default=None, help="dataset directory")

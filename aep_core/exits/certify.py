@@ -76,7 +76,8 @@ SHAPING_FRACTION = 1 / 3  # of the validation samples, shapes the per-exit famil
 # Target levels of the per-exit family, fixed in advance: 0 .. 0.5, spaced quadratically so that the steps are
 # fine near 0, where the settings a small drop can certify lie.
 TARGET_LEVELS = 0.5 * np.linspace(0.0, 1.0, 201) ** 2
-_REFERENCE_WORDS = {"final": "final exit", "ensemble": "rule's own full-depth prediction"}
+# what each reference is, in words, for every output that names it
+REFERENCE_WORDS = {"final": "the final exit", "ensemble": "the rule's own full-depth prediction"}
 
 
 def binomial_cdf(k: int, n: int, p: float) -> float:
@@ -332,7 +333,7 @@ def _uncertifiable(scored: ScoredRecord, max_drop: float, confidence: float, dam
     """The message for a drop no setting can certify (`damage` of the `n` certifying samples at the most
     conservative setting): the smallest bound these samples certify, and what to do."""
     smallest = 100 * damage_upper_bound(damage, n, 1.0 - confidence)
-    reference = _REFERENCE_WORDS[scored.reference]
+    reference = REFERENCE_WORDS[scored.reference]
     if damage == 0:
         why = "even with no damage at all"
     else:
@@ -456,7 +457,7 @@ def certify(
         accuracy["test"] = float(reference_correct(test, name, reference, weights).mean())
     pct = f"{100 * confidence:g}% confidence"
     if max_drop_points is not None:
-        goal = f"drop <= {max_drop_points:g} points against the {_REFERENCE_WORDS[reference]} with {pct} (certified)"
+        goal = f"drop <= {max_drop_points:g} points against {REFERENCE_WORDS[reference]} with {pct} (certified)"
     else:
         goal = f"MACs ratio <= {max_macs_ratio:g} with {pct} (certified)"
     return Certified(
