@@ -49,12 +49,13 @@ test-fast: venv
 pretrained: venv data
 	bash scripts/train_pretrained.sh
 
-# docs/RESULTS.md tables, docs/results.json and the accuracy-vs-MACs plot, from the trained models
+# docs/RESULTS.md tables, docs/results.json and the plots, from the trained models
 results: venv data
 	$(BIN)/python -m benchmarks.results_table
+	$(BIN)/python -m benchmarks.static_vs_early_exit
 
 bench: venv data
-	for m in policy_replay early_exit_speed pruning_savings training_overhead; do $(BIN)/python -m benchmarks.$$m || exit 1; done
+	for m in policy_replay early_exit_speed certificate_coverage static_vs_early_exit pruning_savings training_overhead; do $(BIN)/python -m benchmarks.$$m || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
