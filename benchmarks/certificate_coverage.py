@@ -143,6 +143,9 @@ def resplit_coverage(
     return out
 
 
+COVERAGE_BEGIN, COVERAGE_END = "<!-- coverage:begin -->", "<!-- coverage:end -->"
+
+
 def _mean(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
@@ -161,11 +164,14 @@ def main() -> None:
         choices=REFERENCES,
         help="what the drop is measured against: the final exit, or the rule's own full-depth prediction",
     )
+    ap.add_argument("--write", action="store_true", help="also write the table into docs/RESULTS.md")
     a = ap.parse_args()
     if a.splits < 1:
         raise SystemExit("--splits must be at least 1.")
-    print(setup(1))
+    machine = setup(1)
+    print(machine)
     methods = tuple(a.methods.split(","))
+    rows_md: list[str] = []
     allowed = allowed_break_rate(a.splits, 1 - a.confidence)
     print(
         f"{a.splits} random splits per model: 5,000 samples choose, the other pooled samples judge; promise: drop "
@@ -203,6 +209,11 @@ def main() -> None:
                 continue
             for cov in result.values():
                 certified = cov.method != "uncertified"
+                rows_md.append(
+                    f"| {model} | {name} | {cov.method.replace('uncertified', 'optimistic (no guarantee)')} | "
+                    f"{cov.refused} | {100 * cov.drop_break_rate:.1f}% | {_mean(cov.drops)} | {_mean(cov.macs)} | "
+                    + (f"{100 * cov.cost_break_rate:.1f}% | {_mean(cov.bounds)} |" if certified else "– | – |")
+                )
                 print(
                     f"{model:12} {name:17} {cov.method:12} {cov.refused:7d} {100 * cov.drop_break_rate:10.1f}% "
                     f"{_mean(cov.drops):>9} {_mean(cov.macs):>9} "
@@ -218,6 +229,40 @@ def main() -> None:
             f"on average over {len(saving)} model/rule pairs (lower in {sum(s > 0 for s in saving)} of them)"
         )
     print(f"({time.perf_counter() - t0:.0f} s; refusals count as kept promises in the break rates)")
+    if a.write:
+        write_block(a, machine, allowed, rows_md, saving)
+
+
+def write_block(a: argparse.Namespace, machine: str, allowed: float, rows: list[str], saving: list[float]) -> None:
+    """The coverage table as the `coverage` block of docs/RESULTS.md."""
+    from benchmarks.results_table import DOCS, replace_block
+
+    body = "\n".join(
+        [
+            f"{a.splits} random re-splits of each model's pooled validation and test outputs: 5,000 samples choose, "
+            f"the others judge whether the promise (drop <= {a.max_drop:g} points against the {a.reference} "
+            f"reference) held. A {100 * a.confidence:g}% certificate may break it in at most "
+            f"{100 * allowed:.1f}% of the splits (its level plus two standard errors).",
+            "",
+            "| model | rule | choice | refused | drop breaks | mean drop (pt) | mean MACs | MACs breaks "
+            "| mean MACs bound |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            (
+                f"Per-exit against global thresholds at the same guarantee: the held-out MACs ratio is lower by "
+                f"{np.mean(saving):.3f} on average over {len(saving)} model/rule pairs (lower in "
+                f"{sum(v > 0 for v in saving)})."
+                if saving
+                else ""
+            ),
+            "",
+            f"_Printed by `python -m benchmarks.certificate_coverage --splits {a.splits} --write` ({machine})._",
+        ]
+    )
+    md = DOCS / "RESULTS.md"
+    md.write_text(replace_block(md.read_text(), COVERAGE_BEGIN, COVERAGE_END, body))
+    print(f"wrote the coverage table into {md}")
 
 
 if __name__ == "__main__":

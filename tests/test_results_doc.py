@@ -9,10 +9,16 @@ import pytest
 
 from aep_core.paths import PROJECT_DIR
 from benchmarks import results_table as rt
+from benchmarks.certificate_coverage import COVERAGE_BEGIN, COVERAGE_END
 
 DOC = PROJECT_DIR / "docs" / "RESULTS.md"
 README = PROJECT_DIR / "README.md"
-MARKERS = [(rt.BEGIN, rt.END), (rt.MEASURED_BEGIN, rt.MEASURED_END), ("<!-- latency:begin -->", "<!-- latency:end -->")]
+MARKERS = [
+    (rt.BEGIN, rt.END),
+    (rt.MEASURED_BEGIN, rt.MEASURED_END),
+    ("<!-- latency:begin -->", "<!-- latency:end -->"),
+    (COVERAGE_BEGIN, COVERAGE_END),
+]
 
 
 def between(text: str, begin: str, end: str) -> str:
