@@ -345,7 +345,7 @@ def _uncertifiable(scored: ScoredRecord, max_drop: float, confidence: float, dam
             "the rule's own full-depth prediction instead."
         )
     return (
-        f"No setting of {scored.rule} can be certified within {max_drop:g} points against the {reference} with "
+        f"No setting of {scored.rule} can be certified within {max_drop:g} points against {reference} with "
         f"{100 * confidence:g}% confidence on {where}: the smallest bound certifiable here is {smallest:.2f} points, "
         f"{why}. Allow a larger drop, a lower confidence, or evaluate on more validation samples.{hint}"
     )
