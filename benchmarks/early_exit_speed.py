@@ -17,7 +17,14 @@ from __future__ import annotations
 import argparse
 
 from aep_core.data import load_dataset
-from aep_core.exits.certify import REFERENCE_WORDS, REFERENCES, Certified, certify, drop_against, reference_correct
+from aep_core.exits.certify import (
+    REFERENCE_WORDS,
+    REFERENCES,
+    Certified,
+    certify,
+    drop_against,
+    reference_floor,
+)
 from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule, oracle
 from aep_core.exits.runtime import measure_speedup
 from aep_core.exits.solvers import MinAccuracy, Solution, solve
@@ -77,7 +84,7 @@ def main() -> None:
         )
 
     def optimistic(name: str) -> Solution:
-        floor = float(reference_correct(val, name, a.reference).mean()) - a.max_drop / 100
+        floor = reference_floor(val, name, a.reference, a.max_drop)
         return solve(val, name, MinAccuracy(floor), test)
 
     points = {

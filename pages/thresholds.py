@@ -6,7 +6,13 @@ import streamlit as st
 import torch
 
 from aep_core.errors import AepError
-from aep_core.exits.certify import REFERENCE_WORDS, REFERENCES, certify, drop_against, reference_correct
+from aep_core.exits.certify import (
+    REFERENCE_WORDS,
+    REFERENCES,
+    certify,
+    drop_against,
+    reference_floor,
+)
 from aep_core.exits.rules import make_rule
 from aep_core.exits.runtime import measure_speedup
 from aep_core.exits.solvers import MinAccuracy, pareto_sweep, solve
@@ -46,7 +52,7 @@ def preset_solution(model_key: str, rule: str, goal: str, value: float, referenc
     if goal != "optimistic":
         goal_kw = {"max_drop_points": value} if goal == "drop" else {"max_macs_ratio": value}
         return certify(_val, rule, confidence=CONFIDENCE, reference=reference, test=_test, **goal_kw).summary()
-    floor = float(reference_correct(_val, rule, reference).mean()) - value / 100
+    floor = reference_floor(_val, rule, reference, value)
     solution = solve(_val, rule, MinAccuracy(floor), _test)
     out = {**solution.summary(), "certified": False, "reference": reference}
     for split, rec, result in (("val", _val, solution.val), ("test", _test, solution.test)):

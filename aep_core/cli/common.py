@@ -206,7 +206,7 @@ def solve_for_goal(
 ) -> Solution:
     """The settings the command line's goal asks for, chosen on `val` (reported on `test` if given): certified
     (a `Certified`) for --max-drop and --budget unless --optimistic; else the solver's choice (a `Solution`)."""
-    from aep_core.exits.certify import certify, reference_correct
+    from aep_core.exits.certify import certify, reference_floor
     from aep_core.exits.solvers import MacsBudget, MinAccuracy, solve
 
     goal = goal_flag(a)
@@ -234,7 +234,7 @@ def solve_for_goal(
         return solve(val, a.rule, MacsBudget(a.budget), test, weights)
     if a.max_drop is None:
         return solve(val, a.rule, MinAccuracy(a.min_accuracy), test, weights)
-    floor = float(reference_correct(val, a.rule, reference, weights).mean()) - a.max_drop / 100.0
+    floor = reference_floor(val, a.rule, reference, a.max_drop, weights)
     sol = solve(val, a.rule, MinAccuracy(floor), test, weights)
     goal = f"drop <= {a.max_drop:g} points against {REFERENCE_WORDS[reference]} on validation ({sol.goal})"
     return replace(sol, goal=goal)

@@ -144,6 +144,14 @@ def reference_correct(rec: ExitRecord, name: str, reference: str, weights: Seque
     return rec.logits[-1].argmax(-1) == rec.labels
 
 
+def reference_floor(
+    rec: ExitRecord, name: str, reference: str, max_drop_points: float, weights: Sequence[float] | None = None
+) -> float:
+    """The accuracy `max_drop_points` points below the reference's on `rec`: the floor an uncertified
+    (optimistic) choice is held to."""
+    return float(reference_correct(rec, name, reference, weights).mean()) - max_drop_points / 100.0
+
+
 def drop_against(
     result: RuleResult, rec: ExitRecord, name: str, reference: str, weights: Sequence[float] | None = None
 ) -> float:
