@@ -1,8 +1,8 @@
 """Compute cost of an early-exit network: MACs (counted by torch.utils.flop_counter) and parameters
 per exit, the cumulative cost of reaching each exit, and wall-clock latency.
 
-MACs cover convolutions and matrix products (FlopCounterMode's FLOPs / 2); normalisation, activations
-and pooling are not counted, as in the usual MACs convention.
+MACs cover convolutions and matrix products (the FLOP formulas of torch.utils.flop_counter, divided by 2);
+normalisation, activations and pooling are not counted, as in the usual MACs convention.
 """
 
 from __future__ import annotations
@@ -13,14 +13,41 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
+
+
+class _FlopCounter(TorchDispatchMode):
+    """Sums the FLOPs of the operators run in this thread inside the context.
+
+    FlopCounterMode also attributes FLOPs to modules through process-wide module hooks, which reach into
+    other threads' forward and backward passes (a concurrent Captum backward then fails); a dispatch mode
+    alone is thread-local, so counting here never touches another thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        packet = func._overloadpacket
+        if packet not in flop_registry:
+            # Composite operators are counted through the operators they decompose into.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        out = func(*args, **kwargs)
+        if packet in flop_registry:
+            self.flops += flop_registry[packet](*args, **kwargs, out_val=out)
+        return out
 
 
 def count_macs(fn: Callable[..., object], *args: object) -> int:
-    """Multiply-accumulates of one call of `fn(*args)`, counted by PyTorch's FlopCounterMode."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    """Multiply-accumulates of one call of `fn(*args)`, counted in the calling thread only."""
+    with torch.no_grad(), _FlopCounter() as counter:
         fn(*args)
-    return counter.get_total_flops() // 2
+    return counter.flops // 2
 
 
 def count_params(*modules: nn.Module) -> int:

@@ -127,4 +127,24 @@ def load_evaluation(path: str | Path) -> ExitRecord:
         raise AepError(f"{p} holds no samples.")
     if rec.labels.shape != (rec.num_samples,) or rec.cum_macs.shape != (rec.num_exits,):
         raise AepError(f"{p} is inconsistent: its arrays disagree in size.")
+    if (
+        not np.issubdtype(rec.labels.dtype, np.integer)
+        or rec.labels.min() < 0
+        or rec.labels.max() >= rec.logits.shape[2]
+    ):
+        raise AepError(f"{p} is inconsistent: its labels are not class indices below {rec.logits.shape[2]}.")
+    if rec.confidences is not None and rec.confidences.shape != rec.logits.shape[:2]:
+        raise AepError(f"{p} is inconsistent: its confidences are not one per exit and sample.")
     return rec
+
+
+def record_disagreement(record: ExitRecord, num_classes: int, cum_macs: list[int]) -> str | None:
+    """Why an evaluation record cannot be the outputs of a model with `num_classes` outputs and these per-exit
+    costs (None when it can): a record left beside a checkpoint that was replaced or pruned since."""
+    if record.num_exits != len(cum_macs):
+        return f"it holds {record.num_exits} exits but the model has {len(cum_macs)}"
+    if record.logits.shape[2] != num_classes:
+        return f"it holds {record.logits.shape[2]} classes but the model predicts {num_classes}"
+    if [int(m) for m in record.cum_macs] != [int(m) for m in cum_macs]:
+        return "its per-exit costs differ from the model's"
+    return None

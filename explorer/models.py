@@ -25,7 +25,7 @@ from aep_core.checkpoint.format import checkpoint_bytes as file_bytes
 from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.data import load_slice, reads_slice_images, slice_dataset
 from aep_core.errors import AepError
-from aep_core.evaluation import ExitRecord, collect_outputs, load_evaluation
+from aep_core.evaluation import ExitRecord, collect_outputs, load_evaluation, record_disagreement
 from aep_core.exits.rules import ModelExits
 from aep_core.models import EarlyExitNet
 from explorer.catalog import UPLOAD_PREFIX, model_files, uploads
@@ -156,11 +156,20 @@ def _load_file(path: str, mtime: float) -> LoadedModel:
     model, meta = load_checkpoint(path)
     records, notes = [], []
     for split in ("val", "test"):
+        source = evaluation_path(path, split)
         try:
-            records.append(load_evaluation(evaluation_path(path, split)))
+            record = load_evaluation(source)
         except AepError as e:
             records.append(None)
             notes.append(str(e))
+            continue
+        disagreement = record_disagreement(record, model.num_classes, meta.cost.cum_macs)
+        if disagreement is not None:
+            record = None
+            notes.append(
+                f"{source} was ignored: {disagreement}. Recreate it with `python -m aep_core evaluate {path}`."
+            )
+        records.append(record)
     return LoadedModel(path, f"{path}@{mtime}", model, meta, records[0], records[1], path, notes)
 
 

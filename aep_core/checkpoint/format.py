@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
+from aep_core.checkpoint.consistency import check_agreement, check_model_agreement
 from aep_core.checkpoint.meta import META_VERSION, CheckpointMeta
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.models import EarlyExitNet, build_model
@@ -137,42 +137,3 @@ def load_checkpoint(source: str | Path | bytes) -> tuple[EarlyExitNet, Checkpoin
     """A model and its metadata from a path or raw bytes (untrusted input: weights_only loading)."""
     stored = read_checkpoint(source)
     return model_from_checkpoint(stored, _source_name(source)), stored.meta
-
-
-def first_layer_channels(model: nn.Module) -> int | None:
-    """Input channels of the model's first convolution (None if it has none)."""
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    return None if first is None else first.in_channels
-
-
-def check_agreement(
-    meta: CheckpointMeta,
-    num_classes: int | None,
-    exit_blocks: list[int] | None,
-    in_channels: int | None,
-    name: str = "checkpoint",
-) -> None:
-    """CheckpointError unless the metadata's class names, per-exit costs and input channels agree with a model
-    of `num_classes` outputs, exits after `exit_blocks` and `in_channels` input channels (None: not known)."""
-    names = meta.dataset.class_names
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise CheckpointError(f"{name}: its class names are not a list of names.")
-    if num_classes is not None and len(names) != num_classes:
-        raise CheckpointError(f"{name}: its metadata names {len(names)} classes but the model predicts {num_classes}.")
-    cost_blocks = [e.block for e in meta.cost.exits]
-    if exit_blocks is not None and cost_blocks != list(exit_blocks):
-        raise CheckpointError(
-            f"{name}: its metadata gives the cost of {len(cost_blocks)} exits (after blocks "
-            f"{cost_blocks}) but the model has {len(exit_blocks)} (after blocks "
-            f"{list(exit_blocks)})."
-        )
-    if in_channels is not None and meta.dataset.in_channels != in_channels:
-        raise CheckpointError(
-            f"{name}: its dataset has {meta.dataset.in_channels} channels but the model's first "
-            f"layer reads {in_channels}."
-        )
-
-
-def check_model_agreement(meta: CheckpointMeta, model: EarlyExitNet, name: str = "checkpoint") -> None:
-    """CheckpointError unless the metadata agrees with the model's outputs, exits and first layer."""
-    check_agreement(meta, model.num_classes, model.exit_blocks, first_layer_channels(model), name)
