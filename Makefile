@@ -29,7 +29,7 @@ browser:
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; fi
 
 app: venv data
-	$(BIN)/streamlit run app.py --server.port $(PORT)
+	$(BIN)/python -m explorer --server.port $(PORT)
 
 test: venv data browser lint
 	$(BIN)/python -m pytest -q

@@ -3,7 +3,8 @@ entry page and of the Thresholds page in a fresh process, the re-render after a 
 re-render of the Deploy page after a link-latency move.
 
 Usage: python -m benchmarks.app_speed [--model LABEL] [--moves 12] [--browser]
---browser also starts `streamlit run` and times the first page load in Chromium (cold and warm server).
+--browser also starts the server, as `streamlit run app.py` and as `python -m explorer` (started warm), and
+times page loads in Chromium: a fresh server's first visitor, the next one, a page opened directly.
 Uses the shipped model (assets/models/aep_hybrid.pt) when present; AEP_MODELS_DIR adds model folders.
 Targets: threshold move < 300 ms; first page load < 3 s.
 """
@@ -93,20 +94,21 @@ def browser_loads(chromium: str = CHROMIUM) -> None:
     """Start the app on a free port and time page loads in Chromium until the script is idle and a chart is drawn."""
     from playwright.sync_api import sync_playwright
 
-    with serve_app() as url, sync_playwright() as p:
-        b = launch_chromium(p, chromium)
-        for label, path in [
-            ("browser, first visitor of a fresh server", "/"),
-            ("browser, next visitor", "/"),
-            ("browser, Thresholds page opened directly", "/thresholds"),
-        ]:
-            page = b.new_page(viewport={"width": 1280, "height": 900})
-            t0 = time.perf_counter()
-            page.goto(url + path)
-            page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)
-            page.wait_for_selector(IDLE, timeout=60_000)
-            print(f"{label + ':':50}{1e3 * (time.perf_counter() - t0):7.0f} ms")
-        b.close()
+    for warm, server in [(False, "streamlit run app.py"), (True, "python -m explorer")]:
+        with serve_app(warm=warm) as url, sync_playwright() as p:
+            b = launch_chromium(p, chromium)
+            for label, path in [
+                ("first visitor of a fresh server", "/"),
+                ("next visitor", "/"),
+                ("Thresholds page opened directly", "/thresholds"),
+            ]:
+                page = b.new_page(viewport={"width": 1280, "height": 900})
+                t0 = time.perf_counter()
+                page.goto(url + path)
+                page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)
+                page.wait_for_selector(IDLE, timeout=60_000)
+                print(f"{f'browser ({server}), {label}:':70}{1e3 * (time.perf_counter() - t0):7.0f} ms")
+            b.close()
 
 
 if __name__ == "__main__":

@@ -36,15 +36,22 @@ def _healthy(url: str) -> bool:
 
 @contextlib.contextmanager
 def serve_app(
-    env: dict[str, str] | None = None, log: IO[str] | int = subprocess.DEVNULL, wait_s: float = 60.0
+    env: dict[str, str] | None = None,
+    log: IO[str] | int = subprocess.DEVNULL,
+    wait_s: float = 60.0,
+    warm: bool = True,
 ) -> Iterator[str]:
     """Run the app headless on a free port (server output to `log`); yield its URL once its health check
-    answers, and stop the server on exit. TimeoutError when it is not healthy within `wait_s` seconds."""
+    answers, and stop the server on exit. TimeoutError when it is not healthy within `wait_s` seconds.
+    `warm`: started as `python -m explorer` (imports and default model loaded first), else `streamlit run`."""
     port = free_port()
+    start = (
+        [sys.executable, "-m", "explorer"]
+        if warm
+        else [str(Path(sys.executable).parent / "streamlit"), "run", "app.py"]
+    )
     command = [
-        str(Path(sys.executable).parent / "streamlit"),
-        "run",
-        "app.py",
+        *start,
         "--server.headless",
         "true",
         "--server.port",
