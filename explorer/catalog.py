@@ -24,6 +24,13 @@ def model_files() -> dict[str, str]:
     return discover_models(model_folders(shipped_models_dir(), trained_dir()))
 
 
+def reserved_names() -> set[str]:
+    """File stems of the picker's models outside the trained folder: a model trained here must not take one of
+    them, since it could neither replace that model nor be told apart from it in the picker."""
+    own = trained_dir().resolve()
+    return {Path(p).stem for p in model_files().values() if Path(p).parent.resolve() != own}
+
+
 def uploads() -> dict[str, tuple[str, bytes]]:
     """This session's uploaded checkpoints: file name -> (content digest, bytes)."""
     return st.session_state.setdefault("uploads", {})

@@ -1,7 +1,6 @@
 """Train: train a small early-exit model from the browser, in a background thread, with live progress;
 the result joins the model picker."""
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -10,8 +9,10 @@ import streamlit as st
 
 from aep_core.errors import AepError
 from aep_core.training import METHODS, SCHEMES, MethodSettings, TrainConfig
+from aep_core.training.estimate import RunEstimate, estimate_run, format_seconds, record_run
 from aep_core.training.job import TrainJob, run_train_job
-from explorer.catalog import model_files, trained_dir
+from aep_core.training.names import NameClaim, NameTaken, claim_name, clean_model_name
+from explorer.catalog import model_files, reserved_names, trained_dir
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
 
@@ -38,6 +39,9 @@ class JobState:
     error: str | None = None
     done: bool = False
     started: float = field(default_factory=time.time)
+    replaces: bool = False  # a finished model of this name is being replaced, as the user confirmed
+    estimate: RunEstimate | None = None  # set before training starts
+    seconds: float | None = None  # measured duration of the run itself
 
 
 @st.cache_resource
@@ -46,21 +50,34 @@ def _slots() -> threading.Semaphore:
     return threading.Semaphore(1)
 
 
-def _worker(job: TrainJob, job_state: JobState, slot: threading.Semaphore) -> None:
+def _worker(job: TrainJob, job_state: JobState, slot: threading.Semaphore, claim: NameClaim) -> None:
     try:
 
         def on_batch(epoch: int, step: int, steps: int) -> None:
             job_state.epoch, job_state.step, job_state.steps = epoch, step, steps
 
+        job_state.estimate = estimate_run(claim.folder, job)
+        t0 = time.perf_counter()
         path = run_train_job(job, callback=job_state.history.append, on_batch=on_batch, log=job_state.log.append)
+        job_state.seconds = time.perf_counter() - t0
         job_state.path = str(path)
+        try:
+            record_run(claim.folder, job, job_state.seconds, path)
+        except (OSError, AepError) as e:  # the model is saved; only future estimates miss this run
+            job_state.log.append(f"could not record the run in the run log: {e}")
     except AepError as e:
         job_state.error = str(e)
     except Exception as e:  # a failed run must end with a message, not a dead thread
         job_state.error = f"Training failed: {type(e).__name__}: {e}"
     finally:
-        job_state.done = True
+        claim.release()
         slot.release()
+        job_state.done = True
+
+
+def use_name(name: str) -> None:
+    st.session_state["tr_name"] = name
+    st.session_state["_tr_name_note"] = name
 
 
 state = st.session_state
@@ -105,35 +122,63 @@ with st.form("train_form"):
         help="Adam learns faster from a few hundred images; SGD is what the shipped model uses.",
     )
     name = c2.text_input("Model name", "my_model", key="tr_name", help="Letters, digits, - and _ only.")
+    replace_existing = c3.checkbox(
+        "Replace a model of this name",
+        key="tr_replace",
+        help="Without this, a name that is taken is refused and a free one is offered. A model that is being "
+        "trained right now is never replaced.",
+    )
     submitted = st.form_submit_button("Start training", type="primary")
 
-if submitted:
-    job_state = state.get("train_job")
-    clean = re.sub(r"[^A-Za-z0-9_-]", "", name)[:40]
-    if job_state is not None and not job_state.done:
+
+def job_for(out: str) -> TrainJob:
+    """The run the form describes, writing to `out`."""
+    return TrainJob(
+        out=out,
+        dataset=dataset,
+        limit=int(limit),
+        model=backbone,
+        method=MethodSettings(method=method, weighting=weighting),
+        train=TrainConfig(
+            epochs=int(epochs),
+            batch_size=64,
+            optimizer=optimizer.split()[0],
+            lr=0.003 if optimizer.startswith("adam") else 0.05,
+            progress=False,
+        ),
+    )
+
+
+def start_run() -> None:
+    """Claim the name and start the form's run in the background, or say why not."""
+    current = state.get("train_job")
+    if current is not None and not current.done:
         st.warning("A training run of yours is still going; wait for it to finish.")
-    elif not clean:
-        st.error("Give the model a name made of letters, digits, - or _.")
-    elif not _slots().acquire(blocking=False):
+        return
+    try:
+        claim = claim_name(trained_dir(), clean_model_name(name), replace=replace_existing, reserved=reserved_names())
+    except NameTaken as e:
+        hint = " Tick **Replace a model of this name** to overwrite it." if e.state == "exists" else ""
+        st.error(f"{e}{hint}")
+        st.button(f"Use the name {e.suggestion}", on_click=use_name, args=(e.suggestion,), key="tr_use_free")
+        return
+    except AepError as e:
+        st.error(str(e))
+        return
+    if not _slots().acquire(blocking=False):
+        claim.release()
         st.warning("Another session is training right now (one run at a time on this server). Try again in a minute.")
-    else:
-        job = TrainJob(
-            out=str(trained_dir() / f"{clean}.pt"),
-            dataset=dataset,
-            limit=int(limit),
-            model=backbone,
-            method=MethodSettings(method=method, weighting=weighting),
-            train=TrainConfig(
-                epochs=int(epochs),
-                batch_size=64,
-                optimizer=optimizer.split()[0],
-                lr=0.003 if optimizer.startswith("adam") else 0.05,
-                progress=False,
-            ),
-        )
-        job_state = JobState(clean, int(epochs))
-        state["train_job"] = job_state
-        threading.Thread(target=_worker, args=(job, job_state, _slots()), daemon=True, name=f"train-{clean}").start()
+        return
+    job_state = JobState(claim.name, int(epochs), replaces=claim.replaces)
+    state["train_job"] = job_state
+    worker_args = (job_for(str(trained_dir() / f"{claim.name}.pt")), job_state, _slots(), claim)
+    threading.Thread(target=_worker, args=worker_args, daemon=True, name=f"train-{claim.name}").start()
+
+
+if submitted:
+    start_run()
+elif state.pop("_tr_name_note", None) == name:
+    st.info(f"The name is now **{name}**; press **Start training** to train it.")
 
 running = state.get("train_job")
 
@@ -146,10 +191,12 @@ def use_model(label: str) -> None:
 def progress_view() -> None:
     job_state = state.get("train_job")
     if job_state is None:
+        expected = estimate_run(trained_dir(), job_for(str(trained_dir() / "unnamed.pt")), measure=False)
         st.info(
-            "Pick the settings and press **Start training**. The defaults (the shipped 1000-image slice, 3 epochs) "
-            "take about a minute on a CPU and reach roughly 40-50% accuracy: a demo of the workflow. The shipped "
-            "model was trained on all 60,000 Fashion-MNIST images."
+            "Pick the settings and press **Start training**. Time and accuracy are measured, not promised. "
+            f"For the settings last submitted (at first, the defaults): {expected.time_text()} "
+            f"{expected.accuracy_text()} A busier server takes longer. The shipped model was trained on all "
+            "60,000 Fashion-MNIST images."
         )
         return
     done_share = (job_state.epoch + job_state.step / max(job_state.steps, 1)) / job_state.epochs
@@ -158,6 +205,10 @@ def progress_view() -> None:
         text=f"{job_state.name}: epoch {min(job_state.epoch + 1, job_state.epochs)}/{job_state.epochs}, "
         f"step {job_state.step}/{job_state.steps} ({time.time() - job_state.started:.0f} s)",
     )
+    if job_state.estimate is None and not job_state.done:
+        st.caption("Timing a few training batches of these settings to estimate the duration...")
+    elif job_state.estimate is not None:
+        st.caption(f"Expected: {job_state.estimate.time_text()} {job_state.estimate.accuracy_text()}")
     if job_state.history:
         latest = job_state.history[-1]
         per_exit = ", ".join(f"exit {k}: **{100 * a:.1f}%**" for k, a in enumerate(latest.val_acc))
@@ -169,7 +220,9 @@ def progress_view() -> None:
     if job_state.error:
         st.error(job_state.error)
     elif job_state.done and job_state.path:
-        st.success(f"Saved {job_state.name}. It is now in the sidebar's model picker.")
+        took = f" in {format_seconds(job_state.seconds)}" if job_state.seconds is not None else ""
+        replaced = " (it replaced the earlier model of that name)" if job_state.replaces else ""
+        st.success(f"Saved {job_state.name}{took}{replaced}. It is now in the sidebar's model picker.")
         label = next((lab for lab, path in model_files().items() if path == job_state.path), job_state.name)
         st.button(f"Use {label} now", on_click=use_model, args=(label,), key="tr_use")
         if state.get("_train_refreshed") != job_state.path:

@@ -5,7 +5,6 @@ import io
 import json
 import os
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -296,24 +295,6 @@ def test_saliency_methods_and_targets(env):
     at.selectbox(key="sal_target").set_value("Trouser").run()
     _ok(at)
     assert any("explaining Trouser" in c.value for c in at.caption)
-
-
-def test_train_page_trains_in_background_and_lists_model(env):
-    at = _app("train", tr_dataset="fashion-mnist-slice", tr_limit=200, tr_epochs=1, tr_name="from_ui")
-    _ok(at)
-    next(b for b in at.button if b.label == "Start training").click().run()
-    _ok(at)
-    job = at.session_state["train_job"]
-    t0 = time.time()
-    while not job.done and time.time() - t0 < 180:
-        time.sleep(0.5)
-    assert job.done and job.error is None, job.error
-    at.run()
-    _ok(at)
-    assert any("Saved from_ui" in s.value for s in at.success)
-    from explorer.catalog import model_files
-
-    assert "from_ui" in model_files()
 
 
 def test_url_query_params_restore_and_record_settings(env):

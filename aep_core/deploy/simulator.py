@@ -34,6 +34,7 @@ from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import RuleResult, get_rule, group_means, replay_rule
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
+from aep_core.threads import cpu_threads
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
 MAX_TIERS = 4
@@ -104,7 +105,7 @@ def measure_macs_per_second(
     """This machine's speed on the model in MACs per second: MACs of one image through every exit divided
     by the median time of that forward pass (batch 1, on `threads` CPU threads; None: the current setting).
     An early-exit network is timed as the runtime runs it: a copy prepared for inference."""
-    was_training, before = model.training, torch.get_num_threads()
+    was_training = model.training
     model.eval()
     x = torch.zeros(1, *input_shape)
     macs = count_macs(model, x)
@@ -112,11 +113,9 @@ def measure_macs_per_second(
     if isinstance(model, EarlyExitNet):
         timed, x_timed = prepare_for_inference(model), as_model_input(x)
     try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        seconds = measure_latency(lambda: timed(x_timed), repeats=repeats, warmup=2)
+        with cpu_threads(threads):
+            seconds = measure_latency(lambda: timed(x_timed), repeats=repeats, warmup=2)
     finally:
-        torch.set_num_threads(before)
         model.train(was_training)
     return macs / max(seconds, 1e-9)
 

@@ -23,6 +23,7 @@ from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import ExitRule, RuleResult, StepScorer, get_rule
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
+from aep_core.threads import cpu_threads
 
 
 @dataclass
@@ -198,13 +199,8 @@ def measure_speedup(
         raise ConfigError(f"rounds must be >= 1, got {rounds}.")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}.")
-    before = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    with cpu_threads(threads):
         return _measure(model, rule, x, batch_size, rounds, temperatures)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _measure(
