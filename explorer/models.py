@@ -349,6 +349,6 @@ def image_outputs(
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def ood_flag_threshold(model_key: str, _loaded: LoadedModel) -> FlagThreshold | None:
-    """The "I don't know" flagging threshold of the model (from its validation outputs, else its evaluation
-    record), with where it comes from; None without records."""
-    return flag_threshold(_loaded.val, _loaded.record)
+    """The "I don't know" flagging threshold of the model, fitted on its validation outputs (never on the test
+    split, whose labels are for reporting), with where it comes from; None without validation outputs."""
+    return flag_threshold(_loaded.val, None)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from aep_core.analysis.ood import disagreement, final_confidence, ood_score
+from aep_core.analysis.ood import SCORE_EXPLANATION, disagreement, final_confidence, input_reasons, ood_score
 from aep_core.errors import AepError
 from aep_core.exits.rules import make_rule
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
@@ -24,7 +24,7 @@ current = settings()
 names = loaded.class_names
 
 source = st.radio("Image", ["Shipped sample", "Upload"], horizontal=True, key="img_source")
-label = None
+label, original_size = None, None
 if source == "Upload":
     upload = st.file_uploader(
         "Upload an image (PNG, JPEG, WebP, BMP, GIF, TIFF)",
@@ -57,6 +57,7 @@ if source == "Upload":
         st.error(f"**{upload.name}** cannot be used: {e}")
         st.stop()
     x, preview, image_key = prepared.tensor, prepared.preview, models.digest(data) + invert
+    original_size = prepared.original_size
     for note in prepared.notes:
         st.caption(note)
 else:
@@ -100,34 +101,35 @@ with right:
     m3.metric("Speed-up vs full network", f"{full_macs / cum_macs[stop]:.2f}x")
     st.altair_chart(charts.exit_probability_heatmap(probs, names, stop, label), width="stretch")
 
-# "I don't know": exits that keep changing their mind, and an unsure final exit, mean an unfamiliar input.
+# "I don't know": exits' outputs far from every class seen in validation, or an image with nothing in it.
 one_image = logits[:, None, :]  # (exits, 1, classes)
-unfamiliarity = float(ood_score(one_image)[0])
 changes, final_p = float(disagreement(one_image)[0]), float(final_confidence(one_image)[0])
+steps = len(logits) - 1
+changing = (
+    f"the predicted class changes at {round(changes * steps)} of {steps} steps between exits and " if steps else ""
+)
+why = f"{changing}the final exit is {100 * final_p:.0f}% sure of its answer"
 flag = models.ood_flag_threshold(loaded.key, loaded)
+verdict = None if flag is None else flag.judge(logits, preview, original_size)
 with st.container(border=True):
     o1, o2 = st.columns([1, 3])
-    noted_metric(
-        o1,
-        '"I don\'t know" score',
-        f"{unfamiliarity:.3f}",
-        None if flag is None else f"threshold {flag.value:.3f}",
-        help="0.5 x the share of consecutive exits that change class + 0.5 x (1 - the final exit's top "
-        "probability). Higher: less like the training images.",
-    )
-    steps = len(logits) - 1
-    changing = (
-        f"the predicted class changes at {round(changes * steps)} of {steps} steps between exits and " if steps else ""
-    )
-    why = f"{changing}the final exit is {100 * final_p:.0f}% sure of its answer"
-    if flag is None:
-        o2.caption(f"No evaluation outputs to set a threshold from; {why}.")
-    elif unfamiliarity > flag.value:
+    if flag is None or verdict is None:
+        reasons = input_reasons(preview, original_size)
+        score = f"{float(ood_score(one_image)[0]):.3f}"
+        noted_metric(o1, '"I don\'t know" score', score, None, help=SCORE_EXPLANATION)
+    else:
+        reasons = verdict.reasons
+        note = f"threshold {flag.format(flag.value)}"
+        noted_metric(o1, flag.score_name, flag.format(verdict.score), note, help=flag.explanation)
+    if reasons:
         o2.warning(
-            f"**This does not look like anything the model was trained on**: {why}. Its answer is a guess.",
+            f"**This does not look like anything the model was trained on**: {'; '.join(reasons)}. "
+            "Its answer is a guess.",
             icon=":material/help:",
         )
-        o2.caption(f"Flagged because the score is above the threshold ({flag.description}).")
+        o2.caption(f"For reference, {why}." + ("" if flag is None else f" Threshold: {flag.description}."))
+    elif flag is None:
+        o2.caption(f"No validation outputs to fit a threshold on, so only the image itself is checked; {why}.")
     else:
         o2.success(f"This looks like the images the model was trained on: {why}.", icon=":material/check:")
         o2.caption(f"Threshold: {flag.description}.")

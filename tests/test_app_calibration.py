@@ -153,27 +153,29 @@ def _noise_png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _score(model, x: torch.Tensor) -> float:
+def _score(flag, model, x: torch.Tensor) -> float:
     with torch.inference_mode():
         logits = torch.stack(model(x).logits).numpy()  # (exits, 1, classes)
-    return float(ood.ood_score(logits)[0])
+    return float(flag.scores(logits)[0])
 
 
 def test_try_image_flags_a_noise_image_and_not_a_test_image(env):
     model, meta = load_checkpoint(env / "plain.pt")
     d = meta.dataset
-    thr = ood.ood_threshold(ood.ood_score(load_evaluation(evaluation_path(env / "plain.pt", "val")).logits))
+    flag = ood.flag_threshold(load_evaluation(evaluation_path(env / "plain.pt", "val")), None)
     noise = [prepare_image(_noise_png(seed), 28, 1, d.mean, d.std).tensor for seed in range(20)]
-    flagged = [seed for seed, x in enumerate(noise) if _score(model, x) > thr]
+    flagged = [seed for seed, x in enumerate(noise) if _score(flag, model, x) > flag.value]
     assert flagged, "some noise image should score above the validation threshold"
     images = load_slice()["images"]
-    familiar = next(i for i, image in enumerate(images) if _score(model, prepare_array(image, d.mean, d.std)) <= thr)
+    familiar = next(
+        i for i, image in enumerate(images) if _score(flag, model, prepare_array(image, d.mean, d.std)) <= flag.value
+    )
 
     at = _app("try_image", model="plain", img_source="Upload")
     at.file_uploader(key="img_upload").set_value(("noise.png", _noise_png(flagged[0]), "image/png")).run()
     _ok(at)
     assert any("does not look like anything the model was trained on" in w.value for w in at.warning)
-    assert f"{thr:.3f}" in " ".join(str(m.delta) for m in at.metric)
+    assert f"threshold {flag.format(flag.value)}" in " ".join(str(m.delta) for m in at.metric)
 
     at = _app("try_image", model="plain", img_source="Shipped sample", img_sample=familiar)
     _ok(at)
@@ -218,8 +220,10 @@ def test_flag_threshold_prefers_the_validation_outputs(env):
     val = load_evaluation(evaluation_path(env / "plain.pt", "val"))
     test = load_evaluation(evaluation_path(env / "plain.pt", "test"))
     from_val, from_test = ood.flag_threshold(val, test), ood.flag_threshold(None, test)
-    assert from_val.value == pytest.approx(ood.ood_threshold(ood.ood_score(val.logits)))
-    assert from_test.value == pytest.approx(ood.ood_threshold(ood.ood_score(test.logits)))
-    assert f"{val.num_samples:,} validation images" in from_val.description
-    assert f"{test.num_samples:,} evaluation images" in from_test.description
+    fit, held = ood.fit_split(val.num_samples)
+    gaussians = ood.fit_class_gaussians(val.logits[:, fit], val.labels[fit])
+    assert from_val.value == pytest.approx(ood.ood_threshold(gaussians.distance(val.logits[:, held])))
+    assert from_val.value != pytest.approx(from_test.value)
+    assert f"{len(fit):,} validation images" in from_val.description
+    assert f"{test.num_samples // 2:,} evaluation images" in from_test.description
     assert ood.flag_threshold(None, None) is None

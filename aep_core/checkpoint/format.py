@@ -1,5 +1,5 @@
-"""Checkpoints: weights plus typed metadata in one file, read with weights_only=True, written atomically.
-This module is the one reader and the one writer of checkpoint files.
+"""Checkpoints: weights plus typed metadata in one file, read with weights_only=True, written atomically
+(`aep_core.outputs.atomic_write_bytes`). This module is the one reader and the one writer of checkpoint files.
 
 File layout (a plain dict): {"format": FORMAT, "version": VERSION, "meta": CheckpointMeta.to_dict(),
 "state_dict": {...}, ["extra": {...}]}. The metadata's model spec is enough to rebuild the network before
@@ -9,8 +9,6 @@ loading its weights; metadata that disagrees with the weights (classes, exits, i
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from aep_core.checkpoint.consistency import check_agreement, check_model_agreeme
 from aep_core.checkpoint.meta import META_VERSION, CheckpointMeta
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.models import EarlyExitNet, build_model
+from aep_core.outputs import atomic_write_bytes
 
 FORMAT = "aep-core-checkpoint"
 VERSION = META_VERSION  # the version written; older ones are migrated on read
@@ -33,23 +32,6 @@ class StoredCheckpoint:
     meta: CheckpointMeta
     state_dict: dict[str, torch.Tensor]
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename: readers never see a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _serialise(meta: CheckpointMeta, state_dict: dict[str, torch.Tensor], extra: dict[str, Any] | None) -> bytes:

@@ -30,3 +30,14 @@ def is_model_file(path: str | Path) -> bool:
     """Whether a `.pt` file is a model checkpoint (not a resumable training state)."""
     name = Path(path).name
     return name.endswith(".pt") and not name.endswith(RESUME_SUFFIX)
+
+
+def evaluation_paths(checkpoint: str | Path, splits: tuple[str, ...] | list[str] = ("val", "test")) -> list[Path]:
+    """The evaluation files of a checkpoint on `splits`."""
+    return [evaluation_path(checkpoint, s) for s in splits]
+
+
+def training_outputs(checkpoint: str | Path) -> list[Path]:
+    """Every file a training run writes for `checkpoint`: the checkpoint, its evaluation files on the
+    validation and test splits, its log and its resumable state."""
+    return [Path(checkpoint), *evaluation_paths(checkpoint), log_path(checkpoint), resume_path(checkpoint)]

@@ -7,7 +7,15 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from aep_core.cli.common import add_command
+from aep_core.cli.common import (
+    add_command,
+    check_outputs,
+    checkpoint_file,
+    non_negative_int,
+    open_fraction,
+    positive_int,
+    unit_fraction,
+)
 from aep_core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -35,9 +43,9 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.evaluation import load_evaluation
 
-    if a.bins < 1:
-        raise ConfigError(f"--bins must be at least 1, got {a.bins}.")
-    read_checkpoint(a.checkpoint)  # a clear message for a bad checkpoint before anything else
+    read_checkpoint(checkpoint_file(a.checkpoint))  # a clear message for a bad checkpoint before anything else
+    if not a.no_save:
+        check_outputs(a.checkpoint, create_parents=False)  # the temperatures are stored in it
     vpath, tpath = evaluation_path(a.checkpoint, "val"), evaluation_path(a.checkpoint, "test")
     if not vpath.is_file():
         raise ConfigError(
@@ -87,8 +95,8 @@ def _in_distribution_images(meta: CheckpointMeta, images: str, data_dir: str | N
 
 
 def _cmd_ood(a: argparse.Namespace) -> int:
-    """AUROC of the 'I don't know' score (exit disagreement + final confidence) against rotated, inverted and noise
-    images"""
+    """AUROC of the 'I don't know' scores against shifted images: exit disagreement + final confidence, and Try an
+    image's flag (distance to the nearest class + the input's own statistics)"""
     import torch
 
     from aep_core.analysis import ood
@@ -97,13 +105,9 @@ def _cmd_ood(a: argparse.Namespace) -> int:
     from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.evaluation import load_evaluation
 
-    if not 0.0 <= a.weight <= 1.0:
-        raise ConfigError(f"--weight must lie in [0, 1], got {a.weight}.")
-    if not 0.0 < a.quantile < 1.0:
-        raise ConfigError(f"--quantile must lie strictly between 0 and 1, got {a.quantile}.")
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    model, meta = load_checkpoint(a.checkpoint)
+    model, meta = load_checkpoint(checkpoint_file(a.checkpoint))
     temps = None
     if a.calibrated:
         temps = stored_temperatures(meta)
@@ -142,7 +146,31 @@ def _cmd_ood(a: argparse.Namespace) -> int:
             f"{100 * r.flagged:>10.1f}"
         )
     print("(AUROC columns: the combined score, then each part alone; 0.5 is chance, 1 is perfect separation)")
+    if vpath.is_file():
+        _print_distance_flag(model, meta, scale, images, in_logits, load_evaluation(vpath), a.seed)
     return 0
+
+
+def _print_distance_flag(model, meta: CheckpointMeta, scale, images, in_logits, val, seed: int) -> None:
+    """The flag Try an image uses (distance of the exits' logits to the nearest class, fitted on validation
+    outputs, plus the input's own statistics): its false-flag rate and its AUROC per shifted set."""
+    from dataclasses import replace
+
+    from aep_core.analysis import ood
+
+    d = meta.dataset
+    flag = ood.flag_threshold(replace(val, logits=scale(val.logits)), None)
+    in_scores = flag.scores(in_logits, images.numpy())
+    print(
+        f"\nTry an image's flag: threshold {flag.format(flag.value)} ({flag.description}); "
+        f"in-distribution test images flagged: {100 * float((in_scores > flag.value).mean()):.1f}%"
+    )
+    print(f"{'shift':<13} {'AUROC':>6} {'flagged %':>10}")
+    for kind in (*ood.SHIFTS, *ood.SYNTHETIC):
+        make = ood.shift_images if kind in ood.SHIFTS else ood.synthetic_images
+        shifted = make(images, kind, seed)
+        scores = flag.scores(scale(ood.exit_logits(model, shifted, d.mean, d.std)), shifted.numpy())
+        print(f"{kind:<13} {ood.auroc(in_scores, scores):>6.3f} {100 * float((scores > flag.value).mean()):>10.1f}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -152,7 +180,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     c = add_command(sub, "calibrate", _cmd_calibrate)
     c.add_argument("checkpoint")
-    c.add_argument("--bins", type=int, default=DEFAULT_BINS, help="equal-width confidence bins for ECE and MCE")
+    c.add_argument(
+        "--bins", type=positive_int, default=DEFAULT_BINS, help="equal-width confidence bins for ECE and MCE"
+    )
     c.add_argument("--no-save", action="store_true", help="print the table without storing the temperatures")
     o = add_command(sub, "ood", _cmd_ood)
     o.add_argument("checkpoint")
@@ -163,13 +193,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         help="in-distribution images: the shipped 1000-image slice or the dataset's whole test split",
     )
     o.add_argument("--data-dir", default=None, help="dataset directory (with --images test)")
-    o.add_argument("--weight", type=float, default=DEFAULT_WEIGHT, help="share of the disagreement in the score")
+    o.add_argument(
+        "--weight", type=unit_fraction, default=DEFAULT_WEIGHT, help="share of the disagreement in the score"
+    )
     o.add_argument(
         "--quantile",
-        type=float,
+        type=open_fraction,
         default=DEFAULT_QUANTILE,
         help="flagging threshold: this quantile of the score on validation images",
     )
     o.add_argument("--calibrated", action="store_true", help="use the checkpoint's stored temperatures")
-    o.add_argument("--seed", type=int, default=0, help="seed of the noise images")
-    o.add_argument("--threads", type=int, default=None, help="CPU threads")
+    o.add_argument("--seed", type=non_negative_int, default=0, help="seed of the noise images")
+    o.add_argument("--threads", type=positive_int, default=None, help="CPU threads")

@@ -1,16 +1,19 @@
-"""Argument helpers shared by the command groups: sub-command registration, the exit-rule flags, built from the
-rule registry, and the goal flags that choose a rule's settings on validation: certified with a stated
-confidence by default, or the solver's optimistic choice on request."""
+"""Argument helpers shared by the command groups: the parser (its refusals are one line), sub-command
+registration, option types that refuse impossible values, checks of the files a command reads and writes, the
+exit-rule flags, built from the rule registry, and the goal flags that choose a rule's settings on validation:
+certified with a stated confidence by default, or the solver's optimistic choice on request."""
 
 from __future__ import annotations
 
 import argparse
 import inspect
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from aep_core.errors import ConfigError
+from aep_core.errors import CheckpointError, ConfigError
 from aep_core.exits.certify import FAMILIES, REFERENCE_WORDS, REFERENCES
 from aep_core.exits.rules import RULES, get_rule, list_rules
 
@@ -25,6 +28,130 @@ OPTIMISTIC_NOTE = (
     "breaks it often"
 )
 _GOALS = ("--max-drop", "--budget", "--min-accuracy")
+_LISTED = 8  # files named when a directory was given where a file was expected
+
+
+class UsageError(SystemExit):
+    """A command line the parser refused; `message` is one line for the caller to print (exit status 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line (a UsageError) rather than its usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        """Refuse the command line with one line naming the option and pointing at --help."""
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def number(
+    kind: type[int] | type[float],
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    what: str | None = None,
+) -> Callable[[str], Any]:
+    """An option type reading a finite int or float within the bounds (open or closed), refusing anything
+    else with a message saying what is allowed (`what`, or the bounds)."""
+    if what is None:
+        noun = "a whole number" if kind is int else "a number"
+        if low is not None and high is not None:
+            what = f"{noun} in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        elif low is not None:
+            what = f"{noun} {'above' if low_open else 'of at least'} {low:g}"
+        elif high is not None:
+            what = f"{noun} {'below' if high_open else 'of at most'} {high:g}"
+        else:
+            what = noun
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got '{text}'") from None
+        if (
+            not math.isfinite(value)
+            or (low is not None and (value <= low if low_open else value < low))
+            or (high is not None and (value >= high if high_open else value > high))
+        ):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+positive_int = number(int, 1)
+non_negative_int = number(int, 0)
+positive_float = number(float, 0, low_open=True)
+non_negative_float = number(float, 0)
+unit_fraction = number(float, 0, 1)
+open_fraction = number(float, 0, 1, low_open=True, high_open=True)
+drop_points = number(float, 0, 100, high_open=True, what="a number of points in [0, 100)")
+macs_ratio = number(float, 0, 1, low_open=True, what="a fraction of the network's MACs in (0, 1]")
+accuracy_fraction = number(float, 0, 1, low_open=True, what="an accuracy as a fraction in (0, 1]")
+probability = number(float, 0, 1, low_open=True, high_open=True, what="a probability strictly between 0 and 1")
+
+
+def positive_int_list(text: str) -> list[int]:
+    """An option type reading comma-separated whole numbers >= 1 (e.g. stage widths)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated whole numbers of at least 1, got '{text}'")
+    return values
+
+
+def _refuse_directory(path: Path, what: str, suffixes: Iterable[str]) -> None:
+    """CheckpointError when `path` is a directory, naming the files in it a command could read instead."""
+    from aep_core.checkpoint.sidecars import is_model_file
+
+    if not path.is_dir():
+        return
+    found = sorted(
+        q.name
+        for q in path.iterdir()
+        if q.suffix in suffixes and q.is_file() and (q.suffix != ".pt" or is_model_file(q))
+    )
+    if not found:
+        kinds = " or ".join({".pt": "checkpoint (.pt)", ".npz": "evaluation (.npz)"}.get(s, s) for s in suffixes)
+        raise CheckpointError(f"{path} is a directory, not {what}; it holds no {kinds} files.")
+    more = f" and {len(found) - _LISTED} more" if len(found) > _LISTED else ""
+    raise CheckpointError(
+        f"{path} is a directory, not {what}; give one of the files in it: {', '.join(found[:_LISTED])}{more}."
+    )
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file `path`; CheckpointError when it does not exist, or when it is a directory (naming
+    the checkpoints in it)."""
+    p = Path(path)
+    _refuse_directory(p, "a checkpoint file", (".pt",))
+    if not p.is_file():
+        raise CheckpointError(f"Checkpoint {p} does not exist.")
+    return p
+
+
+def evaluation_or_checkpoint(path: str | Path) -> Path:
+    """`path`, an evaluation file or a checkpoint; CheckpointError when it is a directory (naming the files in
+    it). A missing file is left to the reader, whose message says how to create it."""
+    p = Path(path)
+    _refuse_directory(p, "an evaluation file or a checkpoint", (".npz", ".pt"))
+    return p
+
+
+def check_outputs(*paths: str | Path, create_parents: bool = True) -> list[Path]:
+    """The output files, once each can be written (see `aep_core.outputs.check_writable`): checked before
+    the work that fills them starts. OutputError with one line otherwise."""
+    from aep_core.outputs import check_writable
+
+    return [check_writable(p, create_parents) for p in paths]
 
 
 def add_command(
@@ -65,12 +192,8 @@ def add_rule_arguments(
         for keyword, users in seen.items():
             spec = RULES[users[0]].setting
             assert spec is not None
-            p.add_argument(
-                f"--{keyword}",
-                type=int if spec.integer else str,
-                default=None,
-                help=f"{spec.help} ({', '.join(users)})",
-            )
+            # Read as text: whether the value suits depends on --rule, checked by parse_rule_settings.
+            p.add_argument(f"--{keyword}", default=None, help=f"{spec.help} ({', '.join(users)})")
     weighted = [n for n in names if RULES[n].uses_ensemble_weights]
     p.add_argument(
         "--weights",
@@ -98,6 +221,8 @@ def parse_rule_settings(a: argparse.Namespace) -> dict[str, Any]:
             except ValueError:
                 raise ConfigError(f"--{keyword} must be a number or comma-separated numbers, got '{value}'.") from None
             s[keyword] = vals[0] if len(vals) == 1 else vals
+        elif setting.integer:
+            s[keyword] = _whole_number(keyword, value)
         else:
             s[keyword] = value
     if getattr(a, "weights", None) is not None:
@@ -108,6 +233,17 @@ def parse_rule_settings(a: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"--weights must be comma-separated numbers, got '{a.weights}'.") from None
     return s
+
+
+def _whole_number(keyword: str, value: Any) -> int:
+    """An integer setting's value given on the command line; ConfigError unless it is a whole number."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not x.is_integer():
+        raise ConfigError(f"--{keyword} must be a whole number, got '{value}'.")
+    return int(x)
 
 
 def with_default_setting(name: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -124,14 +260,14 @@ def add_goal_arguments(p: argparse.ArgumentParser, min_accuracy: bool = False) -
     g = p.add_argument_group("goal (thresholds chosen on validation; test only reports)")
     g.add_argument(
         "--max-drop",
-        type=float,
+        type=drop_points,
         default=None,
         help="the cheapest thresholds whose expected accuracy drop against --reference is at most this many points, "
         "certified with --confidence (unless --optimistic)",
     )
     g.add_argument(
         "--budget",
-        type=float,
+        type=macs_ratio,
         default=None,
         help="the most accurate thresholds whose expected MACs are at most this fraction of the network without "
         "exits, certified with --confidence (unless --optimistic)",
@@ -139,14 +275,14 @@ def add_goal_arguments(p: argparse.ArgumentParser, min_accuracy: bool = False) -
     if min_accuracy:
         g.add_argument(
             "--min-accuracy",
-            type=float,
+            type=accuracy_fraction,
             default=None,
             help="the cheapest setting reaching this accuracy (a fraction) on validation; not certified",
         )
     # Suppressed defaults: the goal tells whether one was given, to refuse one that would mean nothing.
     g.add_argument(
         "--confidence",
-        type=float,
+        type=probability,
         default=argparse.SUPPRESS,
         help=f"probability with which the certified bounds hold (default: {DEFAULT_CONFIDENCE})",
     )

@@ -10,7 +10,18 @@ import math
 from pathlib import Path
 from typing import Any
 
-from aep_core.cli.common import SPLITS, add_command, add_rule_arguments, parse_rule_settings, with_default_setting
+from aep_core.cli.common import (
+    SPLITS,
+    add_command,
+    add_rule_arguments,
+    check_outputs,
+    checkpoint_file,
+    non_negative_int,
+    parse_rule_settings,
+    positive_float,
+    positive_int,
+    with_default_setting,
+)
 from aep_core.errors import ConfigError
 
 
@@ -48,7 +59,7 @@ def _load(a: argparse.Namespace):
     from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.evaluation import load_evaluation
 
-    model, meta = load_checkpoint(a.checkpoint)
+    model, meta = load_checkpoint(checkpoint_file(a.checkpoint))
     shape = meta.dataset.input_shape
     rec = load_evaluation(evaluation_path(a.checkpoint, a.split)) if hasattr(a, "split") else None
     if rec is not None and rec.num_exits != model.num_exits:
@@ -208,12 +219,17 @@ def _cmd_export(a: argparse.Namespace) -> int:
     import torch
 
     from aep_core.deploy.export import export_onnx, export_torchscript, verify_onnx, write_manifest
+    from aep_core.outputs import check_folder
 
+    checkpoint_file(a.checkpoint)  # a missing checkpoint is named before an output folder is created
+    out = check_folder(a.out)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     model, meta, shape, _ = _load(a)
     splits = _splits(a.splits) or []
-    out = Path(a.out)
+    ts_path = out / f"{Path(a.checkpoint).stem}{'.pruned' if a.prune else ''}.torchscript.pt"
+    segments = [out / f"segment_{i}.onnx" for i in range(len(splits) + 1)]
+    check_outputs(*segments, out / "manifest.json", *([ts_path] if a.torchscript or a.prune else []))
     paths = export_onnx(model, splits, out, shape)
     check = verify_onnx(model, splits, paths, shape, batch=a.batch)
     manifest = write_manifest(out, model, splits, paths, shape, check, Path(a.checkpoint).name)
@@ -239,10 +255,9 @@ def _cmd_export(a: argparse.Namespace) -> int:
             weights, what = pmeta.ensemble_weights, f"model pruned after exit {cut}"
         if model.head_kind != "aep":
             weights = None
-        path = out / f"{Path(a.checkpoint).stem}{'.pruned' if a.prune else ''}.torchscript.pt"
-        diff = export_torchscript(ts_model, path, shape, weights)
+        diff = export_torchscript(ts_model, ts_path, shape, weights)
         print(
-            f"wrote TorchScript of the {what} to {path} (outputs: per-exit logits"
+            f"wrote TorchScript of the {what} to {ts_path} (outputs: per-exit logits"
             f"{', confidences' if model.has_confidence else ''}{', ensemble probabilities' if weights else ''}; "
             f"max |loaded - torch| {diff:.2e})"
         )
@@ -261,7 +276,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
     d.add_argument(
         "--tiers",
-        type=int,
+        type=positive_int,
         default=3,
         help="number of tiers (1-4: device, edge, fog, cloud) when --speeds-gmacs is not given",
     )
@@ -285,23 +300,29 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_rule_arguments(d, evaluation=False, json=False)
     d.add_argument(
         "--deadline-ms",
-        type=float,
+        type=positive_float,
         default=None,
         help="search split points and a global setting of the rule for the best accuracy within this latency",
     )
     d.add_argument("--stat", default="mean", choices=list(STATS), help="latency statistic the deadline bounds")
-    d.add_argument("--points", type=int, default=64, help="score quantiles added to the 0.01-step threshold grid")
-    d.add_argument("--repeats", type=int, default=10, help="timing repeats when measuring the local speed")
-    d.add_argument("--threads", type=int, default=None, help="CPU threads the local speed is measured on (default 1)")
+    d.add_argument(
+        "--points", type=positive_int, default=64, help="score quantiles added to the 0.01-step threshold grid"
+    )
+    d.add_argument("--repeats", type=positive_int, default=10, help="timing repeats when measuring the local speed")
+    d.add_argument(
+        "--threads", type=positive_int, default=None, help="CPU threads the local speed is measured on (default 1)"
+    )
     d.add_argument("--json", action="store_true", help="print JSON")
     x = add_command(sub, "export", _cmd_export)
     x.add_argument("checkpoint")
     x.add_argument("--splits", default="", help="last exit of each segment but the last, e.g. 1,3 (empty: one segment)")
     x.add_argument("--out", required=True, help="output folder (segment_<i>.onnx, manifest.json)")
-    x.add_argument("--batch", type=int, default=8, help="random inputs for the check")
+    x.add_argument("--batch", type=positive_int, default=8, help="random inputs for the check")
     x.add_argument("--torchscript", action="store_true", help="also write <name>.torchscript.pt of the whole model")
     x.add_argument(
         "--prune", action="store_true", help="TorchScript of the model AEP-pruned at its best validation cut"
     )
-    x.add_argument("--cut", type=int, default=None, help="with --prune: cut after this exit instead of choosing")
-    x.add_argument("--threads", type=int, default=None, help="CPU threads")
+    x.add_argument(
+        "--cut", type=non_negative_int, default=None, help="with --prune: cut after this exit instead of choosing"
+    )
+    x.add_argument("--threads", type=positive_int, default=None, help="CPU threads")

@@ -16,9 +16,11 @@ from aep_core.cli.common import (
     add_goal_arguments,
     add_rule_arguments,
     describe_operating_point,
+    evaluation_or_checkpoint,
     goal_flag,
     operating_point,
     parse_rule_settings,
+    positive_int,
     solve_for_goal,
 )
 from aep_core.errors import ConfigError
@@ -31,7 +33,7 @@ def _evaluation_file(path: str, split: str) -> Path:
     """An evaluation file given directly (.npz) or as its checkpoint (.pt) plus a split."""
     from aep_core.checkpoint.sidecars import evaluation_path
 
-    p = Path(path)
+    p = evaluation_or_checkpoint(path)
     return p if p.suffix == ".npz" else evaluation_path(p, split)
 
 
@@ -128,7 +130,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s = add_command(sub, "sweep", _cmd_sweep)
     add_rule_arguments(s, settings=False)
     s.add_argument("--split", default="val", choices=SPLITS, help="split, when given a checkpoint")
-    s.add_argument("--points", type=int, default=100, help="thresholds in the grid")
+    s.add_argument("--points", type=positive_int, default=100, help="thresholds in the grid")
     s.add_argument("--all", action="store_true", help="print every point, not only the Pareto front")
     v = add_command(sub, "solve", _cmd_solve)
     add_rule_arguments(v, settings=False)

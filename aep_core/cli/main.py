@@ -1,7 +1,8 @@
 """Command line: `python -m aep_core <command>` (or `aep <command>`). The parser is assembled from one module
 per command group, each registering its sub-commands and their handlers with `add_commands(sub)`.
 
-User errors (missing data, bad checkpoints, impossible settings) print one clear line and exit 2.
+User errors (missing data, bad checkpoints, impossible settings or option values, outputs that cannot be
+written) print one clear line and exit 2.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import sys
 
 from aep_core.allocator import keep_freed_buffers
 from aep_core.cli import calibration, data, deploy, exits, models, pruning, run, train
+from aep_core.cli.common import Parser, UsageError
 from aep_core.errors import AepError
+from aep_core.outputs import WRITE_ERRNOS, reason
 
 COMMAND_GROUPS = (train, models, data, exits, pruning, deploy, calibration, run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m aep_core`; each sub-command's handler is its `func` default."""
-    p = argparse.ArgumentParser(prog="aep", description="Early-exit networks: train, evaluate, inspect.")
+    p = Parser(prog="aep", description="Early-exit networks: train, evaluate, inspect.")
     sub = p.add_subparsers(dest="command", required=True)
     for group in COMMAND_GROUPS:
         group.add_commands(sub)
@@ -28,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the arguments and run the sub-command; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
     keep_freed_buffers()
     try:
         return args.func(args)
@@ -41,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a file that cannot be written or read where the command was pointed (not a bug)
+        if e.errno not in WRITE_ERRNOS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{reason(e)}.", file=sys.stderr)
+        return 2
 
 
 def entry() -> None:

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from aep_core.cli.common import add_command
+from aep_core.cli.common import add_command, checkpoint_file
 
 if TYPE_CHECKING:
     from aep_core.checkpoint import CheckpointMeta, SplitMetrics
@@ -50,7 +50,7 @@ def _cmd_info(a: argparse.Namespace) -> int:
     """print a checkpoint's metadata and per-exit table"""
     from aep_core.checkpoint import read_checkpoint
 
-    meta = read_checkpoint(a.checkpoint).meta
+    meta = read_checkpoint(checkpoint_file(a.checkpoint)).meta
     print(json.dumps(meta.to_dict(), indent=1) if a.json else format_info(meta))
     return 0
 

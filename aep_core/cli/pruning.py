@@ -7,7 +7,14 @@ import argparse
 import json
 from pathlib import Path
 
-from aep_core.cli.common import add_command
+from aep_core.cli.common import (
+    add_command,
+    check_outputs,
+    checkpoint_file,
+    drop_points,
+    non_negative_int,
+    positive_int,
+)
 
 
 def _cmd_prune(a: argparse.Namespace) -> int:
@@ -15,11 +22,15 @@ def _cmd_prune(a: argparse.Namespace) -> int:
     import torch
 
     from aep_core.analysis.pruning import prune_checkpoint
+    from aep_core.checkpoint.sidecars import evaluation_paths
 
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    src = Path(a.checkpoint)
+    src = checkpoint_file(a.checkpoint)
     out = Path(a.out) if a.out else src.with_name(f"{src.stem}.pruned.pt")
+    check_outputs(out, *evaluation_paths(out))
+    # Missing evaluation files of the source are created beside it first.
+    check_outputs(*(p for p in evaluation_paths(src) if not p.is_file()), create_parents=False)
     path, report = prune_checkpoint(src, out, a.tolerance / 100.0, a.cut, a.latency_repeats)
     print(json.dumps(report.to_dict(), indent=1) if a.json else report.format())
     print(f"saved {path} (+ its val/test evaluation files)")
@@ -32,9 +43,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     r.add_argument("checkpoint")
     r.add_argument("--out", default=None, help="pruned checkpoint path (default: <name>.pruned.pt)")
     r.add_argument(
-        "--tolerance", type=float, default=0.0, help="take the smallest cut within this many points of the best"
+        "--tolerance", type=drop_points, default=0.0, help="take the smallest cut within this many points of the best"
     )
-    r.add_argument("--cut", type=int, default=None, help="cut at this exit instead of choosing")
-    r.add_argument("--latency-repeats", type=int, default=20, help="timing repeats (0: skip latency)")
-    r.add_argument("--threads", type=int, default=None, help="CPU threads for the latency measurement")
+    r.add_argument("--cut", type=non_negative_int, default=None, help="cut at this exit instead of choosing")
+    r.add_argument("--latency-repeats", type=non_negative_int, default=20, help="timing repeats (0: skip latency)")
+    r.add_argument("--threads", type=positive_int, default=None, help="CPU threads for the latency measurement")
     r.add_argument("--json", action="store_true", help="print the report as JSON")

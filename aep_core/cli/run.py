@@ -16,10 +16,13 @@ from aep_core.cli.common import (
     add_command,
     add_goal_arguments,
     add_rule_arguments,
+    check_outputs,
+    checkpoint_file,
     describe_operating_point,
     goal_flag,
     operating_point,
     parse_rule_settings,
+    positive_int,
     solve_for_goal,
 )
 from aep_core.errors import ConfigError
@@ -97,11 +100,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from aep_core.exits.rules import ModelExits, make_rule
     from aep_core.exits.runtime import EarlyExitRunner, run_without_exits
 
+    ckpt = checkpoint_file(a.checkpoint)
+    if a.out:
+        check_outputs(a.out)
     if a.threads is not None:
         torch.set_num_threads(a.threads)
-    if a.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {a.batch_size}.")
-    ckpt = Path(a.checkpoint)
     model, meta = load_checkpoint(ckpt)
     settings, how, op = _choose_settings(a, ckpt)
     # The ensemble's weights default to the ones the model was trained with, as in the replay and the solvers.
@@ -207,9 +210,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", default=None, help="dataset (default: the checkpoint's own)")
     p.add_argument("--data-dir", default=None, help="dataset directory")
     p.add_argument("--images", default=None, metavar="DIR", help="run on every image under DIR instead of a split")
-    p.add_argument("--limit", type=int, default=None, help="only the first N inputs")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (exited samples leave the batch)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads")
+    p.add_argument("--limit", type=positive_int, default=None, help="only the first N inputs")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (exited samples leave the batch)")
+    p.add_argument("--threads", type=positive_int, default=None, help="CPU threads")
     p.add_argument("--compare", action="store_true", help="also time the network without exits, same weights")
     p.add_argument("--out", default=None, help="write one CSV row per input: exit, prediction, class (and label)")
     p.add_argument("--json", action="store_true", help="print JSON")

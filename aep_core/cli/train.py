@@ -7,15 +7,28 @@ import argparse
 import os
 import sys
 
-from aep_core.cli.common import SPLITS, add_command
+from aep_core.cli.common import (
+    SPLITS,
+    add_command,
+    check_outputs,
+    checkpoint_file,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    positive_int_list,
+    unit_fraction,
+)
 
 
 def _cmd_train(a: argparse.Namespace) -> int:
     """train an early-exit model"""
+    from aep_core.checkpoint.sidecars import training_outputs
     from aep_core.training import MethodSettings, TrainConfig
     from aep_core.training.job import TrainJob, run_train_job
     from aep_core.training.loop import TrainingInterrupted
 
+    check_outputs(*training_outputs(a.out))  # before any epoch: the resumable state is written after the first
     cfg: dict = {}
     if a.width is not None:
         cfg["width"] = a.width
@@ -24,7 +37,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
     if a.convs_per_stage is not None:
         cfg["convs_per_stage"] = a.convs_per_stage
     if a.widths:
-        cfg["widths"] = [int(w) for w in a.widths.split(",")]
+        cfg["widths"] = a.widths
     exits = a.exits if not a.exits.replace(",", "").isdigit() else [int(b) for b in a.exits.split(",")]
     job = TrainJob(
         out=a.out,
@@ -81,8 +94,10 @@ def _cmd_train(a: argparse.Namespace) -> int:
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
     """save every exit's outputs on a split (evaluation file next to the checkpoint)"""
+    from aep_core.checkpoint.sidecars import evaluation_paths
     from aep_core.training.job import evaluate_checkpoint
 
+    check_outputs(*evaluation_paths(checkpoint_file(a.checkpoint), a.split), create_parents=False)
     for split in a.split:
         rec, path = evaluate_checkpoint(a.checkpoint, split, a.dataset, a.data_dir)
         acc = " ".join(f"{100 * v:.2f}" for v in rec.exit_accuracy())
@@ -103,24 +118,31 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--data-dir", default=None, help="dataset directory (default: Debian's /usr/share/datasets/fashion-mnist)"
     )
     g.add_argument(
-        "--val-size", type=int, default=None, help="validation images held out of training (default 5000; slice: 1/5)"
+        "--val-size",
+        type=positive_int,
+        default=None,
+        help="validation images held out of training (default 5000; slice: 1/5)",
     )
-    g.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
-    g.add_argument("--image-size", type=int, default=32, help="image side for image folders")
+    g.add_argument("--limit", type=positive_int, default=None, help="train on the first N training images only")
+    g.add_argument("--image-size", type=positive_int, default=32, help="image side for image folders")
     g.add_argument("--in-channels", type=int, default=3, choices=(1, 3), help="channels for image folders")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="compact_cnn", choices=list(list_models()), help="backbone")
-    g.add_argument("--width", type=int, default=None, help="ResNet width factor (channels of the first stage)")
-    g.add_argument("--depth", type=int, default=None, help="depth for --model resnet (6n+2)")
-    g.add_argument("--widths", default=None, help="compact_cnn stage widths, e.g. 32,64,128")
-    g.add_argument("--convs-per-stage", type=int, default=None, help="compact_cnn conv blocks per stage (default 2)")
+    g.add_argument("--width", type=positive_int, default=None, help="ResNet width factor (channels of the first stage)")
+    g.add_argument("--depth", type=positive_int, default=None, help="depth for --model resnet (6n+2)")
+    g.add_argument("--widths", type=positive_int_list, default=None, help="compact_cnn stage widths, e.g. 32,64,128")
+    g.add_argument(
+        "--convs-per-stage", type=positive_int, default=None, help="compact_cnn conv blocks per stage (default 2)"
+    )
     g.add_argument(
         "--exits", default="blocks", help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3"
     )
-    g.add_argument("--num-exits", type=int, default=None, help="number of early exits for cost-fraction placements")
+    g.add_argument(
+        "--num-exits", type=positive_int, default=None, help="number of early exits for cost-fraction placements"
+    )
     g.add_argument(
         "--head-pool",
-        type=int,
+        type=positive_int,
         default=4,
         help="exit heads average-pool to an N x N grid before their linear layer (default 4; 1: global "
         "pooling as in the AEP and EENet papers)",
@@ -129,45 +151,49 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("method")
     g.add_argument("--method", default="aep", choices=list(METHODS), help="training method")
     g.add_argument("--weighting", default="hybrid", choices=list(SCHEMES), help="AEP weighting scheme")
-    g.add_argument("--geometric-base", type=float, default=2.0, help="ratio between consecutive geometric weights")
+    g.add_argument(
+        "--geometric-base", type=positive_float, default=2.0, help="ratio between consecutive geometric weights"
+    )
     g.add_argument(
         "--eenet-loss",
         default=None,
         choices=("v1", "v2"),
         help="EENet loss version (default: v2, or v1 after the first stage of --two-stage, as the authors' code)",
     )
-    g.add_argument("--lambda", dest="lam", type=float, default=1.0, help="EENet weight of the computational-cost term")
+    g.add_argument(
+        "--lambda", dest="lam", type=non_negative_float, default=1.0, help="EENet weight of the computational-cost term"
+    )
     g.add_argument(
         "--two-stage",
         action="store_true",
         help="EENet: per-exit losses for the first sixth of the epochs, then the cumulative loss",
     )
-    g.add_argument("--temperature", type=float, default=3.0, help="self-distillation temperature")
-    g.add_argument("--alpha", type=float, default=0.5, help="self-distillation weight of the teacher term")
+    g.add_argument("--temperature", type=positive_float, default=3.0, help="self-distillation temperature")
+    g.add_argument("--alpha", type=unit_fraction, default=0.5, help="self-distillation weight of the teacher term")
     g.add_argument(
         "--freeze-epochs",
-        type=int,
+        type=non_negative_int,
         default=None,
         help="classifier-wise: backbone epochs before freezing (default half)",
     )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=10, help="epochs")
-    g.add_argument("--batch-size", type=int, default=128, help="batch size")
-    g.add_argument("--lr", type=float, default=0.05, help="peak learning rate (cosine schedule to 0)")
+    g.add_argument("--epochs", type=positive_int, default=10, help="epochs")
+    g.add_argument("--batch-size", type=positive_int, default=128, help="batch size")
+    g.add_argument("--lr", type=positive_float, default=0.05, help="peak learning rate (cosine schedule to 0)")
     g.add_argument(
         "--optimizer", default="sgd", choices=("sgd", "adam"), help="optimiser (SGD: momentum 0.9, Nesterov)"
     )
-    g.add_argument("--weight-decay", type=float, default=5e-4, help="weight decay")
-    g.add_argument("--seed", type=int, default=0, help="seed of the initial weights and the shuffling")
+    g.add_argument("--weight-decay", type=non_negative_float, default=5e-4, help="weight decay")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed of the initial weights and the shuffling")
     g.add_argument(
         "--split-seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="seed of the validation split, kept fixed across --seed so that runs compare on the same data",
     )
     g.add_argument("--no-augment", action="store_true", help="disable random shift and flip")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads (2 is best on a 2-core machine)")
-    g.add_argument("--workers", type=int, default=0, help="data loader workers for image folders")
+    g.add_argument("--threads", type=positive_int, default=None, help="CPU threads (2 is best on a 2-core machine)")
+    g.add_argument("--workers", type=non_negative_int, default=0, help="data loader workers for image folders")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
     g.add_argument("--amp", default=None, choices=("bf16", "fp16"), help="mixed precision autocast (fp16 needs a GPU)")
@@ -182,7 +208,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--resume", default=None, metavar="PATH", help="continue from a resumable state (<out stem>.resume.pt)"
     )
     g.add_argument(
-        "--save-every", type=int, default=1, help="epochs between resumable states (0: only when interrupted)"
+        "--save-every",
+        type=non_negative_int,
+        default=1,
+        help="epochs between resumable states (0: only when interrupted)",
     )
 
 

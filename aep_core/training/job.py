@@ -25,12 +25,13 @@ from aep_core.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from aep_core.checkpoint.sidecars import evaluation_path, log_path, resume_path
+from aep_core.checkpoint.sidecars import evaluation_path, log_path, resume_path, training_outputs
 from aep_core.cost import CostReport, exit_costs
 from aep_core.data import DataBundle, hold_out, load_dataset
 from aep_core.errors import CheckpointError, ConfigError
 from aep_core.evaluation import ExitRecord, collect_outputs, save_evaluation
 from aep_core.models import EarlyExitNet, ModelSpec, build_model
+from aep_core.outputs import check_writable
 from aep_core.training import EpochStats, MethodSettings, TrainConfig, build_method, get_method, train
 from aep_core.training import distributed as dd
 from aep_core.training.loop import TrainingInterrupted
@@ -149,6 +150,8 @@ def run_train_job(
     Every `job.train.save_every` epochs, and on SIGINT/SIGTERM, a resumable state goes to `resume_path(job.out)`;
     `job.resume` continues from one. Under torchrun this runs on every rank; rank 0 writes the files."""
     job.train.validate()
+    for path in training_outputs(job.out):  # before any epoch: a file that cannot be written fails now
+        check_writable(path)
     env = dd.setup(job.train.device)
     try:
         return _run(job, env, callback, on_batch, log)
