@@ -158,3 +158,83 @@ def measure_latency(fn: Callable[[], object], repeats: int = 20, warmup: int = 3
             times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
+
+
+# ---- comparing latencies ------------------------------------------------------------------------------
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted values, interpolated linearly between neighbours."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Repeated timings of one function in seconds (or per-round ratios of two, unitless): the samples in round
+    order, their median, quartiles and extremes."""
+
+    samples: tuple[float, ...]
+    median: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, samples: list[float] | tuple[float, ...]) -> LatencyStats:
+        """The summary of one or more samples."""
+        if not samples:
+            raise ValueError("LatencyStats needs at least one sample.")
+        ordered = sorted(float(v) for v in samples)
+        return cls(
+            tuple(float(v) for v in samples),
+            _quantile(ordered, 0.5),
+            _quantile(ordered, 0.25),
+            _quantile(ordered, 0.75),
+            ordered[0],
+            ordered[-1],
+        )
+
+    def overlaps(self, other: LatencyStats) -> bool:
+        """Whether the interquartile ranges of the two overlap: their difference is within the spread."""
+        return self.q1 <= other.q3 and other.q1 <= self.q3
+
+
+def compare_latency(
+    fns: dict[str, Callable[[], object]],
+    rounds: int = 30,
+    warmup: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, LatencyStats]:
+    """Wall time per call of each function, timed together: after `warmup` untimed rounds, each of `rounds`
+    rounds calls every function once, in an order that rotates from round to round; one sample per function and
+    round."""
+    if not fns:
+        raise ValueError("compare_latency needs at least one function.")
+    if rounds < 1 or warmup < 0:
+        raise ValueError(f"compare_latency needs rounds >= 1 and warmup >= 0, got {rounds} and {warmup}.")
+    names = list(fns)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    with torch.inference_mode():
+        for r in range(warmup + rounds):
+            # Rotating the order spreads the advantage of going first (warm caches) and any drift of the machine's
+            # speed evenly over the functions, so a difference between them is theirs.
+            start = r % len(names)
+            for name in names[start:] + names[:start]:
+                t0 = clock()
+                fns[name]()
+                elapsed = clock() - t0
+                if r >= warmup:
+                    samples[name].append(elapsed)
+    return {name: LatencyStats.of(samples[name]) for name in names}
+
+
+def latency_ratio(a: LatencyStats, b: LatencyStats) -> LatencyStats:
+    """Per-round ratio a / b of two functions timed in the same rounds by compare_latency (below 1: a is faster);
+    pairing the rounds cancels what slowed both alike."""
+    if len(a.samples) != len(b.samples):
+        raise ValueError(f"latency_ratio needs timings of the same rounds, got {len(a.samples)} and {len(b.samples)}.")
+    return LatencyStats.of([x / y for x, y in zip(a.samples, b.samples, strict=True)])

@@ -1,6 +1,7 @@
-"""Pruning savings (AEP): for each cut point, parameters, MACs, measured latency and accuracy; the
-chosen cut highlighted; the pruned checkpoint to download."""
+"""Pruning savings (AEP): for each cut point, parameters, MACs, measured latency with its spread, and accuracy;
+the chosen cut highlighted; the pruned checkpoint to download."""
 
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -8,12 +9,15 @@ import streamlit as st
 import torch
 
 from aep_core.analysis.pruning import choose_cut
-from aep_core.cost import measure_latency
+from aep_core.cost import LatencyStats, compare_latency, latency_ratio
 from aep_core.errors import AepError
 from aep_core.exits.rules import resolve_ensemble_weights
 from explorer import models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
+
+LATENCY_ROUNDS = 30  # timed rounds: each times every cut once, in rotating order
+LATENCY_WARMUP = 3
 
 run_inside_app()
 st.title("Pruning savings (AEP)")
@@ -32,21 +36,41 @@ val = loaded.val if loaded.val is not None else record
 weights = resolve_ensemble_weights(None, loaded.exits)  # trained (uniform for a model trained without)
 
 
-@st.cache_data(show_spinner="Pruning at every cut and timing each model...", max_entries=16)
-def cut_table(model_key: str, _loaded: models.LoadedModel) -> list[dict]:
-    x = torch.zeros(1, *_loaded.input_shape)
-    rows = []
-    for k in range(_loaded.num_exits):
-        pruned = _loaded.pruned(k)
-        rows.append(
-            {
-                "cut": f"exit {k}",
-                "parameters": pruned.params_with_exits,
-                "MACs": pruned.cum_macs[-1],
-                "latency (ms)": 1e3 * measure_latency(lambda model=pruned.model: model(x), repeats=15, warmup=3),
-            }
-        )
-    return rows
+@st.cache_resource(show_spinner="Pruning at every cut...", max_entries=4)
+def pruned_models(model_key: str, _loaded: models.LoadedModel) -> list[models.LoadedModel]:
+    """The model cut after each exit (weights only read, so one copy serves every session)."""
+    return [_loaded.pruned(k) for k in range(_loaded.num_exits)]
+
+
+def measured_latency(model_key: str, cuts: list[models.LoadedModel]) -> tuple[dict[str, LatencyStats], str]:
+    """This session's timing of every cut (one image, batch 1) and when it was taken; timed on first use and when
+    the user asks again, never shared with other sessions: a timing is one moment of one loaded machine."""
+    state = st.session_state
+    kept = state.get("prune_latency")
+    if kept is None or kept[0] != model_key:
+        x = torch.zeros(1, *cuts[0].input_shape)
+        fns = {f"exit {k}": (lambda model=cut.model: model(x)) for k, cut in enumerate(cuts)}
+        with st.spinner("Timing every cut, in alternation..."):
+            stats = compare_latency(fns, rounds=LATENCY_ROUNDS, warmup=LATENCY_WARMUP)
+        kept = state["prune_latency"] = (model_key, stats, time.strftime("%H:%M:%S"))
+    return kept[1], kept[2]
+
+
+def saving_note(kept: LatencyStats, everything: LatencyStats) -> tuple[str, bool]:
+    """The latency change of a cut against the model with all exits, as the median per-round change and its
+    interquartile range; and whether it stands out of the spread (False: the two timings' spreads overlap)."""
+    if kept is everything:
+        return "+0% vs all exits", False
+    ratio = latency_ratio(kept, everything)
+    change = (
+        f"{100 * (ratio.median - 1):+.0f}% ({100 * (ratio.q1 - 1):+.0f}% to {100 * (ratio.q3 - 1):+.0f}%) vs all exits"
+    )
+    return change, not kept.overlaps(everything)
+
+
+def spread_ms(stats: LatencyStats) -> str:
+    """The interquartile range in milliseconds, e.g. '1.05–1.21'."""
+    return f"{1e3 * stats.q1:.3f}–{1e3 * stats.q3:.3f}"
 
 
 tolerance = st.slider(
@@ -60,7 +84,8 @@ tolerance = st.slider(
 )
 try:
     best = choose_cut(val, weights, tolerance / 100)
-    rows = cut_table(loaded.key, loaded)
+    cuts = pruned_models(loaded.key, loaded)
+    latency, measured_at = measured_latency(loaded.key, cuts)
 except AepError as e:
     st.error(str(e))
     st.stop()
@@ -72,8 +97,18 @@ cut = st.selectbox(
     key=f"prune_cut_{best}",
 )
 ensemble = record.ensemble_accuracy(weights)
-for k, row in enumerate(rows):
-    row["accuracy"] = float(ensemble[k])
+timings = list(latency.values())
+rows = [
+    {
+        "cut": f"exit {k}",
+        "parameters": pruned.params_with_exits,
+        "MACs": pruned.cum_macs[-1],
+        "latency (ms)": 1e3 * timings[k].median,
+        "latency IQR (ms)": spread_ms(timings[k]),
+        "accuracy": float(ensemble[k]),
+    }
+    for k, pruned in enumerate(cuts)
+]
 st.altair_chart(
     charts.pruning_savings(
         [r["cut"] for r in rows],
@@ -86,6 +121,7 @@ st.altair_chart(
     width="content",
 )
 kept, everything = rows[cut], rows[-1]
+change, clear = saving_note(timings[cut], timings[-1])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(
     "Parameters",
@@ -98,24 +134,42 @@ m2.metric(
     f"{100 * (kept['MACs'] / everything['MACs'] - 1):+.0f}% vs all exits",
 )
 m3.metric(
-    "Latency, batch 1",
+    "Latency, batch 1 (median)",
     f"{kept['latency (ms)']:.2f} ms",
-    f"{100 * (kept['latency (ms)'] / everything['latency (ms)'] - 1):+.0f}% vs all exits",
-    delta_color="inverse",
+    change,
+    delta_color="inverse" if clear else "off",
+    delta_arrow="auto" if clear else "off",
+    help=f"Interquartile range {kept['latency IQR (ms)']} ms; the change is the median of the per-round ratios to "
+    "the model with all exits, with their interquartile range.",
 )
 m4.metric(
     f"Accuracy ({record.info.get('split', 'test')})",
     f"{100 * ensemble[cut]:.2f}%",
     f"{100 * (ensemble[cut] - ensemble[-1]):+.2f} pts vs all exits",
 )
+if cut != len(rows) - 1 and not clear:
+    st.info(
+        f"The latency of the cut after exit {cut} ({kept['latency IQR (ms)']} ms) and of the model with all exits "
+        f"({everything['latency IQR (ms)']} ms) overlap: on this machine, at this moment, the difference is within "
+        "the measurement's spread."
+    )
 table = pd.DataFrame(rows)
 table["accuracy"] = (100 * table["accuracy"]).round(2)
 table["latency (ms)"] = table["latency (ms)"].round(3)
 table["chosen"] = ["yes" if k == cut else "" for k in range(len(rows))]
 st.dataframe(table, hide_index=True, width="stretch")
-st.caption(
-    "Accuracy is the AEP ensemble of the kept exits on the saved test outputs; latency is the median of 15 "
-    "runs of one image on this server's CPU."
+c1, c2 = st.columns([4, 1], vertical_alignment="center")
+c1.caption(
+    "Accuracy is the AEP ensemble of the kept exits on the saved test outputs. Latency is one image on this "
+    f"server's CPU, measured for this session at {measured_at}: the median of {LATENCY_ROUNDS} rounds that each "
+    f"time every cut once, in rotating order, after {LATENCY_WARMUP} warm-up rounds; the IQR is the middle half of "
+    "the rounds. Other sessions running at the same time slow it down."
+)
+c2.button(
+    "Measure again",
+    key="prune_remeasure",
+    on_click=lambda: st.session_state.pop("prune_latency", None),
+    help="Time every cut again (the timing above is this session's and does not update on its own).",
 )
 
 
