@@ -171,3 +171,62 @@ def test_app_in_browser(server, tmp_path):
             _shot(page, name)
         browser.close()
     assert not errors, errors
+
+
+def _no_exception(page, where: str) -> None:
+    assert page.locator("[data-testid='stException']").count() == 0, where
+
+
+def test_two_sessions_at_once_neither_breaks_nor_stalls_the_other(server):
+    """Two browsers on one server: one on Pruning while the other computes saliency maps, then one training a
+    model while the other moves the threshold. No exception in either, and every threshold move is answered
+    while the training runs."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        one = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        two = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        errors: list[str] = []
+        for page in (one, two):
+            page.on("pageerror", lambda e: errors.append(str(e)))
+        one.goto(f"{server}/pruning")
+        two.goto(f"{server}/saliency")
+        for page in (one, two):
+            _idle(page)
+        sample = two.locator("[data-testid='stSlider']", has_text="Sample").locator("input[type=range]")
+        for _ in range(4):
+            # each step: a new saliency map in one session while the other re-runs the Pruning page
+            sample.focus()
+            sample.press("ArrowRight")
+            one.reload()
+            for page in (one, two):
+                _idle(page)
+            _no_exception(one, "pruning")
+            _no_exception(two, "saliency")
+        assert two.locator("[data-testid='stImage']").count() >= 2
+
+        one.goto(f"{server}/train")
+        two.goto(f"{server}/thresholds")
+        for page in (one, two):
+            _idle(page)
+        one.get_by_role("textbox", name="Model name").fill(f"two_sessions_{int(time.time())}")
+        one.get_by_role("button", name="Start training").click()
+        one.wait_for_selector("[data-testid='stProgress']", timeout=60_000)  # the run has started
+        metric = two.locator("[data-testid='stMetricValue']").nth(1)
+        thumb = two.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input[type=range]").first
+        answered: list[float] = []
+        for key in ("Home", "End", "Home", "End"):
+            before = metric.inner_text()
+            t0 = time.perf_counter()
+            thumb.focus()
+            thumb.press(key)
+            _until(lambda before=before: metric.inner_text() != before, "a threshold move to be answered", 20)
+            answered.append(time.perf_counter() - t0)
+            _no_exception(two, "thresholds")
+        assert one.get_by_text("Saved two_sessions").count() == 0  # every move was answered while the run went on
+        _until(lambda: one.get_by_text("Saved two_sessions").count() > 0, "the training run to finish", 180)
+        _no_exception(one, "train")
+        browser.close()
+    assert not errors, errors
+    print("threshold moves answered in", ", ".join(f"{s:.2f} s" for s in answered))
