@@ -43,6 +43,7 @@ use_app_threads()
 OVERVIEW = st.Page("pages/overview.py", title="Overview", icon=":material/school:", url_path="overview")
 PAGES = [
     OVERVIEW,
+    st.Page("pages/learn.py", title="Learn", icon=":material/menu_book:", url_path="learn"),
     st.Page("pages/try_image.py", title="Try an image", icon=":material/image:", url_path="try_image"),
     st.Page("pages/thresholds.py", title="Thresholds", icon=":material/tune:", url_path="thresholds"),
     st.Page("pages/calibration.py", title="Calibration", icon=":material/speed:", url_path="calibration"),

@@ -94,6 +94,23 @@ class CostReport:
         """MACs spent by a sample answered at each exit."""
         return [e.cum_macs for e in self.exits]
 
+    def macs_split(self) -> tuple[list[float], list[float]]:
+        """What a sample answered at each exit pays, in two parts as shares of the network without exits: the
+        network's own layers it ran (the blocks up to the exit, and the final classifier at the last exit), and
+        the early exits' heads evaluated on the way (its own included), a cost the network without exits does not
+        have. The two add up to each exit's `macs_fraction`."""
+        last = len(self.exits) - 1
+        network, heads = [], []
+        blocks = extra = 0
+        for e in self.exits:
+            blocks += e.segment_macs
+            if e.exit < last:
+                extra += e.head_macs
+            own = blocks + (e.head_macs if e.exit == last else 0)
+            network.append(own / self.full_macs)
+            heads.append(extra / self.full_macs)
+        return network, heads
+
 
 def exit_costs(model: nn.Module, input_shape: tuple[int, int, int]) -> CostReport:
     """Per-exit MACs and parameters of an EarlyExitNet for one input of shape (channels, height, width)."""

@@ -230,7 +230,7 @@ def restore_from_url(current_page: Any, pages: list[Any], exits_of: Callable[[st
     if link.ignored:
         state[IGNORED_KEY] = link.ignored
     if link.page and link.page != current_page.url_path:
-        st.switch_page(next(page for page in pages if page.url_path == link.page))
+        st.switch_page(next(page for page in pages if page.url_path == link.page), query_params=page_params(link.page))
 
 
 def show_ignored_link_values() -> None:
@@ -245,8 +245,16 @@ def show_ignored_link_values() -> None:
         )
 
 
+PAGE_PARAMS = {"learn": ("step",)}  # query parameters a page reads itself, kept in its links
+
+
+def page_params(page: str | None) -> dict[str, str]:
+    """The current URL's values of the parameters `page` reads itself."""
+    return {n: st.query_params[n] for n in PAGE_PARAMS.get(page or "", ()) if n in st.query_params}
+
+
 def sync_url(page: str) -> None:
-    """Write the current page and settings into the URL query string."""
+    """Write the current page and settings (and the page's own parameters) into the URL query string."""
     current = settings()
     params = {"page": page, "rule": current.rule}
     if current.model:
@@ -256,5 +264,6 @@ def sync_url(page: str) -> None:
         params["pe"] = ",".join(f"{t:g}" for t in current.per_exit)
     if current.calibrated:
         params["cal"] = "1"
+    params.update(page_params(page))
     if dict(st.query_params) != params:
         st.query_params.from_dict(params)

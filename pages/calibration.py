@@ -6,7 +6,7 @@ import streamlit as st
 
 from aep_core.analysis.calibration import DEFAULT_BINS, exit_calibration, scale_record
 from aep_core.errors import AepError
-from explorer import models
+from explorer import glossary, models
 from explorer.charts import calibration as calibration_charts
 from explorer.entry import run_inside_app
 from explorer.state import settings
@@ -74,7 +74,11 @@ if settings().calibrated:
 ece_before = [m["ece"] for m in before]
 ece_after = None if after is None else [m["ece"] for m in after]
 m1, m2, m3 = st.columns(3)
-m1.metric("Mean ECE over exits, uncalibrated", f"{100 * sum(ece_before) / len(ece_before):.2f}%")
+m1.metric(
+    "Mean ECE over exits, uncalibrated",
+    f"{100 * sum(ece_before) / len(ece_before):.2f}%",
+    help=glossary.help_text("ECE", "calibration", "temperature scaling"),
+)
 if ece_after is not None:
     m2.metric(
         "Mean ECE over exits, scaled",

@@ -24,7 +24,7 @@ from aep_core.deploy.simulator import (
 )
 from aep_core.errors import AepError
 from aep_core.exits.rules import get_rule
-from explorer import models
+from explorer import glossary, models
 from explorer.charts import deploy as deploy_charts
 from explorer.entry import run_inside_app
 from explorer.state import setting_key, settings
@@ -78,7 +78,11 @@ with st.container(border=True):
         index=2,
         key="dep_tiers",
         horizontal=True,
-        help="1: the device alone; 2: device and cloud; 3: device, edge, cloud; 4: device, edge, fog, cloud.",
+        help=glossary.help_text(
+            "tier",
+            "split point",
+            lead="1: the device alone; 2: device and cloud; 3: device, edge, cloud; 4: device, edge, fog, cloud.",
+        ),
     )
     precision = c2.radio(
         "Features sent as",

@@ -6,7 +6,7 @@ import streamlit as st
 
 from aep_core.exits.rules import resolve_ensemble_weights
 from aep_core.training.weighting import SCHEMES, scheme_weights
-from explorer import models
+from explorer import glossary, models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
 
@@ -16,6 +16,7 @@ st.markdown(
     "AEP predicts with a **weighted average of the softmax outputs of exits 0..k**. Deeper exits are "
     "usually better, so they usually weigh more; the training weights come from the model's weighting scheme."
 )
+st.caption(glossary.explain("ensemble") + " " + glossary.explain("AEP"))
 loaded, record = models.model_and_record()
 num_exits = record.num_exits
 state = st.session_state

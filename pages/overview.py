@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from explorer import models
+from explorer import glossary, models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
 from explorer.state import settings
@@ -37,20 +37,31 @@ loaded = models.current_model()
 if loaded is not None:
     st.subheader(f"The loaded model: {loaded.label}")
     stages = getattr(loaded.model.backbone, "block_stage", None)
+    network, heads = loaded.meta.cost.macs_split()
     st.altair_chart(
         charts.exit_strip(
-            loaded.num_blocks, loaded.model.exit_blocks, loaded.macs_fractions, loaded.validation_accuracy, stages
+            loaded.num_blocks,
+            loaded.model.exit_blocks,
+            network,
+            loaded.validation_accuracy,
+            stages,
+            heads_fraction=heads,
         ),
         width="stretch",
     )
     st.caption(
         "Coloured boxes are the backbone's blocks (one colour per stage); each dot is an exit, labelled with "
-        "the share of the full network's MACs a sample pays to stop there and that exit's validation accuracy."
+        "what a sample pays to stop there, as shares of the MACs (multiply-accumulates, the unit of compute) of the "
+        "network without exits: the network's own layers it ran, plus the heads of the exits it passed, which the "
+        "network without exits does not have (so the last exit costs a little over 100%). Then that exit's "
+        "validation accuracy."
     )
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Backbone", loaded.backbone)
     m2.metric("Exits", loaded.num_exits)
-    m3.metric("Full network MACs", f"{loaded.full_macs / 1e6:.2f} M")
+    m3.metric(
+        "Full network MACs", f"{loaded.full_macs / 1e6:.2f} M", help=glossary.help_text("MACs", "network without exits")
+    )
     m4.metric("Parameters (with exits)", f"{loaded.params_with_exits / 1e3:.0f} k")
     weighting = f" ({loaded.weighting} weights)" if loaded.weighting else ""
     st.caption(
@@ -59,6 +70,11 @@ if loaded is not None:
     )
     for note in loaded.notes:
         st.info(note)
+st.page_link(
+    "pages/learn.py",
+    label="New to early exits? The Learn page walks through the ideas in ten steps.",
+    icon=":material/menu_book:",
+)
 st.markdown(
     "**Where next?** *Try an image* to see one input travel through the exits, *Thresholds* to tune the "
     "accuracy/compute trade-off, *Ensemble weights* and *Pruning savings* for AEP, *Saliency* for what each "

@@ -5,11 +5,12 @@ import streamlit as st
 from aep_core.analysis.saliency import METHODS, exit_saliency, overlay
 from aep_core.errors import AepError
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
-from explorer import models
+from explorer import glossary, models
 from explorer.entry import run_inside_app
 
 run_inside_app()
 st.title("Saliency per exit")
+st.caption(glossary.explain("exit"))
 st.markdown(
     "Each exit is wrapped as its own classifier and explained with Captum. Early exits often look at "
     "coarse shape; deeper ones at finer detail."

@@ -16,7 +16,7 @@ from aep_core.exits.certify import (
 from aep_core.exits.rules import make_rule
 from aep_core.exits.runtime import measure_speedup
 from aep_core.exits.solvers import MinAccuracy, pareto_sweep, solve
-from explorer import models
+from explorer import glossary, models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
 from explorer.replay import rule_summary
@@ -189,9 +189,17 @@ m1.metric(
     f"{100 * (summary['accuracy'] - final_accuracy):+.2f} pts vs final exit",
 )
 noted_metric(
-    m2, "Expected MACs", f"{summary['expected_macs'] / 1e6:.2f} M", f"{100 * summary['macs_ratio']:.1f}% of full"
+    m2,
+    "Expected MACs",
+    f"{summary['expected_macs'] / 1e6:.2f} M",
+    f"{100 * summary['macs_ratio']:.1f}% of full",
+    help=glossary.help_text(
+        "expected MACs",
+        "network without exits",
+        lead="Over 100% when most samples reach the last exit: they also ran every early exit's head on the way.",
+    ),
 )
-m3.metric("Speed-up (MACs)", f"{1 / summary['macs_ratio']:.2f}x")
+m3.metric("Speed-up (MACs)", f"{1 / summary['macs_ratio']:.2f}x", help=glossary.help_text("MACs"))
 noted_metric(m4, "Samples", f"{record.num_samples:,}", record.info.get("split", ""))
 st.caption(
     f"Rule: {current.describe()}. Replayed on {record.num_samples:,} saved {record.info.get('split', 'test')} outputs."
@@ -215,7 +223,7 @@ c1.altair_chart(
 c1.caption(
     "Line: the rule over a sweep of global thresholds (Pareto points). Grey squares: each exit alone. "
     "Green diamond: the oracle, which stops each sample at the first exit that is right (reads the labels: a "
-    "bound, not a rule). Red dot: the current setting."
+    "bound, not a rule). Red dot: the current setting. The trade-off and the oracle: Learn, step 4."
 )
 per_exit_accuracy = [np.nan if v is None else v for v in summary["per_exit_accuracy"]]
 c2.altair_chart(charts.exit_distribution(summary["exit_distribution"], per_exit_accuracy), width="stretch")

@@ -12,6 +12,7 @@ from aep_core.training import METHODS, SCHEMES, MethodSettings, TrainConfig
 from aep_core.training.estimate import RunEstimate, estimate_run, format_seconds, record_run
 from aep_core.training.job import TrainJob, run_train_job
 from aep_core.training.names import NameClaim, NameTaken, claim_name, clean_model_name
+from explorer import glossary
 from explorer.catalog import model_files, reserved_names, trained_dir
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
@@ -104,7 +105,11 @@ with st.form("train_form"):
         list(METHODS),
         index=list(METHODS).index("aep"),
         key="tr_method",
-        help="layer-wise trains one exit at a time and needs at least one epoch per exit (5 for compact_cnn).",
+        help=glossary.help_text(
+            "AEP",
+            "EENet",
+            lead="layer-wise trains one exit at a time and needs at least one epoch per exit (5 for compact_cnn).",
+        ),
     )
     weighting = c3.selectbox(
         "AEP weighting scheme",

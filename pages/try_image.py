@@ -9,7 +9,7 @@ from aep_core.analysis.ood import SCORE_EXPLANATION, disagreement, final_confide
 from aep_core.errors import AepError
 from aep_core.exits.rules import make_rule
 from aep_core.preprocess import UPLOAD_TYPES, prepare_array, prepare_image
-from explorer import models
+from explorer import glossary, models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
 from explorer.state import settings
@@ -97,7 +97,7 @@ with right:
     m1, m2, m3 = st.columns(3)
     m1.metric("Stops at", f"exit {stop} of {len(cum_macs) - 1}")
     spent = f"{100 * cum_macs[stop] / full_macs:.0f}% of the full network"
-    noted_metric(m2, "MACs spent", f"{cum_macs[stop] / 1e6:.2f} M", spent)
+    noted_metric(m2, "MACs spent", f"{cum_macs[stop] / 1e6:.2f} M", spent, help=glossary.help_text("MACs", "head"))
     m3.metric("Speed-up vs full network", f"{full_macs / cum_macs[stop]:.2f}x")
     st.altair_chart(charts.exit_probability_heatmap(probs, names, stop, label), width="stretch")
 

@@ -22,7 +22,18 @@ from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule
 from aep_core.paths import shipped_models_dir
 from aep_core.preprocess import prepare_array
 
-PAGES = ["overview", "try_image", "thresholds", "calibration", "ensemble", "pruning", "saliency", "deploy", "train"]
+PAGES = [
+    "overview",
+    "learn",
+    "try_image",
+    "thresholds",
+    "calibration",
+    "ensemble",
+    "pruning",
+    "saliency",
+    "deploy",
+    "train",
+]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +89,7 @@ def test_no_model_gives_a_message(monkeypatch, tmp_path):
     monkeypatch.setenv("AEP_MODELS_ONLY", "1")
     monkeypatch.setenv("AEP_MODELS_DIR", str(tmp_path))
     monkeypatch.setenv("AEP_APP_RUNS_DIR", str(tmp_path / "none"))
-    for page in [None] + [p for p in PAGES if p not in ("overview", "train")]:
+    for page in [None] + [p for p in PAGES if p not in ("overview", "learn", "train")]:
         at = _app(page)
         _ok(at)
         assert any("No model" in w.value for w in at.warning)

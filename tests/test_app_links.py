@@ -143,6 +143,7 @@ def test_every_page_has_its_own_url_path_overview_included():
     paths = {info["url_pathname"]: info["script_path"] for info in at._registered_pages.values()}
     for name in [
         "overview",
+        "learn",
         "try_image",
         "thresholds",
         "calibration",

@@ -24,6 +24,15 @@ def test_exit_strip_labels_every_exit_with_macs_and_accuracy():
     assert len([r for r in rows if "stage" in r]) == 5
 
 
+def test_exit_strip_shows_the_heads_cost_apart_from_the_network():
+    spec = charts.exit_strip(3, [0, 1, 2], [0.25, 0.6, 1.0], [0.8, 0.9, 0.95], heads_fraction=[0.0002, 0.0006, 0.0016])
+    exits = [r for r in _rows(spec.to_dict()) if "macs" in r]
+    assert [r["macs"] for r in exits] == ["25.0% network", "60.0% network", "100.0% network"]
+    assert [r["heads"] for r in exits] == ["+0.02% heads", "+0.06% heads", "+0.16% heads"]
+    assert [r["total"] for r in exits] == ["25.0%", "60.1%", "100.2%"]
+    assert not any("100.2% MACs" in str(v) for r in exits for v in r.values())
+
+
 def test_probability_heatmap_marks_stop_exit_and_true_class():
     probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.8, 0.1]])
     spec = charts.exit_probability_heatmap(probs, ["a", "b", "c"], stop_exit=1, label=2).to_dict()
@@ -85,3 +94,21 @@ def test_exit_scores_and_training_curve():
     assert any(r.get("t") == 0.9 for r in _rows(spec))
     spec = charts.training_curve([1, 2], [[0.3, 0.5], [0.4, 0.6]]).to_dict()
     assert len(_rows(spec)) == 4
+
+
+def test_cost_comparison_puts_curves_points_and_the_current_point_on_one_plot():
+    spec = charts.cost_comparison(
+        {"early exits": ([0.3, 0.6], [0.9, 0.94]), "cascade": ([0.1, 0.2], [0.91, 0.93])},
+        [("static, 1/4 width", "static network", 0.06, 0.906), ("first exit", "one exit", 0.26, 0.889)],
+        ("cascade, t = 0.8", 0.2, 0.93),
+    ).to_dict()
+    rows = _rows(spec)
+    assert {r["series"] for r in rows if r.get("label") == ""} == {"early exits", "cascade"}
+    assert {r["label"]: r["macs"] for r in rows if r.get("series") in ("static network", "one exit")} == {
+        "static, 1/4 width": 0.06,
+        "first exit": 0.26,
+    }
+    assert any(r.get("label") == "cascade, t = 0.8" and r["series"] == "current" for r in rows)
+    scale = next(layer["encoding"]["color"]["scale"] for layer in spec["layer"] if "color" in layer["encoding"])
+    assert scale["domain"] == ["early exits", "cascade", "static network", "one exit"]
+    assert len(set(scale["range"])) == 4  # each series its own colour

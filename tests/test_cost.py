@@ -1,5 +1,6 @@
 """Cost counts against a hand-computed small conv net."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -43,3 +44,16 @@ def test_cumulative_cost_includes_every_head_on_the_way():
     assert r.exits[-1].cum_macs > r.full_macs  # early heads cost something
     assert r.full_macs == sum(e.segment_macs for e in r.exits) + r.exits[-1].head_macs
     assert r.with_exits_params == count_params(model)
+
+
+def test_macs_split_separates_the_network_from_the_early_heads():
+    model = build_model(ModelSpec(backbone_config={"widths": [4, 8, 16]}, placement="blocks"))
+    r = exit_costs(model, (1, 28, 28))
+    network, heads = r.macs_split()
+    for k, e in enumerate(r.exits):
+        assert network[k] + heads[k] == pytest.approx(e.macs_fraction)
+    assert network[-1] == pytest.approx(1.0)  # at the last exit the network's own layers are the whole network
+    early_heads = sum(e.head_macs for e in r.exits[:-1])
+    assert heads[-1] == pytest.approx(early_heads / r.full_macs) and heads[-1] > 0
+    assert heads[0] == pytest.approx(r.exits[0].head_macs / r.full_macs)
+    assert network == sorted(network) and heads == sorted(heads)

@@ -124,7 +124,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OSError, match="the disk is full"):
         save_checkpoint(path, model, replace(old, created="later"))
     monkeypatch.undo()
     assert path.read_bytes() == before

@@ -15,10 +15,16 @@ import pandas as pd
 ACCENT = "#e4572e"
 BASE = "#4c78a8"
 MUTED = "#b8c4d6"
+PALETTE = [BASE, "#2ca02c", "#7f7f7f", ACCENT, "#9467bd", "#8c564b"]  # series told apart on one plot
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _small_pct(x: float) -> str:
+    """A share that may be well under a percent, with the digits that show it (0.02%, 0.16%, 1.5%)."""
+    return f"{100 * x:.2f}%" if x < 0.01 else _pct(x)
 
 
 def exit_strip(
@@ -28,9 +34,12 @@ def exit_strip(
     exit_accuracy: Sequence[float] | None = None,
     block_stage: Sequence[int] | None = None,
     stop_exit: int | None = None,
+    heads_fraction: Sequence[float] | None = None,
 ) -> alt.LayerChart:
     """The network as a strip of blocks (coloured by stage) with its exits below, each exit labelled
-    with its share of the full network's MACs and its accuracy; `stop_exit` is highlighted."""
+    with its share of the full network's MACs and its accuracy; `stop_exit` is highlighted. With
+    `heads_fraction` (the early exits' heads evaluated on the way, as a share of the network without exits),
+    `macs_fraction` is read as the network's own layers and the heads are labelled apart."""
     stages = list(block_stage) if block_stage is not None else [0] * num_blocks
     blocks = pd.DataFrame(
         {
@@ -49,6 +58,10 @@ def exit_strip(
             "stop": [k == stop_exit for k in range(len(exit_blocks))],
         }
     )
+    if heads_fraction is not None:
+        exits["macs"] = [f"{_pct(f)} network" for f in macs_fraction]
+        exits["heads"] = [f"+{_small_pct(h)} heads" for h in heads_fraction]
+        exits["total"] = [_pct(f + h) for f, h in zip(macs_fraction, heads_fraction, strict=True)]
     x = alt.X("block:O", title=None, axis=None)
     rect = (
         alt.Chart(blocks)
@@ -68,6 +81,15 @@ def exit_strip(
             color=alt.condition("datum.stop", alt.value(ACCENT), alt.value("#555")),
         )
     )
+    tooltip = ["exit", alt.Tooltip("macs", title="MACs share"), "accuracy"]
+    if heads_fraction is not None:
+        tooltip = [
+            "exit",
+            alt.Tooltip("total", title="MACs share (total)"),
+            alt.Tooltip("macs", title="the network's layers"),
+            alt.Tooltip("heads", title="exit heads on the way"),
+            "accuracy",
+        ]
     dot = (
         alt.Chart(exits)
         .mark_circle(size=260, opacity=1)
@@ -75,13 +97,13 @@ def exit_strip(
             x=x,
             y=alt.value(64),
             color=alt.condition("datum.stop", alt.value(ACCENT), alt.value("#555")),
-            tooltip=["exit", alt.Tooltip("macs", title="MACs share"), "accuracy"],
+            tooltip=tooltip,
         )
     )
     t1 = alt.Chart(exits).mark_text(dy=0, fontWeight="bold").encode(x=x, y=alt.value(82), text="exit")
-    t2 = alt.Chart(exits).mark_text().encode(x=x, y=alt.value(96), text=alt.Text("macs"))
-    t3 = alt.Chart(exits).mark_text().encode(x=x, y=alt.value(110), text="accuracy")
-    return alt.layer(rect, block_text, stem, dot, t1, t2, t3).properties(height=125, width="container")
+    rows = ["macs", "heads", "accuracy"] if heads_fraction is not None else ["macs", "accuracy"]
+    texts = [alt.Chart(exits).mark_text().encode(x=x, y=alt.value(96 + 14 * i), text=f) for i, f in enumerate(rows)]
+    return alt.layer(rect, block_text, stem, dot, t1, *texts).properties(height=97 + 14 * len(rows), width="container")
 
 
 def exit_probability_heatmap(
@@ -243,6 +265,56 @@ def pareto_curve(
             )
         )
     return alt.layer(*layers).properties(height=300, width="container", title="Accuracy vs compute")
+
+
+def cost_comparison(
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    points: Sequence[tuple[str, str, float, float]],
+    current: tuple[str, float, float] | None = None,
+    reference: str = "the default network",
+) -> alt.LayerChart:
+    """Several ways to classify on one accuracy-against-compute plot, compute as a share of `reference`'s MACs:
+    `curves` (name -> MACs shares, accuracies) as lines, `points` (label, kind, MACs share, accuracy) as labelled
+    dots coloured by kind, and the `current` (label, MACs share, accuracy) point ringed."""
+    rows = [
+        {"series": name, "label": "", "macs": float(m), "accuracy": float(a)}
+        for name, (macs, acc) in curves.items()
+        for m, a in zip(macs, acc, strict=True)
+    ]
+    lines_df = pd.DataFrame(rows, columns=["series", "label", "macs", "accuracy"]).sort_values(["series", "macs"])
+    dots_df = pd.DataFrame(
+        [{"series": kind, "label": label, "macs": float(m), "accuracy": float(a)} for label, kind, m, a in points],
+        columns=["series", "label", "macs", "accuracy"],
+    )
+    x = alt.X("macs:Q", title=f"compute (share of {reference}'s MACs)", axis=alt.Axis(format="%"))
+    y = alt.Y("accuracy:Q", title="test accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
+    domain = list(dict.fromkeys([*curves, *dots_df["series"]]))
+    color = alt.Color(
+        "series:N",
+        scale=alt.Scale(domain=domain, range=[PALETTE[i % len(PALETTE)] for i in range(len(domain))]),
+        legend=alt.Legend(orient="bottom", title=None, columns=2, labelLimit=320),
+    )
+    tip = ["series", "label", alt.Tooltip("macs:Q", format=".1%"), alt.Tooltip("accuracy:Q", format=".2%")]
+    lines = alt.Chart(lines_df).mark_line(point=alt.OverlayMarkDef(size=18)).encode(x=x, y=y, color=color, tooltip=tip)
+    dots = (
+        alt.Chart(dots_df).mark_point(size=110, filled=True, shape="square").encode(x=x, y=y, color=color, tooltip=tip)
+    )
+    labels = alt.Chart(dots_df).mark_text(align="left", dx=8, dy=-8, fontSize=11).encode(x=x, y=y, text="label")
+    layers = [lines, dots, labels]
+    if current is not None:
+        cur = pd.DataFrame(
+            {"series": ["current"], "label": [current[0]], "macs": [float(current[1])], "accuracy": [float(current[2])]}
+        )
+        layers.append(
+            alt.Chart(cur)
+            .mark_point(size=320, stroke="black", strokeWidth=2, filled=False)
+            .encode(
+                x=x,
+                y=y,
+                tooltip=["label", alt.Tooltip("macs:Q", format=".1%"), alt.Tooltip("accuracy:Q", format=".2%")],
+            )
+        )
+    return alt.layer(*layers).properties(height=360, width="container", title="Accuracy vs compute")
 
 
 def per_class_exit(class_names: Sequence[str], mean_exit: Sequence[float], num_exits: int) -> alt.Chart:
