@@ -17,6 +17,7 @@ from explorer.lesson import NUM_STEPS, STEPS
 from explorer.serve import CHROMIUM, IDLE, launch_chromium, serve_app
 
 ARTIFACTS = ROOT / "test-artifacts" / "learn"
+SHOTS = ROOT / "docs" / "screenshots" / "learn"
 
 pytestmark = [
     pytest.mark.browser,
@@ -50,13 +51,15 @@ def _until(check, what: str, timeout: float = 30.0) -> None:
 
 
 def _shot(page, name: str) -> None:
-    """A small palette PNG of the viewport in test-artifacts/learn."""
+    """A small palette PNG of the viewport in test-artifacts/learn (and docs/screenshots/learn with
+    AEP_UPDATE_SCREENSHOTS=1, so a test run leaves the repository clean)."""
     from PIL import Image
 
     raw = page.screenshot()
     im = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=128, method=Image.Quantize.FASTOCTREE)
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    im.save(ARTIFACTS / f"{name}.png", optimize=True)
+    for d in (SHOTS, ARTIFACTS) if os.environ.get("AEP_UPDATE_SCREENSHOTS") == "1" else (ARTIFACTS,):
+        d.mkdir(parents=True, exist_ok=True)
+        im.save(d / f"{name}.png", optimize=True)
 
 
 def test_every_step_of_the_lesson_in_the_browser(server):
