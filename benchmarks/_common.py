@@ -10,6 +10,7 @@ import torch
 
 from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.paths import shipped_models_dir
+from aep_core.threads import set_default_threads
 
 DEFAULT_CHECKPOINT = shipped_models_dir() / f"{DEFAULT_MODEL}.pt"
 
@@ -20,7 +21,7 @@ def setup(threads: int) -> str:
     from aep_core.allocator import keep_freed_buffers
 
     kept = keep_freed_buffers()
-    torch.set_num_threads(threads)
+    set_default_threads(threads)
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

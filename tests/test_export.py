@@ -135,3 +135,24 @@ def test_cli_export_writes_checked_segments_and_torchscript(tmp_path, capsys):
     assert logits.shape == (3, 2, 10) and probs.shape == (2, 10)
     assert main(["export", str(tmp_path / "tiny.pt"), "--splits", "4", "--out", str(out)]) == 2
     assert "increasing exit indices" in capsys.readouterr().err
+
+
+def test_grid_pooling_exports_as_plain_ops(tmp_path):
+    """Exit heads pooling to a grid the map does not divide into (6 x 6 and 3 x 3 to 4 x 4) export as average
+    pooling or one matrix product, not as the slow chain of gathers and selects of the library op, with the
+    model's outputs."""
+    import onnx
+
+    from aep_core.deploy.export import export_static_onnx, for_export
+
+    model, _ = tiny("eenet", "compact_cnn", pool=4)
+    x = torch.randn(5, 1, 12, 12)
+    with torch.no_grad():
+        ref, got = model(x), for_export(model, (1, 12, 12))(x)
+    torch.testing.assert_close(torch.stack(got.logits), torch.stack(ref.logits), atol=1e-5, rtol=1e-5)
+    paths = export_onnx(model, [0, 2], tmp_path, (1, 12, 12))
+    paths.append(export_static_onnx(model, tmp_path / "static.onnx", (1, 12, 12)))
+    for p in paths:
+        ops = {n.op_type for n in onnx.load(str(p)).graph.node}
+        assert not ops & {"Where", "GatherND", "Gather", "ScatterND"}, (p.name, sorted(ops))
+    assert verify_onnx(model, [0, 2], paths[:-1], (1, 12, 12), batch=5).ok

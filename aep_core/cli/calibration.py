@@ -17,6 +17,7 @@ from aep_core.cli.common import (
     unit_fraction,
 )
 from aep_core.errors import ConfigError, DataError
+from aep_core.threads import set_default_threads
 
 if TYPE_CHECKING:
     from aep_core.checkpoint import CheckpointMeta
@@ -97,7 +98,6 @@ def _in_distribution_images(meta: CheckpointMeta, images: str, data_dir: str | N
 def _cmd_ood(a: argparse.Namespace) -> int:
     """AUROC of the 'I don't know' scores against shifted images: exit disagreement + final confidence, and Try an
     image's flag (distance to the nearest class + the input's own statistics)"""
-    import torch
 
     from aep_core.analysis import ood
     from aep_core.analysis.calibration import scale_logits, stored_temperatures
@@ -106,7 +106,7 @@ def _cmd_ood(a: argparse.Namespace) -> int:
     from aep_core.evaluation import load_evaluation
 
     if a.threads is not None:
-        torch.set_num_threads(a.threads)
+        set_default_threads(a.threads)
     model, meta = load_checkpoint(checkpoint_file(a.checkpoint))
     temps = None
     if a.calibrated:

@@ -23,6 +23,7 @@ from aep_core.cli.common import (
     with_default_setting,
 )
 from aep_core.errors import ConfigError
+from aep_core.threads import set_default_threads
 
 
 def _numbers(text: str | None, what: str, allow_empty: bool = False) -> list[float | None] | None:
@@ -168,12 +169,11 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
 def _cmd_deploy(a: argparse.Namespace) -> int:
     """simulate an early-exit model split over device, edge and cloud; optionally search splits and thresholds under a
     latency deadline"""
-    import torch
 
     from aep_core.deploy.simulator import decision_grid, feature_sizes, search, simulate
 
     if a.threads is not None:
-        torch.set_num_threads(a.threads)
+        set_default_threads(a.threads)
     model, _, shape, rec = _load(a)
     sizes = feature_sizes(model, shape)
     dep, local = _deployment(a, model, shape, rec.num_exits)
@@ -216,7 +216,6 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
 
 def _cmd_export(a: argparse.Namespace) -> int:
     """export each tier's segment to ONNX and check it with onnxruntime; optionally TorchScript of the (pruned) model"""
-    import torch
 
     from aep_core.deploy.export import export_onnx, export_torchscript, verify_onnx, write_manifest
     from aep_core.outputs import check_folder
@@ -224,7 +223,7 @@ def _cmd_export(a: argparse.Namespace) -> int:
     checkpoint_file(a.checkpoint)  # a missing checkpoint is named before an output folder is created
     out = check_folder(a.out)
     if a.threads is not None:
-        torch.set_num_threads(a.threads)
+        set_default_threads(a.threads)
     model, meta, shape, _ = _load(a)
     splits = _splits(a.splits) or []
     ts_path = out / f"{Path(a.checkpoint).stem}{'.pruned' if a.prune else ''}.torchscript.pt"

@@ -15,17 +15,17 @@ from aep_core.cli.common import (
     non_negative_int,
     positive_int,
 )
+from aep_core.threads import set_default_threads
 
 
 def _cmd_prune(a: argparse.Namespace) -> int:
     """AEP prune a checkpoint at its best validation ensemble cut; print the savings"""
-    import torch
 
     from aep_core.analysis.pruning import prune_checkpoint
     from aep_core.checkpoint.sidecars import evaluation_paths
 
     if a.threads is not None:
-        torch.set_num_threads(a.threads)
+        set_default_threads(a.threads)
     src = checkpoint_file(a.checkpoint)
     out = Path(a.out) if a.out else src.with_name(f"{src.stem}.pruned.pt")
     check_outputs(out, *evaluation_paths(out))

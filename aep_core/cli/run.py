@@ -1,6 +1,7 @@
 """Command-line sub-command `run`: real early-exit inference with `aep_core.exits.runtime` on a split of the
-checkpoint's dataset or on a folder of images, with measured throughput and, optionally, the speed-up over
-the same network without exits."""
+checkpoint's dataset or on a folder of images, on one of the registered engines (PyTorch, ONNX Runtime), with
+measured throughput and, optionally, the speed-up over the same network without exits on the faster static
+engine."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from aep_core.cli.common import (
     solve_for_goal,
 )
 from aep_core.errors import ConfigError
+from aep_core.threads import set_default_threads
 
 if TYPE_CHECKING:  # heavy imports stay inside the command, so `--help` is quick
     import numpy as np
@@ -98,20 +100,23 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
     from aep_core.checkpoint import load_checkpoint
     from aep_core.exits.rules import ModelExits, make_rule
-    from aep_core.exits.runtime import EarlyExitRunner, run_without_exits
+    from aep_core.exits.runtime import get_engine
 
     ckpt = checkpoint_file(a.checkpoint)
     if a.out:
         check_outputs(a.out)
+    engine = get_engine(a.engine)
     if a.threads is not None:
-        torch.set_num_threads(a.threads)
+        set_default_threads(a.threads)
     model, meta = load_checkpoint(ckpt)
     settings, how, op = _choose_settings(a, ckpt)
     # The ensemble's weights default to the ones the model was trained with, as in the replay and the solvers.
     rule = make_rule(a.rule, ModelExits.of_model(model, meta.ensemble_weights), **settings)
     x, labels, files, skipped = _inputs(a, meta)
-    runner = EarlyExitRunner(model, rule)
-    res = runner.run(x, a.batch_size)
+    runner = engine.runner(model, rule)
+    x_run = runner.as_input(x)
+    runner.run(x_run[: a.batch_size], a.batch_size)  # untimed: sessions, kernels and buffers set up
+    res = runner.run(x_run, a.batch_size)
     cost = meta.cost
     cum_macs = np.array(cost.cum_macs, dtype=np.float64)
     counts = np.bincount(res.exit_index, minlength=model.num_exits)
@@ -121,6 +126,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         "settings_from": how,
         "samples": len(res.exit_index),
         "batch_size": a.batch_size,
+        "engine": a.engine,
         "threads": torch.get_num_threads(),
         "seconds": res.seconds,
         "samples_per_s": res.samples_per_s,
@@ -132,14 +138,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     if labels is not None:
         out["accuracy"] = float((res.prediction == labels).mean())
     if a.compare:
-        full_pred, seconds = run_without_exits(model, x, a.batch_size)
-        out["without_exits"] = {
-            "seconds": seconds,
-            "samples_per_s": len(x) / seconds,
-            "accuracy": float((full_pred == labels).mean()) if labels is not None else None,
-        }
-        out["speed_up"] = seconds / res.seconds
-        out["same_prediction_as_without_exits"] = float((full_pred == res.prediction).mean())
+        out.update(_compare(model, x, a.batch_size, res, labels))
     if skipped:
         out["skipped"] = [{"file": f, "reason": r} for f, r in skipped]
     if a.out:
@@ -155,6 +154,29 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int, res: RunResult, labels: np.ndarray | None
+) -> dict[str, Any]:
+    """The network without exits timed on every installed engine (one round each after a warm-up batch), and
+    the early-exit run against the faster."""
+    from aep_core.exits.runtime import best_static
+
+    base = best_static(model, x, batch_size, rounds=1)
+    full_pred = base.prediction
+    seconds = len(x) / base.best_per_s
+    return {
+        "without_exits": {
+            "engine": base.engine,
+            "seconds": seconds,
+            "samples_per_s": base.best_per_s,
+            "accuracy": float((full_pred == labels).mean()) if labels is not None else None,
+            "engines": {name: {"samples_per_s": v, "seconds": len(x) / v} for name, v in base.samples_per_s.items()},
+        },
+        "speed_up": seconds / res.seconds,
+        "same_prediction_as_without_exits": float((full_pred == res.prediction).mean()),
+    }
+
+
 def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
     shown = {
         k: ([round(x, 4) for x in v] if isinstance(v, list) else v)
@@ -166,7 +188,8 @@ def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
     if "operating_point" in out:
         lines += describe_operating_point(out["operating_point"], "test (saved outputs)")
     lines += [
-        f"{out['samples']} inputs from {source}, batch {out['batch_size']}, {out['threads']} thread(s)",
+        f"{out['samples']} inputs from {source}, batch {out['batch_size']}, {out['threads']} thread(s), "
+        f"engine {out['engine']}",
     ]
     if "accuracy" in out:
         lines.append(f"accuracy {100 * out['accuracy']:.2f}%")
@@ -176,10 +199,15 @@ def _format(out: dict[str, Any], a: argparse.Namespace, folder: bool) -> str:
     if "without_exits" in out:
         w = out["without_exits"]
         acc = f", accuracy {100 * w['accuracy']:.2f}%" if w["accuracy"] is not None else ""
-        lines.append(f"without exits: {w['samples_per_s']:.0f} samples/s ({w['seconds']:.3f} s){acc}")
+        each = ", ".join(f"{name} {v['samples_per_s']:.0f}" for name, v in w["engines"].items())
+        lines.append(f"without exits, per engine: {each} samples/s")
         lines.append(
-            f"speed-up {out['speed_up']:.2f}x; {100 * out['same_prediction_as_without_exits']:.1f}% of the "
-            f"predictions equal the network without exits'"
+            f"without exits on the best static engine ({w['engine']}): {w['samples_per_s']:.0f} samples/s "
+            f"({w['seconds']:.3f} s){acc}"
+        )
+        lines.append(
+            f"speed-up {out['speed_up']:.2f}x over {w['engine']} without exits; "
+            f"{100 * out['same_prediction_as_without_exits']:.1f}% of the predictions equal the network without exits'"
         )
     return "\n".join(lines)
 
@@ -202,6 +230,8 @@ def _write_predictions(
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `run` on `sub`."""
+    from aep_core.exits.runtime import ENGINES, list_engines
+
     p = add_command(sub, "run", _cmd_run)
     p.add_argument("checkpoint")
     add_rule_arguments(p, deployable=True, evaluation=False, json=False)
@@ -213,6 +243,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, default=None, help="only the first N inputs")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (exited samples leave the batch)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads")
-    p.add_argument("--compare", action="store_true", help="also time the network without exits, same weights")
+    p.add_argument(
+        "--engine",
+        default="torch",
+        choices=list_engines(),
+        help="inference engine: " + "; ".join(f"{n}: {s.help.rstrip('.')}" for n, s in ENGINES.items()),
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="also time the network without exits, same weights, on every installed engine, and report the "
+        "speed-up over the faster",
+    )
     p.add_argument("--out", default=None, help="write one CSV row per input: exit, prediction, class (and label)")
     p.add_argument("--json", action="store_true", help="print JSON")

@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from aep_core.data import TensorImageDataset, augment_shift_flip, make_loader, set_loader_epoch
 from aep_core.errors import AepError, ConfigError
 from aep_core.models import EarlyExitNet
+from aep_core.threads import set_default_threads
 from aep_core.training import distributed as dd
 from aep_core.training.losses import ensemble_probs
 from aep_core.training.methods import Method
@@ -234,7 +235,7 @@ def train(
     Under torchrun, callbacks run and states are saved on rank 0 only."""
     cfg.validate()
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        set_default_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rank, world, main = dd.rank(), dd.world_size(), dd.rank() == 0
     device = torch.device(cfg.device)
