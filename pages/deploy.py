@@ -1,8 +1,10 @@
 """Deploy: the model split over device, edge and cloud. Sliders for tier speeds, bandwidth and link
-latency, a picker for the split points; the latency breakdown, the share answered at each tier, and
-accuracy against latency, all replayed from the saved per-exit outputs under the sidebar's exit rule."""
+latency, a picker for the split points, compute timed from MACs or from per-segment latencies measured on an
+engine; the latency breakdown, the share answered at each tier, and accuracy against latency, all replayed from
+the saved per-exit outputs under the sidebar's exit rule."""
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -14,16 +16,19 @@ from aep_core.deploy.simulator import (
     MAX_TIERS,
     TIER_NAMES,
     Deployment,
+    SegmentTimes,
     decision_grid,
     default_splits,
     feature_sizes,
     make_deployment,
     measure_macs_per_second,
+    measure_segment_latencies,
     search,
     simulate,
 )
 from aep_core.errors import AepError
 from aep_core.exits.rules import get_rule
+from aep_core.exits.runtime import get_engine, list_engines
 from explorer import glossary, models
 from explorer.charts import deploy as deploy_charts
 from explorer.entry import run_inside_app
@@ -32,6 +37,8 @@ from explorer.widgets import noted_metric
 
 GMACS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
 MBPS = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10000.0]
+FROM_MACS = "macs"  # the compute-time choice that divides MACs by the tier's speed; the others are engines
+SEGMENT_ROUNDS = 50
 
 run_inside_app()
 st.title("Deploy across tiers")
@@ -51,6 +58,18 @@ def model_side(model_key: str, _model, input_shape: tuple) -> tuple:
     return feature_sizes(_model, input_shape), measure_macs_per_second(_model, input_shape, repeats=10) / 1e9
 
 
+@st.cache_resource(show_spinner="Timing each segment on this machine...", max_entries=16)
+def segment_latencies(model_key: str, engine: str, _model, input_shape: tuple) -> tuple[list[float], str]:
+    # A constant of the machine shared by every session, shown with the time it was taken and re-measurable.
+    seconds = measure_segment_latencies(_model, input_shape, engine, threads=1, rounds=SEGMENT_ROUNDS)
+    return seconds, time.strftime("%H:%M:%S")
+
+
+def remeasure(model_key: str, engine: str, input_shape: tuple) -> None:
+    """Forget this model's segment times on `engine`, so the next run times them again."""
+    segment_latencies.clear(model_key, engine, None, input_shape)
+
+
 @st.cache_data(show_spinner="Replaying the rule over a grid of settings...", max_entries=32)
 def rule_grid(model_key: str, rule: str, _record):
     # thresholds on the sidebar slider's 0.01 steps, so the best one can be applied there exactly
@@ -68,6 +87,10 @@ def gmacs_label(value: float) -> str:
 
 def exit_label(value: int) -> str:
     return "input (runs nothing)" if value == -1 else f"exit {value}"
+
+
+def compute_label(value: str) -> str:
+    return "MACs / speed" if value == FROM_MACS else f"measured per-segment latency ({get_engine(value).label})"
 
 
 with st.container(border=True):
@@ -111,6 +134,16 @@ with st.container(border=True):
             )
     else:
         c3.caption("One tier: everything runs on the device.")
+    compute_from = st.radio(
+        "Compute time from",
+        [FROM_MACS, *list_engines(available=True)],
+        key="dep_compute",
+        format_func=compute_label,
+        horizontal=True,
+        help="MACs / speed: each tier computes at its speed in MACs per second. Measured: each segment (the blocks "
+        "and head of one exit) is timed for one image on this machine with the chosen engine, and a tier at "
+        "another speed scales those times by this machine's speed over its own.",
+    )
     st.markdown("**Tier speeds** (GMAC/s; the device starts at this machine's measured speed: batch 1, one thread)")
     cols = st.columns(num_tiers)
     speeds = []
@@ -141,6 +174,47 @@ with st.container(border=True):
             for t in range(num_tiers)
         ]
 
+segments, measured_at = None, ""
+if compute_from != FROM_MACS:
+    try:
+        segment_s, measured_at = segment_latencies(loaded.key, compute_from, loaded.model, loaded.input_shape)
+    except AepError as e:
+        st.error(str(e))
+        st.stop()
+    # the speed the sliders call "this machine": a tier at it takes exactly the measured times
+    segments = SegmentTimes(tuple(segment_s), round(local_gmacs, 3) * 1e9)
+    engine_label = get_engine(compute_from).label
+    with st.expander(f"Per-segment latency on {engine_label}, measured on this server at {measured_at}"):
+        macs = np.diff(np.concatenate([[0], np.asarray(record.cum_macs, dtype=np.float64)]))
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "segment": [f"to exit {k}" for k in range(num_exits)],
+                    "MMACs": (macs / 1e6).round(3),
+                    "measured (ms)": np.round(1e3 * np.asarray(segment_s), 4),
+                    "MACs / this machine's speed (ms)": np.round(1e3 * macs / segments.reference_macs_per_s, 4),
+                }
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.caption(
+            f"Segment k: the blocks after exit k-1 up to exit k and exit k's head, one image, one CPU thread, run as "
+            f"the {engine_label} early-exit engine runs it; the median of {SEGMENT_ROUNDS} rounds that each time "
+            f"every segment once. A constant of this machine shared by every session, measured at {measured_at}; "
+            "other work on the machine moves it. A tier at speed S runs each segment in its measured time x "
+            f"{round(local_gmacs, 3):g} / S (this machine's GMAC/s over the tier's): every tier is assumed to run "
+            "the same engine, as much faster or slower than this machine as its speed says."
+        )
+        c2.button(
+            "Measure again",
+            key="dep_remeasure",
+            on_click=remeasure,
+            args=(loaded.key, compute_from, loaded.input_shape),
+            help="Time every segment again on this engine (for every session).",
+        )
+
 try:
     deployment = make_deployment(
         [g * 1e9 for g in speeds],
@@ -151,14 +225,19 @@ try:
         [p if p > 0 else None for p in power],
         names,
     )
-    result = simulate(record, sizes, deployment, current.rule, **current.rule_settings())
+    result = simulate(record, sizes, deployment, current.rule, segments, **current.rule_settings())
 except AepError as e:
     st.error(str(e))
     st.stop()
 
+compute_text = (
+    "MACs / each tier's speed"
+    if segments is None
+    else f"per-segment latency measured on {get_engine(compute_from).label} at {measured_at}, scaled by tier speed"
+)
 st.caption(
     f"Rule: {current.describe()} (sidebar). Replayed on {record.num_samples:,} saved "
-    f"{record.info.get('split', 'test')} outputs."
+    f"{record.info.get('split', 'test')} outputs. Compute time: {compute_text}."
 )
 stats = result.latency_stats()
 metrics = st.columns(6 if result.energy_j is not None else 5)
@@ -222,10 +301,10 @@ c1, c2, c3 = st.columns([1, 1, 2])
 deadline = c1.number_input("Latency deadline (ms)", 0.01, 100000.0, 50.0, key="dep_deadline")
 stat = c2.radio("Deadline on", ["mean", "p95"], key="dep_stat", horizontal=True)
 grid = rule_grid(loaded.key, current.rule, record)
-searched = search(grid, record.cum_macs, sizes, deployment, stat=stat)
+searched = search(grid, record.cum_macs, sizes, deployment, stat=stat, segments=segments)
 best, message = None, None
 try:
-    best = search(grid, record.cum_macs, sizes, deployment, deadline / 1e3, stat).best
+    best = search(grid, record.cum_macs, sizes, deployment, deadline / 1e3, stat, segments=segments).best
 except AepError as e:
     message = str(e)
 current_point = (1e3 * stats[stat], result.accuracy)

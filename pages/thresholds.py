@@ -14,7 +14,7 @@ from aep_core.exits.certify import (
     reference_floor,
 )
 from aep_core.exits.rules import make_rule
-from aep_core.exits.runtime import measure_speedup
+from aep_core.exits.runtime import get_engine, list_engines, measure_speedup
 from aep_core.exits.solvers import MinAccuracy, pareto_sweep, solve
 from explorer import glossary, models
 from explorer.charts import exits as charts
@@ -232,21 +232,36 @@ mean_exit = [np.nan if v is None else v for v in summary["per_class_mean_exit"]]
 st.altair_chart(charts.per_class_exit(class_names, mean_exit, num_exits), width="stretch")
 
 
-def measure() -> list[dict]:
-    """Time the early-exit runtime against the network without exits on the shipped slice, current rule:
-    batch 1 on one thread (the fastest setting for single images on a CPU), batch 256 on every thread."""
+def engine_label(name: str) -> str:
+    return get_engine(name).label
+
+
+def measure(engine: str) -> list[dict]:
+    """Time the early-exit runtime on `engine` against the network without exits on every installed engine, on
+    the shipped slice under the current rule: batch 1 on one thread (the fastest setting for single images on a
+    CPU), batch 256 on every thread. The speed-up is against the faster engine without exits in each row."""
     rule = make_rule(current.rule, loaded.exits, **current.rule_settings())  # with the model's trained weights
     images = models.slice_inputs(loaded, 1000)  # (1000, 1, 28, 28), read once for both batch sizes
     rows = []
     for batch_size, n, threads in ((1, 200, 1), (256, 1000, None)):
         measured = measure_speedup(
-            loaded.model, rule, images[:n], batch_size, rounds=1, temperatures=loaded.temperatures, threads=threads
+            loaded.model,
+            rule,
+            images[:n],
+            batch_size,
+            rounds=1,
+            temperatures=loaded.temperatures,
+            threads=threads,
+            engine=engine,
         )
+        static = measured.static.samples_per_s if measured.static is not None else {}
         rows.append(
             {
                 "batch size": batch_size,
                 "threads": threads or torch.get_num_threads(),
                 "images": measured.samples,
+                **{f"without exits, {engine_label(name)} (images/s)": round(v) for name, v in static.items()},
+                "faster without exits": engine_label(measured.static_engine),
                 "without exits (images/s)": round(measured.without_exits_per_s),
                 "early exit (images/s)": round(measured.early_exit_per_s),
                 "measured speed-up": f"{measured.speed_up:.2f}x",
@@ -261,7 +276,17 @@ with st.container(border=True):
         "**Measured on this machine**: the runtime really stops computing a sample at its exit "
         "(at batch 256, exited samples leave the batch)"
     )
-    measured_for = (loaded.key, current.describe())
+    engines = list_engines(available=True)
+    engine = st.radio(
+        "Early-exit engine",
+        engines,
+        key="speed_engine",
+        format_func=engine_label,
+        horizontal=True,
+        help=" ".join(f"{engine_label(name)}: {get_engine(name).help}" for name in engines)
+        + " The network without exits runs on every installed engine; the speed-up is against the faster.",
+    )
+    measured_for = (loaded.key, current.describe(), engine)
     if not loaded.reads_slice:
         st.caption(
             "Measuring needs images this model reads; the shipped slice holds 28x28 grayscale Fashion-MNIST "
@@ -269,18 +294,24 @@ with st.container(border=True):
         )
     elif st.button("Measure the real speed-up", key="measure_speed", icon=":material/timer:"):
         try:
-            state["speed_rows"] = (measured_for, measure())
+            state["speed_rows"] = (measured_for, measure(engine))
         except AepError as e:
             state.pop("speed_rows", None)
             st.error(str(e))
     if "speed_rows" in state:
-        (model_key, described), rows = state["speed_rows"]
+        (model_key, described, measured_engine), rows = state["speed_rows"]
         if model_key == loaded.key:
             st.dataframe(rows, hide_index=True, width="stretch")
-            stale = "" if described == current.describe() else " Settings have changed since: measure again."
+            stale = ""
+            if described != current.describe():
+                stale = " Settings have changed since: measure again."
+            elif measured_engine != engine:
+                stale = f" The engine picked is now {engine_label(engine)}: measure again."
+            baselines = " and ".join(r["faster without exits"] for r in rows)
             st.caption(
-                f"Measured for {described}, on the shipped test slice. The same weights run both ways, "
-                "BatchNorm folded and channels-last. Timings "
-                "vary with the machine's load; `python -m benchmarks.early_exit_speed` takes the best of "
-                f"several rounds.{stale}"
+                f"Measured for {described}, early exit on {engine_label(measured_engine)}, on the shipped test "
+                "slice. The network without exits runs on every installed engine in the same run, and each row's "
+                f"speed-up is against the faster one ({baselines}, by batch size). The same weights run every "
+                "way, BatchNorm folded. Timings vary with the machine's load; `python -m benchmarks.early_exit_speed` "
+                f"takes the best of several rounds.{stale}"
             )

@@ -1,8 +1,11 @@
-"""The split-computing simulator: a hand-worked two-tier example checked exactly, feature sizes measured
-from a model, the search against brute-force replays, and clear errors for impossible settings."""
+"""The split-computing simulator: a hand-worked two-tier example checked exactly, compute from measured
+per-segment times, feature sizes and segment latencies measured from a model, the search against brute-force
+replays, and clear errors for impossible settings."""
 
+import importlib.util
 import itertools
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +15,7 @@ from aep_core.deploy.simulator import (
     Deployment,
     FeatureSizes,
     Link,
+    SegmentTimes,
     Tier,
     decision_grid,
     default_splits,
@@ -20,6 +24,7 @@ from aep_core.deploy.simulator import (
     latency_stat,
     make_deployment,
     measure_macs_per_second,
+    measure_segment_latencies,
     percentile,
     search,
     simulate,
@@ -30,6 +35,7 @@ from aep_core.evaluation import ExitRecord
 from aep_core.exits.rules import ModelExits, list_rules, replay_rule
 from aep_core.models import ModelSpec, build_model
 from aep_core.paths import shipped_models_dir
+from aep_core.threads import default_threads
 
 
 def hand_record() -> ExitRecord:
@@ -110,6 +116,81 @@ def test_three_tiers_with_an_empty_middle_tier_relay():
     assert t.tier.tolist() == [0, 2, 2] and t.bytes_sent.tolist() == [0, 800, 800]
     assert t.energy_j is None
     assert [t.name for t in dep.tiers] == ["device", "edge", "cloud"]
+
+
+def test_measured_segment_times_by_hand():
+    # segments measured at 0.2, 0.1 and 0.4 s on a machine the tiers' speeds put at 1000 MACs/s: the device (1000)
+    # takes them as measured, the cloud (10 000) in a tenth of the time
+    seg = SegmentTimes((0.2, 0.1, 0.4), 1000.0)
+    r = simulate(hand_record(), SIZES, hand_deployment(), "max_probability", seg, thresholds=0.5)
+    # exit 2: 0.3 s on the device + 0.5 s transfer + 0.1 s link + 0.4 / 10 = 0.04 s in the cloud
+    np.testing.assert_allclose(r.timings.latency_s, [0.2, 0.3, 0.94], rtol=1e-12)
+    np.testing.assert_allclose(r.timings.compute_s, [[0.2, 0], [0.3, 0], [0.3, 0.04]], rtol=1e-12)
+    np.testing.assert_allclose(r.timings.energy_j, [0.4, 0.6, 1.1], rtol=1e-12)  # 2 W x device time + radio 0.5 J
+    assert r.latency_stats()["mean"] == pytest.approx((4 * 0.2 + 3 * 0.3 + 3 * 0.94) / 10, rel=1e-12)
+    # split after exit 0: 400 B take 1 s; the cloud runs segments 1 (0.01 s) and 2 (0.04 s)
+    t = exit_timings([100, 300, 600], SIZES, hand_deployment((0,)), seg)
+    np.testing.assert_allclose(t.latency_s, [0.2, 0.2 + 1.0 + 0.1 + 0.01, 0.2 + 1.0 + 0.1 + 0.05], rtol=1e-12)
+    # a device at half the reference speed takes twice the measured times
+    dep = make_deployment([500.0], [], [], [])
+    np.testing.assert_allclose(exit_timings([100, 300, 600], SIZES, dep, seg).latency_s, [0.4, 0.6, 1.4])
+    # times in proportion to the MACs at the reference speed give the MACs model's figures
+    same = exit_timings([100, 300, 600], SIZES, hand_deployment(), SegmentTimes((0.1, 0.2, 0.3), 1000.0))
+    np.testing.assert_allclose(same.latency_s, exit_timings([100, 300, 600], SIZES, hand_deployment()).latency_s)
+
+
+def test_search_with_measured_segment_times_matches_replays():
+    rec, dep, seg = hand_record(), hand_deployment(), SegmentTimes((0.2, 0.1, 0.4), 1000.0)
+    grid = decision_grid(rec, "max_probability", grid=[0.05, 0.5, 0.99999])
+    res = search(grid, rec.cum_macs, SIZES, dep, stat="p95", segments=seg)
+    for i in range(len(res.accuracy)):
+        r = simulate(rec, SIZES, dep.with_splits(res.splits[i]), "max_probability", seg, **res.settings[i])
+        assert res.latency_s[i] == pytest.approx(r.latency_stats()["p95"], rel=1e-12)
+    assert res.latency_s.min() == pytest.approx(0.2)  # everyone at exit 0 on the device
+
+
+@pytest.mark.parametrize(
+    "seg,match",
+    [
+        (SegmentTimes((0.1, 0.2), 1000.0), "cover 2 exits"),
+        (SegmentTimes((0.1, 0.0, 0.2), 1000.0), "positive seconds"),
+        (SegmentTimes((0.1, float("nan"), 0.2), 1000.0), "positive seconds"),
+        (SegmentTimes((0.1, 0.1, 0.2), 0.0), "reference speed"),
+    ],
+)
+def test_bad_segment_times_are_refused(seg, match):
+    with pytest.raises(ConfigError, match=match):
+        exit_timings([100, 300, 600], SIZES, hand_deployment(), seg)
+
+
+ENGINES = [
+    "torch",
+    pytest.param(
+        "onnxruntime",
+        marks=pytest.mark.skipif(
+            importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_segment_latencies_measured_on_each_engine(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # exported files go to a fresh folder
+    model = build_model(ModelSpec(backbone_config={"widths": [4, 8, 16]}, placement="blocks")).eval()
+    seconds = measure_segment_latencies(model, (1, 28, 28), engine, threads=1, rounds=3, warmup=1)
+    assert len(seconds) == model.num_exits and all(s > 0 for s in seconds)
+    assert torch.get_num_threads() == default_threads()  # the thread count is back where it was
+
+
+def test_segment_latencies_refuse_bad_settings():
+    model = build_model(ModelSpec(backbone_config={"widths": [4, 8, 16]}, placement="blocks")).eval()
+    with pytest.raises(ConfigError, match="rounds"):
+        measure_segment_latencies(model, (1, 28, 28), rounds=0)
+    with pytest.raises(ConfigError, match="threads"):
+        measure_segment_latencies(model, (1, 28, 28), threads=0)
+    with pytest.raises(ConfigError, match="engine"):
+        measure_segment_latencies(model, (1, 28, 28), "tensorrt")
 
 
 def test_percentiles_are_nearest_rank():

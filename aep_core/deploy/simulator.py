@@ -10,6 +10,12 @@ the exit rule's decision (`aep_core.exits.rules`), and the cost of stopping at e
 is fixed, so a whole split costs a lookup per sample:
 
 - compute on tier t: the MACs of the exits it ran (from `cum_macs`, heads included) / its MACs per second;
+  or, with measured segment times (`SegmentTimes`: segment k = the blocks and head of exit k, timed at batch 1
+  on one engine on a reference machine whose speed is `reference_macs_per_s`), the measured seconds of the
+  segments it ran x reference speed / its speed. Each segment is then costed as the MACs the reference machine
+  does in its measured time, so every tier keeps the relative speed its MACs per second says, a tier at the
+  reference speed takes exactly the measured times, and the time spent outside the MACs (per-call overhead,
+  memory-bound layers, the engine) is carried over to every tier in proportion;
 - each link crossed: feature bytes * 8 / bandwidth + the link's latency;
 - energy (when powers are given): power * busy time of each tier, plus the radio power of a link
   while it transmits.
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +38,8 @@ import torch
 from aep_core.cost import count_macs, measure_latency
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord
-from aep_core.exits.rules import RuleResult, get_rule, group_means, replay_rule
+from aep_core.exits.rules import ModelExits, RuleResult, get_rule, group_means, make_rule, replay_rule
+from aep_core.exits.runtime import get_engine
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
 from aep_core.threads import cpu_threads
@@ -118,6 +126,67 @@ def measure_macs_per_second(
     finally:
         model.train(was_training)
     return macs / max(seconds, 1e-9)
+
+
+def measure_segment_latencies(
+    model: EarlyExitNet,
+    input_shape: tuple[int, ...],
+    engine: str = "torch",
+    threads: int | None = 1,
+    rounds: int = 30,
+    warmup: int = 3,
+) -> list[float]:
+    """Seconds of each segment (segment k: the blocks after exit k-1 up to exit k and exit k's head) for one
+    image on `engine`, as its early-exit runtime runs it, on `threads` CPU threads (None: the current setting):
+    the median of `rounds` rounds that each time every segment once, after `warmup` untimed rounds."""
+    if rounds < 1 or warmup < 0:
+        raise ConfigError(f"rounds must be >= 1 and warmup >= 0, got {rounds} and {warmup}.")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}.")
+    spec = get_engine(engine)
+    # the rule never decides here: every segment is timed on the features its predecessor produced
+    rule = make_rule("max_probability", ModelExits.of_model(model, None))
+    shape = tuple(int(v) for v in input_shape)
+    with cpu_threads(threads):
+        runner = spec.runner(model, rule, threads=threads)
+        runner.prepare(shape)
+        with runner._context():
+            inputs = [runner.as_input(torch.zeros(1, *shape))]  # inputs[k]: what segment k reads
+            for k in range(model.num_exits - 1):
+                inputs.append(runner._advance(inputs[k], k)[0])
+            times: list[list[float]] = [[] for _ in inputs]
+            for r in range(warmup + rounds):
+                for k, h in enumerate(inputs):
+                    t0 = time.perf_counter()
+                    runner._advance(h, k)
+                    if r >= warmup:
+                        times[k].append(time.perf_counter() - t0)
+    return [float(np.median(t)) for t in times]
+
+
+@dataclass(frozen=True)
+class SegmentTimes:
+    """Measured seconds of each segment for one image (segment k ends at exit k, its head included) on a
+    reference machine whose speed, in the unit of the tiers' speeds, is `reference_macs_per_s`."""
+
+    seconds: tuple[float, ...]
+    reference_macs_per_s: float
+
+    def check(self, num_exits: int) -> None:
+        """Raise ConfigError unless there is one positive time per exit and the reference speed is positive."""
+        if len(self.seconds) != num_exits:
+            raise ConfigError(f"The segment times cover {len(self.seconds)} exits; the model has {num_exits}.")
+        if not all(math.isfinite(s) and s > 0 for s in self.seconds):
+            raise ConfigError(f"Segment times must be positive seconds, got {list(self.seconds)}.")
+        if not (math.isfinite(self.reference_macs_per_s) and self.reference_macs_per_s > 0):
+            raise ConfigError(
+                f"The reference speed must be a positive number of MACs per second, got {self.reference_macs_per_s}."
+            )
+
+    def cum_work(self) -> np.ndarray:
+        """(exits,) work done up to each exit in MACs of the reference machine: what it computes in the
+        measured time."""
+        return np.cumsum(np.asarray(self.seconds, dtype=np.float64)) * self.reference_macs_per_s
 
 
 # ---- the deployment ---------------------------------------------------------------------------
@@ -268,13 +337,22 @@ class ExitTimings:
         return self.compute_s.sum(1) + self.transfer_s.sum(1) + self.link_latency_s.sum(1)
 
 
-def exit_timings(cum_macs: Sequence[float] | np.ndarray, sizes: FeatureSizes, dep: Deployment) -> ExitTimings:
-    """The latency, bytes and energy of a sample answered at each exit under a deployment."""
+def exit_timings(
+    cum_macs: Sequence[float] | np.ndarray,
+    sizes: FeatureSizes,
+    dep: Deployment,
+    segments: SegmentTimes | None = None,
+) -> ExitTimings:
+    """The latency, bytes and energy of a sample answered at each exit under a deployment; compute from the MACs
+    and the tiers' speeds, or from measured segment times scaled to each tier's speed when `segments` is given."""
     cum = np.asarray(cum_macs, dtype=np.float64)
     e = len(cum)
     if sizes.num_exits != e:
         raise ConfigError(f"The feature sizes cover {sizes.num_exits} exits; the evaluation record has {e}.")
     dep.check(e)
+    if segments is not None:
+        segments.check(e)
+        cum = segments.cum_work()
     k = dep.num_tiers
     ends = np.array([*dep.splits, e - 1])  # (tiers,) last exit done when each tier hands over (-1: none)
     done = np.concatenate([[0.0], cum])[ends + 1]  # (tiers,) MACs done when each tier hands over
@@ -406,9 +484,17 @@ class DeployResult:
         }
 
 
-def simulate(rec: ExitRecord, sizes: FeatureSizes, dep: Deployment, rule: str, **settings: Any) -> DeployResult:
-    """Replay an exit rule (a name from the rule registry and its settings) on saved outputs under a deployment."""
-    return DeployResult(dep, exit_timings(rec.cum_macs, sizes, dep), replay_rule(rec, rule, **settings))
+def simulate(
+    rec: ExitRecord,
+    sizes: FeatureSizes,
+    dep: Deployment,
+    rule: str,
+    segments: SegmentTimes | None = None,
+    **settings: Any,
+) -> DeployResult:
+    """Replay an exit rule (a name from the rule registry and its settings) on saved outputs under a deployment,
+    compute timed from the MACs or from measured `segments`."""
+    return DeployResult(dep, exit_timings(rec.cum_macs, sizes, dep, segments), replay_rule(rec, rule, **settings))
 
 
 # ---- searching split points and thresholds ----------------------------------------------------------
@@ -537,11 +623,12 @@ def search(
     deadline_s: float | None = None,
     stat: str = "mean",
     splits: Sequence[Sequence[int]] | None = None,
+    segments: SegmentTimes | None = None,
 ) -> SearchResult:
     """Try every split assignment of the deployment's tiers (or the given ones) with every setting of the grid;
     return all points, the accuracy-vs-latency Pareto front, and the most accurate point (ties: the faster)
-    whose latency statistic meets `deadline_s`. Raises ConfigError, naming the fastest reachable latency,
-    when no point meets the deadline."""
+    whose latency statistic meets `deadline_s`. Compute is timed from the MACs or from measured `segments`.
+    Raises ConfigError, naming the fastest reachable latency, when no point meets the deadline."""
     from aep_core.exits.solvers import pareto_front
 
     if stat not in STATS:
@@ -552,7 +639,7 @@ def search(
     else:
         assignments = split_assignments(e, dep.num_tiers)
     # (splits, exits)
-    lat = np.stack([exit_timings(cum_macs, sizes, dep.with_splits(s)).latency_s for s in assignments])
+    lat = np.stack([exit_timings(cum_macs, sizes, dep.with_splits(s), segments).latency_s for s in assignments])
     value = _grid_stat(grid.counts, lat, stat)  # (settings, splits)
     mean = _grid_stat(grid.counts, lat, "mean")
     t_idx, s_idx = np.meshgrid(np.arange(len(grid.settings)), np.arange(len(assignments)), indexing="ij")
