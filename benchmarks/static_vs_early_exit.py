@@ -1,16 +1,22 @@
-"""Early exit against smaller static networks, by measured latency: is a certified early-exit operating point
-faster than a static network of the same family (no exits) that is at least as accurate?
+"""Early exit against smaller static networks, by measured latency on every inference engine: where does the
+curve of certified early-exit operating points sit against the static frontier?
 
 For each static network (compact_cnn at 1/4, 1/2 and 3/4 width, one conv per stage, and the full-width
 baseline): test accuracy from its evaluation file, MACs and parameters from its metadata, and its speed run
 without exits. For each early-exit model: its final exit run without exits, and the max_probability settings
 certified on validation (90% confidence) for a drop of at most 0.5 points against the final exit and for
-certified MACs budgets of 50% and 75%, each run by the runtime that really stops (`EarlyExitRunner`). Every
-network runs as a copy prepared for inference (BatchNorm folded, channels-last) on the same test images; the
-networks take turns within each round, in one process, and each keeps its fastest round. Test labels are
-only reported.
+certified MACs budgets of 50% and 75%, each run by an engine that really stops computing for the images that
+exit. Every network runs on every installed engine (PyTorch and ONNX Runtime, `runtime.ENGINES`) on the same
+test images; all of them take turns within each round, in one process, and each keeps its fastest round.
 
-    python -m benchmarks.static_vs_early_exit [--threads 1] [--n1 N] [--n256 N] [--rounds R] [--no-write]
+A network without exits counts at the speed of its faster engine at each batch size (the best static engine);
+an early-exit point is reported on each engine and compared on its faster one. For each static network and
+each early-exit model, the report names the cheapest certified point (by expected MACs) whose test accuracy is
+at least the static network's and says whether it is faster at batch 1 and at batch 256. Test labels are only
+reported: the settings are chosen on validation.
+
+    python -m benchmarks.static_vs_early_exit [--threads 1] [--n1 N] [--n256 N] [--rounds R] [--engines E,..]
+        [--no-write]
 
 Writes docs/static_vs_early_exit.json, docs/static_vs_early_exit.png and the block of docs/RESULTS.md
 between the latency markers (nothing else of that file).
@@ -21,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +45,8 @@ from aep_core.errors import AepError, ConfigError
 from aep_core.evaluation import ExitRecord, load_evaluation
 from aep_core.exits.certify import Certified, certify
 from aep_core.exits.rules import ExitRule, ModelExits, make_rule
-from aep_core.exits.runtime import EarlyExitRunner, run_without_exits
+from aep_core.exits.runtime import ENGINES, get_engine, list_engines
 from aep_core.models import EarlyExitNet
-from aep_core.models.inference import as_model_input, prepare_for_inference
 from aep_core.paths import PROJECT_DIR, shipped_models_dir
 from aep_core.training.job import checkpoint_dataset
 
@@ -61,13 +68,23 @@ CONFIDENCE = 0.9
 MAX_DROP = 0.5  # points, against the final exit
 BUDGETS = (0.75, 0.5)  # certified expected MACs ratios
 STATIC, FINAL, POINT = "static", "final exit", "early exit"
-Timer = Callable[[torch.Tensor, int], float]  # (images, batch size) -> seconds for all of them
+B1, B256 = 1, 256  # the two comparisons: latency at batch 1, throughput at batch 256
+Timer = Callable[[Any, int], float]  # (images in its engine's form, batch size) -> seconds for all of them
+
+
+def _fastest(values: dict[str, float | None], lower: bool) -> tuple[str, float]:
+    """The engine with the best finite value (the lowest when `lower`) and that value; ("", nan) when none."""
+    finite = {e: v for e, v in values.items() if v is not None and math.isfinite(v)}
+    if not finite:
+        return "", math.nan
+    engine = (min if lower else max)(finite, key=finite.__getitem__)
+    return engine, finite[engine]
 
 
 @dataclass
 class Row:
     """One network as deployed: a static network, an early-exit model's final exit run without exits, or one of
-    its certified operating points; the speed fields are filled by `measure`."""
+    its certified operating points; the speed fields (one figure per engine) are filled by `measure`."""
 
     key: str
     label: str
@@ -80,9 +97,21 @@ class Row:
     goal: str = ""  # the certified goal of an operating point
     thresholds: list[float] | None = None
     macs_bound: float | None = None  # the certified bound on the expected MACs ratio
-    ms_b1: float = math.nan  # per image at batch 1
-    per_s_b256: float = math.nan  # images per second at batch 256
-    timed: dict[str, float] = field(default_factory=dict)  # how the timed images exited (operating points)
+    ms_b1: dict[str, float] = field(default_factory=dict)  # engine -> ms per image at batch 1
+    per_s_b256: dict[str, float] = field(default_factory=dict)  # engine -> images per second at batch 256
+    timed: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> how the timed images exited
+
+    def best(self, batch: int) -> tuple[str, float]:
+        """(the faster engine, its ms per image) at batch 1, (the faster engine, its images per second) at 256."""
+        return _fastest(self.ms_b1, lower=True) if batch == B1 else _fastest(self.per_s_b256, lower=False)
+
+    def rate(self, batch: int, engine: str | None = None) -> float:
+        """Images per second at batch 1 (from the latency) or at batch 256, on `engine` (None: the faster one)."""
+        engine = self.best(batch)[0] if engine is None else engine
+        v = (self.ms_b1 if batch == B1 else self.per_s_b256).get(engine)
+        if v is None or not math.isfinite(v):
+            return math.nan
+        return 1000 / v if batch == B1 else v
 
 
 @dataclass
@@ -189,39 +218,48 @@ def load_early_exit(path: Path, rule: str = RULE, confidence: float = CONFIDENCE
     return net, [f"{name} {n}" for n in notes]
 
 
-def make_timers(net: Network, exits_seen: dict[str, np.ndarray]) -> dict[str, Timer]:
-    """A timer per row of `net`: the network without exits (`run_without_exits` on an inference-prepared copy)
-    for a static network or a final exit, the early-exit runner for an operating point, which leaves the exit
-    index of each image in `exits_seen[key]`."""
-    out: dict[str, Timer] = {}
-    plain = prepare_for_inference(net.model)
+# ---- timing -----------------------------------------------------------------------------------------------
+
+
+def make_timers(
+    net: Network, engines: Sequence[str], exits_seen: dict[tuple[str, str], np.ndarray]
+) -> tuple[dict[tuple[str, str], Timer], dict[str, Callable[[torch.Tensor], Any]]]:
+    """A timer per (row key, engine) of `net`: the engine's network without exits for a static network or a final
+    exit, its early-exit runner for an operating point, which leaves the exit index of each image in
+    `exits_seen[(key, engine)]`; and per engine, how it wants the images (all its runners take the same form)."""
+    timers: dict[tuple[str, str], Timer] = {}
+    convert: dict[str, Callable[[torch.Tensor], Any]] = {}
     for row in net.rows:
-        if row.kind == POINT:
-            runner = EarlyExitRunner(net.model, net.rules[row.key])
+        for engine in engines:
+            spec = get_engine(engine)
+            if row.kind == POINT:
+                runner = spec.runner(net.model, net.rules[row.key])
 
-            def timed(x: torch.Tensor, bs: int, runner=runner, key: str = row.key) -> float:
-                res = runner.run(x, bs)
-                exits_seen[key] = res.exit_index
-                return res.seconds
+                def timed(x: Any, bs: int, runner=runner, key: tuple[str, str] = (row.key, engine)) -> float:
+                    res = runner.run(x, bs)
+                    exits_seen[key] = res.exit_index
+                    return res.seconds
 
-            out[row.key] = timed
-        else:
-            out[row.key] = lambda x, bs, plain=plain: run_without_exits(plain, x, bs, optimize=False)[1]
-    return out
+                timers[(row.key, engine)] = timed
+            else:
+                runner = spec.static(net.model)
+                timers[(row.key, engine)] = lambda x, bs, runner=runner: runner.run(x, bs)[1]
+            convert.setdefault(engine, runner.as_input)
+    return timers, convert
 
 
-def best_times(timers: dict[str, Timer], x: torch.Tensor, batch_size: int, rounds: int) -> dict[str, float]:
-    """Fastest of `rounds` timed passes of each timer over `x` at `batch_size`, after one untimed pass of each
-    (the first pass at a batch size sets up its kernels); the timers take turns within each round, so background
-    load hits all alike."""
+def best_times(timers: dict[Any, Callable[[], float]], rounds: int) -> dict[Any, float]:
+    """Fastest of `rounds` timed calls of each timer (seconds), after one untimed call of each (the first pass
+    at a batch size sets up its kernels, exports and opens ONNX files); the timers take turns within each round,
+    so background load hits all alike."""
     if rounds < 1:
         raise ConfigError(f"rounds must be >= 1, got {rounds}.")
     for t in timers.values():
-        t(x, batch_size)
+        t()
     best = dict.fromkeys(timers, math.inf)
     for _ in range(rounds):
         for key, t in timers.items():
-            best[key] = min(best[key], t(x, batch_size))
+            best[key] = min(best[key], t())
     return best
 
 
@@ -230,169 +268,291 @@ def measure(
     images: torch.Tensor,
     sizes: dict[int, int],
     rounds: int,
+    engines: Sequence[str] = ("torch",),
     positions: np.ndarray | None = None,
 ) -> None:
-    """Fill every row's ms per image at its smallest batch size and images per second at its largest: `sizes`
-    maps each batch size to how many of the test images `images` are timed at it (the first ones). Operating
-    points also get how the images timed at the smallest batch size exited: their MACs ratio and agreement with
-    the replayed rule on the same images (`positions`: where `images` sit in the test split; default the first
-    ones)."""
-    seen: dict[str, np.ndarray] = {}
-    all_timers = {k: t for net in nets for k, t in make_timers(net, seen).items()}
+    """Fill every row's ms per image at its smallest batch size and images per second at its largest, on each of
+    `engines`: `sizes` maps each batch size to how many of the test images `images` are timed at it (the first
+    ones). Operating points also get, per engine, how the images timed at the smallest batch size exited: their
+    MACs ratio and agreement with the replayed rule on the same images (`positions`: where `images` sit in the
+    test split; default the first ones)."""
+    seen: dict[tuple[str, str], np.ndarray] = {}
+    timers: dict[tuple[str, str], Timer] = {}
+    convert: dict[str, Callable[[torch.Tensor], Any]] = {}
+    for net in nets:
+        t, c = make_timers(net, engines, seen)
+        timers.update(t)
+        for engine, f in c.items():
+            convert.setdefault(engine, f)
     rows = {r.key: r for net in nets for r in net.rows}
     small, large = min(sizes), max(sizes)
     for bs in sorted(sizes):
         n = min(sizes[bs], len(images))
-        x = as_model_input(images[:n])
-        best = best_times(all_timers, x, bs, rounds)
-        for key, seconds in best.items():
+        xs = {engine: f(images[:n]) for engine, f in convert.items()}
+        calls = {k: (lambda t=t, x=xs[k[1]], bs=bs: t(x, bs)) for k, t in timers.items()}
+        for (key, engine), seconds in best_times(calls, rounds).items():
             if bs == small:
-                rows[key].ms_b1 = 1000 * seconds / n
+                rows[key].ms_b1[engine] = 1000 * seconds / n
             if bs == large:
-                rows[key].per_s_b256 = n / seconds
+                rows[key].per_s_b256[engine] = n / seconds
         if bs == small:
             where = np.arange(n) if positions is None else np.asarray(positions)[:n]
             for net in nets:
                 _note_exits(net, seen, where)
 
 
-def _note_exits(net: Network, seen: dict[str, np.ndarray], positions: np.ndarray) -> None:
+def _note_exits(net: Network, seen: dict[tuple[str, str], np.ndarray], positions: np.ndarray) -> None:
     """How the images timed at batch 1 (at `positions` of the test split) exited at each operating point of
-    `net`: their MACs ratio, and the fraction that stopped where the replayed rule stops them."""
+    `net` on each engine: their MACs ratio, and the fraction that stopped where the replayed rule stops them."""
     cost = net.meta.cost
     cum = np.asarray(cost.cum_macs, dtype=np.float64)
-    for row in net.rows:
-        idx = seen.get(row.key)
-        if idx is None or row.key not in net.replayed:
+    for (key, engine), idx in seen.items():
+        if key not in net.replayed:
             continue
-        row.timed = {
+        row = next(r for r in net.rows if r.key == key)
+        row.timed[engine] = {
             "images": len(idx),
             "macs_ratio": float(cum[idx].mean() / cost.full_macs),
-            "same_exit_as_replay": float((net.replayed[row.key][positions] == idx).mean()),
+            "same_exit_as_replay": float((net.replayed[key][positions] == idx).mean()),
         }
 
 
 # ---- comparing --------------------------------------------------------------------------------------------
 
 
-def closest_from_above(row: Row, statics: Sequence[Row]) -> Row | None:
-    """The static network whose test accuracy is closest to `row`'s from above (at least as accurate; the faster
-    at batch 1 among equals); None when none is as accurate."""
-    above = [s for s in statics if s.accuracy >= row.accuracy and s.key != row.key]
-    return min(above, key=lambda s: (s.accuracy, s.ms_b1)) if above else None
+def speedup(row: Row, ref: Row, batch: int, engine: str | None = None) -> float:
+    """How many times faster `row` (on `engine`; None: its faster one) runs than `ref` (on its faster engine):
+    in latency at batch 1, in throughput at batch 256. Above 1, `row` is faster."""
+    return row.rate(batch, engine) / ref.rate(batch)
 
 
 def beats(static: Row, row: Row) -> bool:
-    """Whether `static` is at least as accurate as `row` and faster than it at batch 1 and at batch 256."""
-    return static.accuracy >= row.accuracy and static.ms_b1 < row.ms_b1 and static.per_s_b256 > row.per_s_b256
+    """Whether `static` is at least as accurate as `row` and faster than it at batch 1 and at batch 256, each on
+    its faster engine."""
+    return static.accuracy >= row.accuracy and all(speedup(static, row, b) > 1 for b in (B1, B256))
 
 
-def ratios(row: Row, static: Row) -> tuple[float, float]:
-    """(batch-1 latency, batch-256 throughput) of `row` as multiples of `static`'s."""
-    return row.ms_b1 / static.ms_b1, row.per_s_b256 / static.per_s_b256
+def on_frontier(static: Row, statics: Sequence[Row], batch: int) -> bool:
+    """Whether no other static network is at least as accurate and faster at `batch` (each on its faster
+    engine): `static` is on the static frontier there."""
+    return not any(
+        o is not static and o.accuracy >= static.accuracy and o.rate(batch) > static.rate(batch) for o in statics
+    )
+
+
+def cheapest_reaching(static: Row, points: Sequence[Row]) -> Row | None:
+    """The certified point with the fewest expected MACs (the more accurate among equals) whose test accuracy is
+    at least `static`'s; None when none reaches it. Test accuracy only reports here: it picks which certified
+    point is compared, never a setting."""
+    above = [p for p in points if p.accuracy >= static.accuracy]
+    return min(above, key=lambda p: (p.macs, -p.accuracy)) if above else None
+
+
+@dataclass
+class Versus:
+    """One static network against one early-exit model: the model's cheapest certified point at least as
+    accurate on test (None when none is)."""
+
+    static: Row
+    model: str
+    point: Row | None
+
+    def speedup(self, batch: int, engine: str | None = None) -> float:
+        """The point's speed over the static network's (see `speedup`); nan without a point."""
+        return math.nan if self.point is None else speedup(self.point, self.static, batch, engine)
+
+    def faster(self, batch: int) -> bool:
+        """Whether the point, on its faster engine, beats the static network on its faster engine at `batch`."""
+        return self.speedup(batch) > 1
+
+
+def _split(rows: Sequence[Row]) -> tuple[list[Row], dict[str, list[Row]]]:
+    """The static networks (most accurate first) and each early-exit model's certified points, in row order."""
+    statics = sorted((r for r in rows if r.kind == STATIC), key=lambda r: -r.accuracy)
+    points: dict[str, list[Row]] = {}
+    for r in rows:
+        if r.kind != STATIC:
+            points.setdefault(r.model, [])
+        if r.kind == POINT:
+            points[r.model].append(r)
+    return statics, points
+
+
+def comparisons(rows: Sequence[Row]) -> list[Versus]:
+    """Every static network (most accurate first) against every early-exit model's cheapest certified point at
+    least as accurate."""
+    statics, points = _split(rows)
+    return [Versus(s, m, cheapest_reaching(s, ps)) for s in statics for m, ps in points.items()]
+
+
+def own_speedups(rows: Sequence[Row]) -> dict[str, tuple[float, float]]:
+    """Point key -> (batch 1, batch 256) speed-up over its model's own weights run without exits, each on its
+    faster engine."""
+    finals = {r.model: r for r in rows if r.kind == FINAL}
+    return {
+        r.key: (speedup(r, finals[r.model], B1), speedup(r, finals[r.model], B256))
+        for r in rows
+        if r.kind == POINT and r.model in finals
+    }
+
+
+# ---- reporting --------------------------------------------------------------------------------------------
+
+
+def _label(engine: str) -> str:
+    """The engine's name for people."""
+    return ENGINES[engine].label if engine in ENGINES else engine
 
 
 def _acc(r: Row) -> str:
     return f"{100 * r.accuracy:.2f}%"
 
 
-def _speed(r: Row) -> str:
-    return f"{_acc(r)} at {r.ms_b1:.2f} ms/image (batch 1) and {r.per_s_b256:.0f} images/s (batch 256)"
+def _speed(r: Row, batch: int) -> str:
+    """The row's speed on its faster engine, naming it."""
+    engine, v = r.best(batch)
+    if not engine:
+        return "not timed"
+    return (f"{v:.3f} ms/image" if batch == B1 else f"{v:.0f} images/s") + f" on {_label(engine)}"
 
 
-def _group_name(points: Sequence[Row], epochs: int | None) -> str:
-    models = sorted({p.model for p in points})
-    trained = f"{epochs}-epoch" if epochs is not None else "unknown-epoch"
-    if len(models) == 1:
-        return f"the {trained} model ({models[0]})"
-    return f"the {trained} models ({', '.join(models)})"
+def _times(x: float) -> str:
+    return f"{x:.2f}×" if math.isfinite(x) else "—"
+
+
+def _cells(values: dict[str, float], engines: Sequence[str], best: str, fmt: str) -> list[str]:
+    """One cell per engine, the faster one in bold when several gave a figure."""
+    out = []
+    several = sum(1 for e in engines if values.get(e) is not None and math.isfinite(values[e])) > 1
+    for e in engines:
+        v = values.get(e)
+        if v is None or not math.isfinite(v):
+            out.append("—")
+            continue
+        text = format(v, fmt)
+        out.append(f"**{text}**" if e == best and several else text)
+    return out
+
+
+def table(rows: Sequence[Row], default_macs: float, engines: Sequence[str]) -> str:
+    """The markdown table: every row with its cost, accuracy and measured speed on each engine (the faster one
+    in bold) and, for an operating point, its speed-up over its own weights without exits."""
+    own = own_speedups(rows)
+    head = ["Network / operating point", "epochs", "params", f"expected MACs (% of {default_macs / 1e6:.2f} M)"]
+    head += ["test acc", *(f"ms/image, batch 1, {_label(e)}" for e in engines)]
+    head += [f"images/s, batch 256, {_label(e)}" for e in engines]
+    head += ["speed-up over its own weights without exits (batch 1, batch 256)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        x1, x256 = own.get(r.key, (math.nan, math.nan))
+        cells = [
+            r.label,
+            str(r.epochs) if r.epochs is not None else "?",
+            f"{r.params / 1e3:.1f} k",
+            f"{r.macs / 1e6:.2f} M ({100 * r.macs / default_macs:.1f}%)",
+            _acc(r),
+            *_cells(r.ms_b1, engines, r.best(B1)[0], ".3f"),
+            *_cells(r.per_s_b256, engines, r.best(B256)[0], ".0f"),
+            f"{_times(x1)}, {_times(x256)}" if r.key in own else "—",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def frontier_table(rows: Sequence[Row], default_macs: float, engines: Sequence[str]) -> str:
+    """The markdown table of `comparisons`: each static network (its speed on its faster engine, whether it is
+    on the static frontier) against each early-exit model's cheapest certified point at least as accurate, with
+    the point's speed-up on each engine."""
+    statics, _ = _split(rows)
+    head = ["Static network", "test acc", "on the static frontier (batch 1, 256)"]
+    head += ["its latency at batch 1 (faster engine)", "its throughput at batch 256 (faster engine)"]
+    head += ["early-exit model", "cheapest certified point at least as accurate (test acc, MACs)"]
+    head += [f"speed-up, batch 1, {_label(e)}" for e in engines]
+    head += [f"speed-up, batch 256, {_label(e)}" for e in engines]
+    head += ["faster at batch 1, at batch 256"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown: set[str] = set()
+    for v in comparisons(rows):
+        s, p = v.static, v.point
+        cells = ["", "", "", "", ""]
+        if s.key not in shown:
+            shown.add(s.key)
+            frontier = f"{_yes(on_frontier(s, statics, B1))}, {_yes(on_frontier(s, statics, B256))}"
+            cells = [s.label, _acc(s), frontier, _speed(s, B1), _speed(s, B256)]
+        if p is None:
+            cells += [v.model, "none reaches it", *(["—"] * (2 * len(engines))), "—"]
+        else:
+            what = f"{p.label.removeprefix(f'{p.model} ')} ({_acc(p)}, {100 * p.macs / default_macs:.1f}%)"
+            cells += [v.model, what]
+            cells += [_times(v.speedup(b, e)) for b in (B1, B256) for e in engines]
+            cells.append(f"{_yes(v.faster(B1))}, {_yes(v.faster(B256))}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _against(v: Versus, batch: int) -> str:
+    if v.point is None:
+        return f"{v.model}: no certified point is as accurate"
+    x = v.speedup(batch)
+    return (
+        f"{v.point.label} ({_acc(v.point)}) is {'faster' if x > 1 else 'slower'} ({x:.2f}× the speed, on "
+        f"{_label(v.point.best(batch)[0])})"
+    )
 
 
 def verdicts(rows: Sequence[Row]) -> list[str]:
-    """One-line verdicts from the measured numbers: for each static network, which certified early-exit points it
-    beats (`beats`: at least as accurate, faster at batch 1 and at batch 256), grouped by training epochs; for
-    each point no static network beats, how it compares with the static networks; then the count beaten."""
-    statics = sorted((r for r in rows if r.kind == STATIC), key=lambda r: -r.accuracy)
-    points = [r for r in rows if r.kind == POINT]
+    """One-line verdicts from the measured numbers: at batch 1 and at batch 256, for each static network, whether
+    each early-exit model's cheapest certified point at least as accurate is faster (each network on its faster
+    engine); per model, how many static networks it reaches and beats; the speed-up of each point certified for
+    the allowed drop over its own weights without exits; then how many points a static network beats."""
+    statics, points = _split(rows)
     if not statics:
         return ["No static network was measured: nothing to compare."]
-    if not points:
+    every = [p for ps in points.values() for p in ps]
+    if not every:
         return ["No early-exit operating point could be certified: nothing to compare."]
-    groups: dict[int | None, list[Row]] = {}
-    for p in sorted(points, key=lambda p: (p.epochs is None, p.epochs or 0)):
-        groups.setdefault(p.epochs, []).append(p)
+    versus = comparisons(rows)
     out = []
-    for s in statics:
-        parts = []
-        for epochs, ps in groups.items():
-            won = [p for p in ps if beats(s, p)]
-            who = _group_name(ps, epochs)
-            if len(won) == len(ps):
-                parts.append(f"all {len(ps)} certified early-exit points of {who}")
-            elif won:
-                parts.append(
-                    f"{len(won)} of the {len(ps)} certified points of {who}: {', '.join(p.label for p in won)}"
-                )
-            else:
-                parts.append(f"none of the {len(ps)} certified points of {who}")
-        trained = f" ({s.epochs} epochs)" if s.epochs is not None else ""
-        out.append(f"{s.label}{trained}: {_speed(s)} — beats {'; '.join(parts)}.")
-    for p in points:
-        if any(beats(s, p) for s in statics):
+    for batch, what in ((B1, "Batch 1 (latency)"), (B256, "Batch 256 (throughput)")):
+        for s in statics:
+            where = "on" if on_frontier(s, statics, batch) else "off"
+            against = "; ".join(_against(v, batch) for v in versus if v.static is s)
+            out.append(f"{what}, {s.label} ({_acc(s)}, {_speed(s, batch)}, {where} the static frontier): {against}.")
+    for model, ps in points.items():
+        if not ps:
             continue
-        head = f"{p.label} ({p.epochs} epochs): {_speed(p)}"
-        c = closest_from_above(p, statics)
-        if c is None:
-            out.append(
-                f"{head} — more accurate than every static network (the most accurate: {statics[0].label}, "
-                f"{_acc(statics[0])})."
-            )
-            continue
-        lat, thr = ratios(p, c)
+        mine = [v for v in versus if v.model == model]
+        reached = [v for v in mine if v.point is not None]
+        trained = f" ({ps[0].epochs} epochs)" if ps[0].epochs is not None else ""
         out.append(
-            f"{head} — against {c.label} ({_acc(c)}), the static network closest in accuracy from above: "
-            f"{lat:.2f}× its latency at batch 1 ({'faster' if lat < 1 else 'slower'}), {thr:.2f}× its throughput "
-            f"at batch 256 ({'faster' if thr > 1 else 'slower'})."
+            f"{model}{trained}: a certified point at least as accurate as {len(reached)} of the {len(mine)} static "
+            f"networks, and faster than {sum(v.faster(B1) for v in reached)} of them at batch 1 and "
+            f"{sum(v.faster(B256) for v in reached)} at batch 256."
         )
-    beaten = sum(any(beats(s, p) for s in statics) for p in points)
+    drop = f":≤{MAX_DROP:g} pt drop"
+    for key, (x1, x256) in own_speedups(rows).items():
+        if key.endswith(drop):
+            out.append(
+                f"{key.replace(':', ' ')}: {x1:.2f}× the speed of its own weights without exits at batch 1 and "
+                f"{x256:.2f}× at batch 256, each on its faster engine."
+            )
+    beaten = sum(any(beats(s, p) for s in statics) for p in every)
     out.append(
-        f"{beaten} of the {len(points)} certified early-exit points are beaten by a static network (at least as "
+        f"{beaten} of the {len(every)} certified early-exit points are beaten by a static network (at least as "
         "accurate, faster at batch 1 and at batch 256)."
     )
     return out
 
 
-def table(rows: Sequence[Row], default_macs: float) -> str:
-    """The markdown table: every row with its cost, accuracy, measured speed and, for the early-exit model's
-    rows, its speed against the static network closest in accuracy from above."""
-    statics = [r for r in rows if r.kind == STATIC]
-    lines = [
-        f"| Network / operating point | epochs | params | expected MACs (% of {default_macs / 1e6:.2f} M) | test acc "
-        "| ms/image, batch 1 | images/s, batch 256 | vs the static network closest in accuracy from above "
-        "(latency b1, throughput b256) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        if r.kind == STATIC:
-            versus = "—"
-        elif (c := closest_from_above(r, statics)) is None:
-            versus = "none is as accurate"
-        else:
-            lat, thr = ratios(r, c)
-            versus = f"{c.label.removeprefix('static, ')} ({_acc(c)}): {lat:.2f}× latency, {thr:.2f}× throughput"
-        lines.append(
-            f"| {r.label} | {r.epochs if r.epochs is not None else '?'} | {r.params / 1e3:.1f} k "
-            f"| {r.macs / 1e6:.2f} M ({100 * r.macs / default_macs:.1f}%) | {_acc(r)} | {r.ms_b1:.3f} "
-            f"| {r.per_s_b256:.0f} | {versus} |"
-        )
-    return "\n".join(lines)
-
-
-def same_network_spread(rows: Sequence[Row]) -> tuple[int, float, float] | None:
-    """Run-to-run noise seen in this run: among the rows run without exits that compute the same MACs (to 0.1%),
-    the largest such group's (size, max / min - 1 of the batch-1 latency, of the batch-256 throughput); None when
-    no two rows compute the same."""
-    plain = sorted((r for r in rows if r.kind != POINT), key=lambda r: r.macs)
+def same_network_spread(rows: Sequence[Row], engine: str) -> tuple[int, float, float] | None:
+    """Run-to-run noise seen in this run on `engine`: among the rows run without exits that compute the same MACs
+    (to 0.1%), the largest such group's (size, max / min - 1 of the batch-1 latency, of the batch-256
+    throughput); None when no two rows compute the same."""
+    plain = sorted((r for r in rows if r.kind != POINT and engine in r.ms_b1), key=lambda r: r.macs)
     groups: list[list[Row]] = []
     for r in plain:
         if groups and r.macs <= groups[-1][0].macs * 1.001:
@@ -402,95 +562,140 @@ def same_network_spread(rows: Sequence[Row]) -> tuple[int, float, float] | None:
     group = max(groups, key=len, default=[])
     if len(group) < 2:
         return None
-    ms, per_s = [r.ms_b1 for r in group], [r.per_s_b256 for r in group]
+    ms, per_s = [r.ms_b1[engine] for r in group], [r.per_s_b256[engine] for r in group]
     return len(group), max(ms) / min(ms) - 1, max(per_s) / min(per_s) - 1
 
 
-def _noise(rows: Sequence[Row]) -> str:
-    spread = same_network_spread(rows)
-    if spread is None:
+def _noise(rows: Sequence[Row], engines: Sequence[str]) -> str:
+    spreads = {e: s for e in engines if (s := same_network_spread(rows, e)) is not None}
+    if not spreads:
         return ""
-    n, b1, b256 = spread
+    n = max(s[0] for s in spreads.values())
+    each = [
+        f"{100 * b1:.0f}% in latency at batch 1 and {100 * b256:.0f}% in throughput at batch 256 on {_label(e)}"
+        if i == 0
+        else f"{100 * b1:.0f}% and {100 * b256:.0f}% on {_label(e)}"
+        for i, (e, (_, b1, b256)) in enumerate(spreads.items())
+    ]
     return (
-        f" The {n} rows that run the same computation without exits differ by up to {100 * b1:.0f}% in latency at "
-        f"batch 1 and {100 * b256:.0f}% in throughput at batch 256: smaller differences are within this run's noise."
+        f" The {n} rows that run the same computation without exits differ by up to {', '.join(each)}: smaller "
+        "differences are within this run's noise."
     )
 
 
-def _agreement(rows: Sequence[Row]) -> str:
+def _agreement(rows: Sequence[Row], engines: Sequence[str]) -> str:
     """A sentence on how the timed images exited at the early-exit points (empty when none was timed)."""
-    timed = [r.timed for r in rows if r.timed]
-    if not timed:
+    same = {e: [r.timed[e]["same_exit_as_replay"] for r in rows if e in r.timed] for e in engines}
+    same = {e: min(v) for e, v in same.items() if v}
+    if not same:
         return ""
-    same = min(t["same_exit_as_replay"] for t in timed)
-    if same == 1:
-        return " Every image timed at batch 1 stopped at the exit the replayed rule gives."
-    return f" Of the images timed at batch 1, at least {100 * same:.1f}% stopped at the exit the replayed rule gives."
+    if all(v == 1 for v in same.values()):
+        return " Every image timed at batch 1 stopped at the exit the replayed rule gives, on every engine."
+    each = ", ".join(f"{100 * v:.1f}% on {_label(e)}" for e, v in same.items())
+    return f" Of the images timed at batch 1, at least this share stopped at the exit the replayed rule gives: {each}."
+
+
+def _load(how: dict[str, Any]) -> str:
+    load = how.get("load")
+    if not load:
+        return ""
+    return (
+        f" Load average over one minute: {load['before']:.2f} before timing, {load['after']:.2f} after, on "
+        f"{load['cores']} cores (this run keeps about {how['threads']} busy)."
+    )
 
 
 def block(rows: Sequence[Row], default_macs: float, notes: Sequence[str], how: dict[str, Any]) -> str:
     """The markdown between the latency markers of docs/RESULTS.md."""
+    engines = how["engines"]
+    labels = ", ".join(_label(e) for e in engines)
+    rounds = f"{how['rounds']} round{'s' if how['rounds'] != 1 else ''}"
     parts = [
         "### Accuracy against measured latency",
         "",
-        f"_Measured by `{how['command']}` ({how['machine']})._ Every network ran on the first {how['n1']} test "
-        f"images at batch 1 and the first {how['n256']} at batch 256, prepared for inference the same way "
-        "(BatchNorm folded, channels-last); the networks took turns in one process and each keeps its fastest "
-        f"of {how['rounds']} round{'s' if how['rounds'] != 1 else ''}. Early-exit points: {RULE} thresholds "
-        "certified on validation "
-        f"({100 * CONFIDENCE:g}% confidence) for a drop of at most {MAX_DROP:g} points against the final exit or "
-        "for a MACs budget, run by the runtime that stops computing for the images that exit; their accuracy and "
-        f"expected MACs are those of the whole test set.{_agreement(rows)} Latency ratios below 1 and throughput "
-        f"ratios above 1 favour early exit.{_noise(rows)}",
+        f"_Measured by `{how['command']}` ({how['machine']})._ Every network ran on each engine ({labels}) on "
+        f"the first {how['n1']} test images at batch 1 and the first {how['n256']} at batch 256; all of them took "
+        f"turns in one process and each keeps its fastest of {rounds} ({how['seconds']:.0f} s of timing). PyTorch "
+        "runs a copy with BatchNorm folded and channels-last weights; ONNX Runtime runs files exported from the "
+        "same folded copy, one per exit for early exit and one for the network without exits. A network without "
+        "exits counts at its faster engine at each batch size (the best static engine; the faster figure is in "
+        f"bold); early-exit points are reported on each engine and compared on their faster one. Early-exit "
+        f"points: {RULE} thresholds certified on validation ({100 * CONFIDENCE:g}% confidence) for a drop of at "
+        f"most {MAX_DROP:g} points against the final exit or for a MACs budget, run by engines that stop "
+        "computing for the images that exit; their accuracy and expected MACs are those of the whole test set."
+        f"{_agreement(rows, engines)} Speed-ups above 1 favour early exit.{_noise(rows, engines)}{_load(how)}",
         "",
-        table(rows, default_macs),
+        table(rows, default_macs, engines),
     ]
     if notes:
         parts += ["", *(f"- not in the table: {n}" for n in notes)]
     parts += [
         "",
-        "Verdicts (a network beats another when it is at least as accurate on test and faster at batch 1 and at "
-        "batch 256):",
+        "Against the static frontier: for each static network and each early-exit model, the model's cheapest "
+        "certified point (fewest expected MACs) whose test accuracy is at least the static network's, and its "
+        "speed over the static network's on the static network's faster engine. Test accuracy only reports which "
+        "certified point is compared; the settings were chosen on validation. A static network is on the static "
+        "frontier at a batch size when no other is at least as accurate and faster there.",
+        "",
+        frontier_table(rows, default_macs, engines),
+        "",
+        "Verdicts (each network on its faster engine):",
         "",
         *(f"- {v}" for v in verdicts(rows)),
+        "",
+        "![Accuracy against measured latency](static_vs_early_exit.png)",
     ]
-    parts += ["", "![Accuracy against measured latency](static_vs_early_exit.png)"]
     return "\n".join(parts)
 
 
 def plot(rows: Sequence[Row], out: Path) -> None:
-    """Test accuracy against measured batch-1 latency: each early-exit model's points (its final exit run
-    without exits included) as a line, the static networks as diamonds."""
+    """Test accuracy against measured time per image at batch 1 and at batch 256, each network on its faster
+    engine: each early-exit model's points (its final exit run without exits included) as a line, the static
+    networks as diamonds, the static frontier as a dashed step line."""
     import altair as alt
     import pandas as pd
 
-    data = pd.DataFrame(
-        [
-            {
-                "network": r.label if r.kind == STATIC else f"{r.model} ({r.epochs} epochs)",
-                "static": r.kind == STATIC,
-                "accuracy %": 100 * r.accuracy,
-                "ms per image": r.ms_b1,
-            }
-            for r in rows
-            if math.isfinite(r.ms_b1)
-        ]
-    )
-    enc = {
-        "x": alt.X("ms per image:Q", scale=alt.Scale(zero=False), title="measured ms per image at batch 1"),
-        "y": alt.Y("accuracy %:Q", scale=alt.Scale(zero=False), title="test accuracy %"),
-        "color": alt.Color("network:N", scale=alt.Scale(scheme="tableau10")),
-    }
-    lines = alt.Chart(data[~data["static"]]).mark_line(point=True).encode(**enc)
-    diamonds = alt.Chart(data[data["static"]]).mark_point(shape="diamond", size=120, filled=True).encode(**enc)
-    chart = (lines + diamonds).properties(
-        width=640,
-        height=400,
+    statics, _ = _split(rows)
+    records = []
+    for batch in (B1, B256):
+        for r in rows:
+            rate = r.rate(batch)
+            if not math.isfinite(rate):
+                continue
+            records.append(
+                {
+                    "batch": batch,
+                    "network": r.label if r.kind == STATIC else f"{r.model} ({r.epochs} epochs)",
+                    "static": r.kind == STATIC,
+                    "frontier": r.kind == STATIC and on_frontier(r, statics, batch),
+                    "accuracy %": 100 * r.accuracy,
+                    "ms per image": 1000 / rate,
+                    "engine": _label(r.best(batch)[0]),
+                }
+            )
+    data = pd.DataFrame(records)
+
+    def panel(batch: int, title: str) -> alt.LayerChart:
+        d = data[data["batch"] == batch]
+        enc = {
+            "x": alt.X("ms per image:Q", scale=alt.Scale(zero=False, type="log", nice=False, padding=14), title=title),
+            "y": alt.Y("accuracy %:Q", scale=alt.Scale(zero=False), title="test accuracy %"),
+        }
+        color = alt.Color("network:N", scale=alt.Scale(scheme="tableau10"))
+        front = alt.Chart(d[d["frontier"]]).mark_line(interpolate="step-after", strokeDash=[5, 3], color="gray")
+        lines = alt.Chart(d[~d["static"]]).mark_line(point=True).encode(color=color, **enc)
+        diamonds = alt.Chart(d[d["static"]]).mark_point(shape="diamond", size=120, filled=True)
+        return (front.encode(**enc) + lines + diamonds.encode(color=color, **enc)).properties(width=420, height=360)
+
+    chart = alt.hconcat(
+        panel(B1, "measured ms per image at batch 1 (latency, log scale)"),
+        panel(B256, "measured ms per image at batch 256 (1000 / throughput, log scale)"),
+    ).properties(
         title=[
-            "Fashion-MNIST: test accuracy vs measured latency (batch 1)",
-            f"early exit: {RULE} settings certified on validation, plus the model's final exit run without "
-            "exits, one line per model; static networks: diamonds",
-        ],
+            "Fashion-MNIST: test accuracy vs measured time per image, each network on its faster engine",
+            f"early exit: {RULE} settings certified on validation, plus the model's final exit run without exits, "
+            "one line per model; static networks: diamonds; dashed: the static frontier",
+        ]
     )
     chart.save(str(out), scale_factor=2)
 
@@ -534,6 +739,12 @@ def load_networks(statics: Sequence[str], checkpoints: Sequence[str]) -> tuple[l
     return nets, notes
 
 
+def ordered_rows(nets: Sequence[Network]) -> list[Row]:
+    """The static networks, most accurate first, then each early-exit model's rows in order."""
+    statics = sorted((n.rows[0] for n in nets if n.rows[0].kind == STATIC), key=lambda r: -r.accuracy)
+    return statics + [r for n in nets if n.rows[0].kind != STATIC for r in n.rows]
+
+
 def first_test_images(nets: Sequence[Network], n: int) -> torch.Tensor:
     """The first n test images of the dataset every network reads (ConfigError if they read different data)."""
 
@@ -573,32 +784,70 @@ def _plain(v: Any) -> Any:
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
+HOW = ("command", "machine", "threads", "rounds", "n1", "n256", "engines", "seconds", "load")  # how the run went
+
+
 def payload(rows: Sequence[Row], ref_macs: float, notes: Sequence[str], how: dict[str, Any]) -> dict[str, Any]:
     """Every figure of the run, for docs/static_vs_early_exit.json."""
-    statics = [r for r in rows if r.kind == STATIC]
+    engines = how["engines"]
+    own = own_speedups(rows)
     out = []
     for r in rows:
         d = asdict(r)
         d["macs_percent_of_default"] = 100 * r.macs / ref_macs
-        c = closest_from_above(r, statics) if r.kind != STATIC else None
-        if c is not None:
-            lat, thr = ratios(r, c)
-            d.update(closest_static=c.key, latency_ratio_b1=lat, throughput_ratio_b256=thr)
+        d["best_engine_b1"], d["best_engine_b256"] = r.best(B1)[0], r.best(B256)[0]
+        if r.key in own:
+            d["speedup_over_own_without_exits"] = dict(zip(("b1", "b256"), own[r.key], strict=True))
         out.append(d)
+    versus = [
+        {
+            "static": v.static.key,
+            "model": v.model,
+            "point": None if v.point is None else v.point.key,
+            "speedup_b1": {e: v.speedup(B1, e) for e in engines},
+            "speedup_b256": {e: v.speedup(B256, e) for e in engines},
+            "faster_b1": v.point is not None and v.faster(B1),
+            "faster_b256": v.point is not None and v.faster(B256),
+        }
+        for v in comparisons(rows)
+    ]
+    statics, _ = _split(rows)
+    frontier = {f"b{b}": [s.key for s in statics if on_frontier(s, statics, b)] for b in (B1, B256)}
+    spread = {}
+    for e in engines:
+        s = same_network_spread(rows, e)
+        spread[e] = None if s is None else dict(zip(("rows", "latency_b1", "throughput_b256"), s, strict=True))
     settings = {"rule": RULE, "confidence": CONFIDENCE, "max_drop_points": MAX_DROP, "macs_budgets": list(BUDGETS)}
-    spread = same_network_spread(rows)
-    noise = None if spread is None else dict(zip(("rows", "latency_b1", "throughput_b256"), spread, strict=True))
     return _plain(
         {
             **how,
             **settings,
             "default_macs": ref_macs,
             "rows": out,
-            "same_computation_spread": noise,
+            "static_frontier": frontier,
+            "versus": versus,
+            "same_computation_spread": spread,
             "notes": list(notes),
             "verdicts": verdicts(rows),
         }
     )
+
+
+def rows_from_payload(data: dict[str, Any]) -> list[Row]:
+    """The rows a payload was written from (a missing figure back as NaN)."""
+    names = {f.name for f in fields(Row)}
+    rows = []
+    for d in data["rows"]:
+        kw = {k: v for k, v in d.items() if k in names}
+        for speed in ("ms_b1", "per_s_b256"):
+            kw[speed] = {e: math.nan if v is None else v for e, v in d[speed].items()}
+        rows.append(Row(**kw))
+    return rows
+
+
+def how_from_payload(data: dict[str, Any]) -> dict[str, Any]:
+    """How the run of a payload went: the fields `block` reads."""
+    return {k: data[k] for k in HOW}
 
 
 def command(a: argparse.Namespace) -> str:
@@ -607,6 +856,8 @@ def command(a: argparse.Namespace) -> str:
         "python -m benchmarks.static_vs_early_exit",
         f"--threads {a.threads} --n1 {a.n1} --n256 {a.n256} --rounds {a.rounds}",
     ]
+    if a.engines:
+        parts.append(f"--engines {a.engines}")
     if a.checkpoints != ",".join(CHECKPOINTS):
         parts.append(f"--checkpoints {a.checkpoints}")
     if a.statics != ",".join(STATICS):
@@ -614,11 +865,20 @@ def command(a: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def engines_of(arg: str) -> list[str]:
+    """The engines to time: those named (ConfigError for an unknown or uninstalled one) or every installed one."""
+    names = [n for n in arg.split(",") if n] if arg else list_engines(available=True)
+    for name in names:
+        get_engine(name)
+    return names
+
+
 def run(a: argparse.Namespace) -> None:
     """Load, certify, measure, print and (unless --no-write) write the JSON, the plot and the RESULTS.md block."""
     for flag in ("threads", "n1", "n256", "rounds"):
         if getattr(a, flag) < 1:
             raise ConfigError(f"--{flag} must be at least 1, got {getattr(a, flag)}.")
+    engines = engines_of(a.engines)
     machine = setup(a.threads)
     print(machine)
     names = [n for n in a.statics.split(",") if n], [n for n in a.checkpoints.split(",") if n]
@@ -628,14 +888,18 @@ def run(a: argparse.Namespace) -> None:
     if not nets:
         raise ConfigError("No network to measure: every static network is missing and --checkpoints is empty.")
     images = first_test_images(nets, max(a.n1, a.n256))
-    sizes = {1: min(a.n1, len(images)), 256: min(a.n256, len(images))}
-    print(f"timing {len(nets)} networks: {sizes[1]} images at batch 1, {sizes[256]} at batch 256, best of {a.rounds}")
-    measure(nets, images, sizes, a.rounds)
-    statics = sorted((n.rows[0] for n in nets if n.rows[0].kind == STATIC), key=lambda r: -r.accuracy)
-    rows = statics + [r for n in nets if n.rows[0].kind != STATIC for r in n.rows]
-    ref = default_macs(nets)
+    sizes = {B1: min(a.n1, len(images)), B256: min(a.n256, len(images))}
+    print(
+        f"timing {len(nets)} networks on {', '.join(engines)}: {sizes[B1]} images at batch 1, {sizes[B256]} at "
+        f"batch 256, best of {a.rounds}"
+    )
+    before, t0 = os.getloadavg()[0], time.perf_counter()
+    measure(nets, images, sizes, a.rounds, engines)
+    seconds, after = time.perf_counter() - t0, os.getloadavg()[0]
+    rows, ref = ordered_rows(nets), default_macs(nets)
     how = {"command": command(a), "machine": machine, "threads": a.threads, "rounds": a.rounds}
-    how.update(n1=sizes[1], n256=sizes[256])
+    how.update(n1=sizes[B1], n256=sizes[B256], engines=engines, seconds=seconds)
+    how["load"] = {"before": before, "after": after, "cores": os.cpu_count()}
     text = block(rows, ref, notes, how)
     print("\n" + text)
     if a.no_write:
@@ -653,9 +917,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--n1", type=int, default=200, help="test images timed at batch 1")
+    ap.add_argument("--n1", type=int, default=400, help="test images timed at batch 1")
     ap.add_argument("--n256", type=int, default=768, help="test images timed at batch 256")
-    ap.add_argument("--rounds", type=int, default=3, help="timed rounds; each network keeps its fastest")
+    ap.add_argument("--rounds", type=int, default=6, help="timed rounds; each network keeps its fastest")
+    ap.add_argument("--engines", default="", help="engines to time, comma-separated (default: every installed one)")
     ap.add_argument("--checkpoints", default=",".join(CHECKPOINTS), help="early-exit models: names or .pt paths")
     ap.add_argument("--statics", default=",".join(STATICS), help="static networks: names or .pt paths")
     ap.add_argument("--no-write", action="store_true", help="print only")
