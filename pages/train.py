@@ -4,6 +4,7 @@ the result joins the model picker."""
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 
@@ -12,6 +13,17 @@ from aep_core.training import METHODS, SCHEMES, MethodSettings, TrainConfig
 from aep_core.training.estimate import RunEstimate, estimate_run, format_seconds, record_run
 from aep_core.training.job import TrainJob, run_train_job
 from aep_core.training.names import NameClaim, NameTaken, claim_name, clean_model_name
+from aep_core.uploads import (
+    ExtractedFolder,
+    UploadLimits,
+    archive_digest,
+    extract_image_folder,
+    hold_upload,
+    release_upload,
+    remove_old_uploads,
+    remove_upload,
+    uploads_dir,
+)
 from explorer import glossary
 from explorer.catalog import model_files, reserved_names, trained_dir
 from explorer.charts import exits as charts
@@ -71,6 +83,8 @@ def _worker(job: TrainJob, job_state: JobState, slot: threading.Semaphore, claim
     except Exception as e:  # a failed run must end with a message, not a dead thread
         job_state.error = f"Training failed: {type(e).__name__}: {e}"
     finally:
+        if job.dataset == "folder":
+            release_upload(job.data_dir)
         claim.release()
         slot.release()
         job_state.done = True
@@ -81,15 +95,65 @@ def use_name(name: str) -> None:
     st.session_state["_tr_name_note"] = name
 
 
+def upload_root() -> Path:
+    """The app's folder for uploaded data, beside the trained models: AEP_APP_DATA_DIR if set."""
+    return uploads_dir(trained_dir().parent / "uploads")
+
+
+def uploaded_folder() -> ExtractedFolder | None:
+    """The image folder of this session's zip upload, extracted once per archive and shown with its classes;
+    None (with the reason shown) until there is a good one."""
+    limits = UploadLimits()
+    upload = st.file_uploader(
+        "Image folder (zip)",
+        type=["zip"],
+        key="tr_upload",
+        help="A zip of a folder with one sub-folder of images per class (optionally inside one top folder): at least "
+        f"{limits.min_classes} classes and {limits.min_images_per_class} images per class, PNG, JPEG, BMP, PPM/PGM, "
+        "TIFF or WebP. Other files are skipped.",
+    )
+    kept: ExtractedFolder | None = state.get("tr_folder")
+    data = upload.getvalue() if upload is not None else b""
+    digest = archive_digest(data)
+    if kept is not None and (kept.digest != digest or not kept.path.is_dir()):
+        remove_upload(kept.path, upload_root())  # this session's earlier upload, unless a run reads it
+        kept = state["tr_folder"] = None
+    if upload is None:
+        return None
+    if kept is None:
+        refused = state.get("tr_folder_refused")
+        if refused is not None and refused[0] == digest:
+            st.error(refused[1])
+            return None
+        remove_old_uploads(upload_root())
+        try:
+            with st.spinner("Checking the archive and its images..."):
+                kept = state["tr_folder"] = extract_image_folder(data, upload_root(), limits)
+        except AepError as e:
+            state["tr_folder_refused"] = (digest, str(e))
+            st.error(str(e))
+            return None
+    st.success(f"{kept.images} images in {len(kept.classes)} classes.")
+    st.dataframe({"class": kept.classes, "images": list(kept.counts.values())}, hide_index=True)
+    if kept.skipped:
+        plural = "s" if kept.skipped_total != 1 else ""
+        st.warning(f"Skipped {kept.skipped_total} file{plural} of the archive: {kept.skipped_text()}.")
+    return kept
+
+
 state = st.session_state
+DATASET_LABELS = {"folder": "Image folder (zip upload)"}
+dataset = st.selectbox(
+    "Dataset",
+    ["fashion-mnist-slice", "fashion-mnist", "folder"],
+    key="tr_dataset",
+    format_func=lambda name: DATASET_LABELS.get(name, name),
+    help="The slice (1000 shipped images) trains in seconds; full Fashion-MNIST needs the Debian package; an "
+    "image folder is uploaded as a zip.",
+)
+folder = uploaded_folder() if dataset == "folder" else None
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
-    dataset = c1.selectbox(
-        "Dataset",
-        ["fashion-mnist-slice", "fashion-mnist"],
-        key="tr_dataset",
-        help="The slice (1000 shipped images) trains in seconds; full Fashion-MNIST needs the Debian package.",
-    )
     limit = c1.number_input(
         "Training images (limit)",
         200,
@@ -127,6 +191,14 @@ with st.form("train_form"):
         help="Adam learns faster from a few hundred images; SGD is what the shipped model uses.",
     )
     name = c2.text_input("Model name", "my_model", key="tr_name", help="Letters, digits, - and _ only.")
+    image_size, in_channels = 32, 3  # what TrainJob uses for datasets that are not folders
+    if dataset == "folder":
+        image_size = c1.selectbox(
+            "Image size", [16, 28, 32, 64], index=2, key="tr_image_size", help="Images are resized to this square."
+        )
+        in_channels = c2.selectbox(
+            "Channels", [3, 1], key="tr_channels", format_func=lambda c: "RGB" if c == 3 else "grayscale"
+        )
     replace_existing = c3.checkbox(
         "Replace a model of this name",
         key="tr_replace",
@@ -141,7 +213,10 @@ def job_for(out: str) -> TrainJob:
     return TrainJob(
         out=out,
         dataset=dataset,
+        data_dir=str(folder.path) if folder is not None else None,
         limit=int(limit),
+        image_size=int(image_size),
+        in_channels=int(in_channels),
         model=backbone,
         method=MethodSettings(method=method, weighting=weighting),
         train=TrainConfig(
@@ -160,6 +235,9 @@ def start_run() -> None:
     if current is not None and not current.done:
         st.warning("A training run of yours is still going; wait for it to finish.")
         return
+    if dataset == "folder" and (folder is None or not folder.path.is_dir()):
+        st.error("Upload a zip of an image folder first (one sub-folder of images per class).")
+        return
     try:
         claim = claim_name(trained_dir(), clean_model_name(name), replace=replace_existing, reserved=reserved_names())
     except NameTaken as e:
@@ -176,7 +254,10 @@ def start_run() -> None:
         return
     job_state = JobState(claim.name, int(epochs), replaces=claim.replaces)
     state["train_job"] = job_state
-    worker_args = (job_for(str(trained_dir() / f"{claim.name}.pt")), job_state, _slots(), claim)
+    job = job_for(str(trained_dir() / f"{claim.name}.pt"))
+    if job.dataset == "folder":
+        hold_upload(job.data_dir)  # kept on disk until the run ends
+    worker_args = (job, job_state, _slots(), claim)
     threading.Thread(target=_worker, args=worker_args, daemon=True, name=f"train-{claim.name}").start()
 
 
