@@ -117,7 +117,7 @@ def load_evaluation(path: str | Path) -> ExitRecord:
                 z["logits"],
                 z["labels"],
                 z["cum_macs"],
-                int(z["full_macs"]),
+                z["full_macs"].item(),  # an int for MACs; a float for costs measured in milliseconds
                 z.get("confidences"),
                 json.loads(bytes(z["info"]).decode()) if "info" in z else {},
             )

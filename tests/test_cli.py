@@ -85,6 +85,7 @@ COMMANDS = (
     "calibrate",
     "ood",
     "run",
+    "import-outputs",
 )
 
 

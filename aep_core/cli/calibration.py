@@ -1,10 +1,14 @@
 """Command-line sub-commands for calibrated exits: calibrate (fit one temperature per exit on the
-validation split, store it in the checkpoint, print calibration before and after on the test split) and
+validation split, store it in the checkpoint, print calibration before and after on the test split; given a
+per-exit outputs file instead, fit on its val samples, report on its test samples and store nothing but an
+optional JSON file) and
 ood (AUROC of the "I don't know" score against rotated, inverted and noise images)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aep_core.cli.common import (
@@ -21,6 +25,7 @@ from aep_core.threads import set_default_threads
 
 if TYPE_CHECKING:
     from aep_core.checkpoint import CheckpointMeta
+    from aep_core.evaluation import ExitRecord
 
 
 def format_calibration_table(before: list, after: list, temperatures: list[float]) -> str:
@@ -36,17 +41,73 @@ def format_calibration_table(before: list, after: list, temperatures: list[float
     return "\n".join(lines)
 
 
+def _print_tables(report: ExitRecord, split: str, temps, bins: int) -> None:
+    """The calibration table on `report` (the `split` split) before and after scaling with `temps`."""
+    from aep_core.analysis.calibration import exit_calibration, scale_record
+
+    print(f"calibration on the {split} split ({report.num_samples} samples, {bins} bins), before -> after scaling")
+    before = exit_calibration(report, bins)
+    after = exit_calibration(scale_record(report, temps), bins)
+    print(format_calibration_table(before, after, list(temps)))
+
+
+def _write_temperatures(path: str, temps, val: ExitRecord, source: str) -> None:
+    """The fitted temperatures as a JSON file: {"temperatures": [...], "fitted_on": "val", "samples": n, ...}."""
+    from aep_core.outputs import atomic_write_bytes
+
+    doc = {
+        "temperatures": [float(t) for t in temps],
+        "fitted_on": "val",
+        "samples": val.num_samples,
+        "source": source,
+    }
+    atomic_write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode())
+
+
+def _calibrate_outputs(a: argparse.Namespace) -> int:
+    """calibrate on a per-exit outputs file: fit on its val samples, report on its test samples (or val)."""
+    from aep_core.analysis.calibration import fit_temperatures
+    from aep_core.checkpoint.outputs_import import read_outputs
+
+    if a.no_save:
+        raise ConfigError(
+            "--no-save is for checkpoints: temperatures fitted on an outputs file are never stored in it."
+        )
+    if a.out:
+        check_outputs(a.out)
+    recs = read_outputs(a.checkpoint)
+    val = recs["val"]
+    temps = fit_temperatures(val)
+    name = Path(a.checkpoint).name
+    print(
+        f"temperatures fitted on {val.num_samples} validation samples of {name}"
+        + (f", written to {a.out}" if a.out else " (not stored: --out FILE.json writes them)")
+    )
+    if a.out:
+        _write_temperatures(a.out, temps, val, name)
+    report, split = (recs["test"], "test") if "test" in recs else (val, "val")
+    if split == "val":
+        print(f"no test samples in {name}: the table below is on the validation samples themselves")
+    _print_tables(report, split, temps, a.bins)
+    return 0
+
+
 def _cmd_calibrate(a: argparse.Namespace) -> int:
     """fit one temperature per exit on the validation split, store it in the checkpoint, print ECE/MCE/NLL/Brier before
-    and after on the test split"""
-    from aep_core.analysis.calibration import calibrate_checkpoint, exit_calibration, fit_temperatures, scale_record
+    and after on the test split (a per-exit outputs file: fitted on its val samples, written to --out only)"""
+    from aep_core.analysis.calibration import calibrate_checkpoint, fit_temperatures
     from aep_core.checkpoint import read_checkpoint
+    from aep_core.checkpoint.outputs_import import is_outputs_file
     from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.evaluation import load_evaluation
 
+    if is_outputs_file(a.checkpoint):
+        return _calibrate_outputs(a)
     read_checkpoint(checkpoint_file(a.checkpoint))  # a clear message for a bad checkpoint before anything else
     if not a.no_save:
         check_outputs(a.checkpoint, create_parents=False)  # the temperatures are stored in it
+    if a.out:
+        check_outputs(a.out)
     vpath, tpath = evaluation_path(a.checkpoint, "val"), evaluation_path(a.checkpoint, "test")
     if not vpath.is_file():
         raise ConfigError(
@@ -60,13 +121,13 @@ def _cmd_calibrate(a: argparse.Namespace) -> int:
     print(
         f"temperatures fitted on {val.num_samples} validation samples"
         + (" (not stored: --no-save)" if a.no_save else f", stored in {a.checkpoint}")
+        + (f"; written to {a.out}" if a.out else "")
     )
+    if a.out:
+        _write_temperatures(a.out, temps, val, Path(a.checkpoint).name)
     if split == "val":
         print(f"no test evaluation file ({tpath.name}): the table below is on the validation split itself")
-    print(f"calibration on the {split} split ({report.num_samples} samples, {a.bins} bins), before -> after scaling")
-    before = exit_calibration(report, a.bins)
-    after = exit_calibration(scale_record(report, temps), a.bins)
-    print(format_calibration_table(before, after, list(temps)))
+    _print_tables(report, split, temps, a.bins)
     return 0
 
 
@@ -179,11 +240,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from aep_core.analysis.ood import DEFAULT_QUANTILE, DEFAULT_WEIGHT
 
     c = add_command(sub, "calibrate", _cmd_calibrate)
-    c.add_argument("checkpoint")
+    c.add_argument("checkpoint", help="checkpoint (.pt) or per-exit outputs file (.npz, .csv or .parquet)")
     c.add_argument(
         "--bins", type=positive_int, default=DEFAULT_BINS, help="equal-width confidence bins for ECE and MCE"
     )
     c.add_argument("--no-save", action="store_true", help="print the table without storing the temperatures")
+    c.add_argument("--out", default=None, help="also write the temperatures to this JSON file")
     o = add_command(sub, "ood", _cmd_ood)
     o.add_argument("checkpoint")
     o.add_argument(

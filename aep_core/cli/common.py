@@ -175,7 +175,11 @@ def add_rule_arguments(
     """--rule with the registry's choices, one flag per setting keyword of the registered rules (--thresholds,
     --t, --k), --weights for rules that use ensemble weights, and --json (unless the command adds its own)."""
     if evaluation:
-        p.add_argument("evaluation", help="evaluation file (.npz) or checkpoint (.pt; its <name>.<split>.npz is used)")
+        p.add_argument(
+            "evaluation",
+            help="evaluation file (.npz), checkpoint (.pt; its <name>.<split>.npz is used) or per-exit outputs file "
+            "(.npz, .csv or .parquet from any framework; see docs/BRING_YOUR_OWN.md)",
+        )
     names = list_rules(deployable=deployable)
     p.add_argument(
         "--rule",
@@ -408,9 +412,10 @@ def operating_point(a: argparse.Namespace, sol: Solution, val: ExitRecord, test:
     return out
 
 
-def describe_operating_point(op: dict[str, Any], test_name: str = "test") -> list[str]:
+def describe_operating_point(op: dict[str, Any], test_name: str = "test", cost: str = "MACs") -> list[str]:
     """Lines saying what an `operating_point` is: certified or optimistic, its reference, confidence, family
-    and bounds, then accuracy, drop against the reference and MACs ratio on validation and `test_name`."""
+    and bounds, then accuracy, drop against the reference and cost ratio on validation and `test_name`; `cost`
+    names the cost ("MACs", or "time" for outputs whose costs are milliseconds)."""
     reference = REFERENCE_WORDS[op["reference"]]
     if op["certified"]:
         drop = f"expected drop <= {op['drop_bound_points']:g} points, " if op["drop_bound_points"] is not None else ""
@@ -418,7 +423,7 @@ def describe_operating_point(op: dict[str, Any], test_name: str = "test") -> lis
             f"{op['rule']}: certified on validation, {op['goal']}",
             f"  reference: {reference}; confidence {100 * op['confidence']:g}%; family {op['family']}; "
             f"{op['calibration_samples']} validation samples certify it",
-            f"  certified bounds: {drop}expected MACs ratio <= {op['macs_bound']:.3f}",
+            f"  certified bounds: {drop}expected {cost} ratio <= {op['macs_bound']:.3f}",
         ]
     else:
         lines = [
@@ -431,7 +436,7 @@ def describe_operating_point(op: dict[str, Any], test_name: str = "test") -> lis
             r = op[split]
             lines.append(
                 f"  {name}: accuracy {100 * r['accuracy']:.2f}%, drop {r['drop_points']:.2f} points vs "
-                f"{reference}, MACs ratio {r['macs_ratio']:.3f}"
+                f"{reference}, {cost} ratio {r['macs_ratio']:.3f}"
             )
     return lines
 

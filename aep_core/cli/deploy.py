@@ -1,6 +1,7 @@
 """Command-line sub-commands for deployment across tiers: deploy (simulate a split over device, edge and
-cloud from a checkpoint's evaluation file; optionally search split points and thresholds under a latency
-deadline) and export (ONNX per segment, checked with onnxruntime; TorchScript of the whole or pruned model)."""
+cloud from a checkpoint's evaluation file, or from a per-exit outputs file written by any framework; optionally
+search split points and thresholds under a latency deadline) and export (ONNX per segment, checked with
+onnxruntime; TorchScript of the whole or pruned model)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from aep_core.cli.common import (
 )
 from aep_core.errors import ConfigError
 from aep_core.threads import set_default_threads
+
+MS_WORK_PER_S = 1e3  # a tier as fast as the machine that measured an outputs file's milliseconds does 1000 ms/s
 
 
 def _numbers(text: str | None, what: str, allow_empty: bool = False) -> list[float | None] | None:
@@ -71,10 +74,46 @@ def _load(a: argparse.Namespace):
     return model, meta, shape, rec
 
 
-def _deployment(a: argparse.Namespace, model, shape, num_exits: int):
-    """The deployment the options describe, and the measured local speed (None if not measured)."""
+def _speed_items(a: argparse.Namespace, unit: str, has_model: bool) -> list[str]:
+    """Each tier's speed as given: GMAC/s or 'local' (costs in MACs), or a multiple of the measuring machine's
+    speed (--speedups, for costs in milliseconds)."""
+    from aep_core.deploy.simulator import DEFAULT_GMACS, MAX_TIERS
+
+    if unit == "ms":
+        if a.speeds_gmacs is not None:
+            raise ConfigError(
+                "This outputs file gives each exit's cost in milliseconds, not MACs: give each tier's speed as a "
+                "multiple of the machine that measured them with --speedups (e.g. 1,4,20), not --speeds-gmacs."
+            )
+        if a.speedups is not None:
+            return [s.strip() for s in a.speedups.split(",")]
+        if a.tiers == 1:
+            return ["1"]
+        raise ConfigError(
+            f"This outputs file gives each exit's cost in milliseconds: give the speed of each of the {a.tiers} tiers "
+            "as a multiple of the machine that measured them with --speedups (e.g. 1,4,20 for three tiers), or "
+            "simulate that machine alone with --tiers 1."
+        )
+    if a.speedups is not None:
+        raise ConfigError("--speedups is for outputs files whose costs are milliseconds; give --speeds-gmacs.")
+    if a.speeds_gmacs is not None:
+        items = [s.strip() for s in a.speeds_gmacs.split(",")]
+    else:
+        if not 1 <= a.tiers <= MAX_TIERS:
+            raise ConfigError(f"--tiers must be 1 to {MAX_TIERS}, got {a.tiers}.")
+        items = ["local", *[f"{g:g}" for g in DEFAULT_GMACS[a.tiers]]]
+    if "local" in items and not has_model:
+        raise ConfigError(
+            "An outputs file comes without a model to time on this machine ('local'): give every tier's speed "
+            f"in GMAC/s with --speeds-gmacs, e.g. {','.join(['5', *[f'{g:g}' for g in DEFAULT_GMACS[3]]])}."
+        )
+    return items
+
+
+def _deployment(a: argparse.Namespace, model, shape, num_exits: int, unit: str = "macs"):
+    """The deployment the options describe, and the measured local speed (None if not measured). `model` is
+    None for a per-exit outputs file; `unit` is the unit of the exits' costs."""
     from aep_core.deploy.simulator import (
-        DEFAULT_GMACS,
         DEFAULT_LINKS,
         MAX_TIERS,
         default_splits,
@@ -82,19 +121,18 @@ def _deployment(a: argparse.Namespace, model, shape, num_exits: int):
         measure_macs_per_second,
     )
 
-    if a.speeds_gmacs is not None:
-        items = [s.strip() for s in a.speeds_gmacs.split(",")]
-    else:
-        if not 1 <= a.tiers <= MAX_TIERS:
-            raise ConfigError(f"--tiers must be 1 to {MAX_TIERS}, got {a.tiers}.")
-        items = ["local", *[f"{g:g}" for g in DEFAULT_GMACS[a.tiers]]]
+    items = _speed_items(a, unit, model is not None)
     k = len(items)
     if not 1 <= k <= MAX_TIERS:
-        raise ConfigError(f"A deployment has 1 to {MAX_TIERS} tiers; --speeds-gmacs gave {k}.")
+        flag = "--speedups" if unit == "ms" else "--speeds-gmacs"
+        raise ConfigError(f"A deployment has 1 to {MAX_TIERS} tiers; {flag} gave {k}.")
     local = None
     speeds = []
     for s in items:
-        if s == "local":
+        if unit == "ms":
+            v = (_numbers(s, "--speedups (multiples of the measuring machine's speed)") or [None])[0]
+            speeds.append(float(v) * MS_WORK_PER_S)
+        elif s == "local":
             if local is None:
                 local = measure_macs_per_second(model, shape, repeats=a.repeats, threads=a.threads or 1)
             speeds.append(local)
@@ -124,20 +162,25 @@ def _ms(s: float) -> str:
     return f"{1e3 * s:.3f}"
 
 
-def format_result(r: Any, local: float | None = None, local_threads: int = 1) -> str:
-    """A simulated deployment as text: per-tier and per-link tables, then accuracy, latency and traffic."""
+def format_result(r: Any, local: float | None = None, local_threads: int = 1, unit: str = "macs") -> str:
+    """A simulated deployment as text: per-tier and per-link tables, then accuracy, latency and traffic. With
+    `unit` "ms" (costs measured in milliseconds) each tier's speed is shown as a multiple of the measuring
+    machine's."""
     dep = r.deployment
     e = len(r.timings.tier)
     b = r.breakdown()
     share, acc = r.tier_share, r.tier_accuracy
-    lines = [f"{'tier':<8}{'GMAC/s':>10}{'exits':>10}{'answered':>10}{'accuracy':>10}{'compute ms':>12}{'power W':>9}"]
+    speed_head, speed_scale = ("speed x", MS_WORK_PER_S) if unit == "ms" else ("GMAC/s", 1e9)
+    lines = [
+        f"{'tier':<8}{speed_head:>10}{'exits':>10}{'answered':>10}{'accuracy':>10}{'compute ms':>12}{'power W':>9}"
+    ]
     for t, (tier, exits) in enumerate(zip(dep.tiers, dep.tier_exits(e), strict=True)):
         ex = "-" if len(exits) == 0 else (f"{exits[0]}" if len(exits) == 1 else f"{exits[0]}-{exits[-1]}")
         name = tier.name + ("*" if local is not None and tier.macs_per_s == local else "")
         a = "-" if math.isnan(acc[t]) else f"{100 * acc[t]:.2f}%"
         pw = "-" if tier.power_w is None else f"{tier.power_w:g}"
         lines.append(
-            f"{name:<8}{tier.macs_per_s / 1e9:>10.3g}{ex:>10}{100 * share[t]:>9.1f}%{a:>10}"
+            f"{name:<8}{tier.macs_per_s / speed_scale:>10.3g}{ex:>10}{100 * share[t]:>9.1f}%{a:>10}"
             f"{_ms(b['compute'][t]):>12}{pw:>9}"
         )
     if dep.links:
@@ -157,6 +200,8 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1) ->
         f"sent per sample: {r.bytes_sent.mean():,.0f} bytes on average ({dep.precision} features)"
         + ("" if r.energy_j is None else f"   energy {1e3 * r.energy_j.mean():.3f} mJ per sample"),
     ]
+    if unit == "ms":
+        lines.append("(speed x: times the speed of the machine that measured the outputs file's milliseconds)")
     if local is not None:
         threads = f"{local_threads} thread{'s' if local_threads > 1 else ''}"
         lines.append(f"* measured on this machine: {local / 1e9:.3g} GMAC/s (batch 1, {threads})")
@@ -170,22 +215,32 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
     """simulate an early-exit model split over device, edge and cloud; optionally search splits and thresholds under a
     latency deadline"""
 
+    from aep_core.checkpoint.outputs_import import cost_unit, is_outputs_file
     from aep_core.deploy.simulator import decision_grid, feature_sizes, search, simulate
 
     if a.threads is not None:
         set_default_threads(a.threads)
-    model, _, shape, rec = _load(a)
-    sizes = feature_sizes(model, shape)
-    dep, local = _deployment(a, model, shape, rec.num_exits)
+    if is_outputs_file(a.checkpoint):
+        model, rec = None, _outputs_record(a)
+        unit = cost_unit(rec)
+        dep, local = _deployment(a, None, None, rec.num_exits, unit)
+        sizes = _outputs_feature_sizes(rec, dep)
+    else:
+        model, _, shape, rec = _load(a)
+        unit = "macs"
+        sizes = feature_sizes(model, shape)
+        dep, local = _deployment(a, model, shape, rec.num_exits)
     settings = with_default_setting(a.rule, parse_rule_settings(a))
     r = simulate(rec, sizes, dep, a.rule, **settings)
     out: dict[str, Any] = {"simulation": r.summary(), "local_macs_per_s": local, "feature_sizes": sizes.to_dict()}
+    if model is None:
+        out["cost_unit"] = unit
     if not a.json:
         print(
             f"{Path(a.checkpoint).name} on {rec.num_samples} {a.split} samples, {r.replay.rule} {r.replay.settings}, "
             f"splits {list(dep.splits)}"
         )
-        print(format_result(r, local, a.threads or 1))
+        print(format_result(r, local, a.threads or 1, unit))
     if a.deadline_ms is not None:
         grid = decision_grid(rec, a.rule, points=a.points, weights=settings.get("weights"))
         res = search(grid, rec.cum_macs, sizes, dep, a.deadline_ms / 1e3, a.stat)
@@ -212,6 +267,33 @@ def _cmd_deploy(a: argparse.Namespace) -> int:
     if a.json:
         print(json.dumps(out, indent=1, default=float))
     return 0
+
+
+def _outputs_record(a: argparse.Namespace):
+    """The record of the chosen split of a per-exit outputs file."""
+    from aep_core.checkpoint.outputs_import import read_outputs, split_record
+
+    return split_record(read_outputs(a.checkpoint), a.split, Path(a.checkpoint).name)
+
+
+def _outputs_feature_sizes(rec, dep):
+    """The feature sizes a per-exit outputs file gives (`feature_sizes`, `input_size`), as one value per
+    position; ConfigError saying how to add them when a deployment over several tiers needs them. One tier sends
+    nothing, so it needs none."""
+    from aep_core.deploy.simulator import FeatureSizes
+
+    sizes, inputs = rec.info.get("feature_sizes"), rec.info.get("input_size")
+    if sizes is not None and inputs is not None:
+        return FeatureSizes((int(inputs),), tuple((int(v),) for v in sizes))
+    if dep.num_tiers == 1:
+        return FeatureSizes((0,), tuple((0,) for _ in range(rec.num_exits)))
+    missing = " and ".join(k for k, v in (("feature_sizes", sizes), ("input_size", inputs)) if v is None)
+    raise ConfigError(
+        f"{rec.info.get('outputs_file', 'The outputs file')} has no {missing}: a split over {dep.num_tiers} tiers "
+        "sends a feature map (or the input) over each link, and its size is not known. Add feature_sizes (one "
+        "per exit: the values per sample in the output of the module the exit reads, e.g. out[0].numel() in a "
+        "forward hook) and input_size (the values in one input) to the file, or simulate one tier with --tiers 1."
+    )
 
 
 def _cmd_export(a: argparse.Namespace) -> int:
@@ -271,7 +353,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     from aep_core.deploy.simulator import PRECISION_BYTES, STATS
 
     d = add_command(sub, "deploy", _cmd_deploy)
-    d.add_argument("checkpoint", help="checkpoint (.pt); its <name>.<split>.npz evaluation file is replayed")
+    d.add_argument(
+        "checkpoint",
+        help="checkpoint (.pt; its <name>.<split>.npz evaluation file is replayed) or per-exit outputs file "
+        "(.npz, .csv or .parquet; its samples of --split)",
+    )
     d.add_argument("--split", default="test", choices=SPLITS, help="evaluation split")
     d.add_argument(
         "--tiers",
@@ -290,6 +376,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="speed of each tier in GMAC/s, 'local' to measure this machine, "
         "e.g. local,100,1000 (default: local, then the --tiers defaults)",
+    )
+    d.add_argument(
+        "--speedups",
+        default=None,
+        help="with an outputs file whose costs are milliseconds: the speed of each tier as a multiple of the "
+        "machine that measured them, e.g. 1,4,20 (default with --tiers 1: 1)",
     )
     d.add_argument("--bandwidth-mbps", default=None, help="bandwidth of each link in Mbit/s (default by tier count)")
     d.add_argument("--link-ms", default=None, help="one-way latency of each link in ms (default by tier count)")

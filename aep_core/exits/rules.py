@@ -292,7 +292,7 @@ def _result(rec: ExitRecord, idx: np.ndarray, pred: np.ndarray, name: str, setti
         pred.astype(np.int64),
         rec.labels,
         np.asarray(rec.cum_macs),
-        int(rec.full_macs),
+        rec.full_macs,
         rec.logits.shape[-1],
         name,
         settings,
