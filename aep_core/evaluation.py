@@ -80,12 +80,25 @@ def collect_outputs(
         labels.append(y.numpy())
     if not labels:
         raise AepError("The split is empty: nothing to evaluate.")
+    return record_from_batches(logits, confs, np.concatenate(labels), cum_macs, full_macs, info)
+
+
+def record_from_batches(
+    logits: list[np.ndarray],
+    confidences: list[np.ndarray],
+    labels: np.ndarray | list[int],
+    cum_macs: list[int] | np.ndarray,
+    full_macs: int,
+    info: dict[str, Any] | None = None,
+) -> ExitRecord:
+    """An evaluation record from per-batch outputs: logits (exits, b, classes) and, for EENets, confidences
+    (exits, b) of each batch in order (an empty list: none)."""
     return ExitRecord(
         np.concatenate(logits, 1).astype(np.float32),
-        np.concatenate(labels).astype(np.int64),
+        np.asarray(labels, dtype=np.int64),
         np.asarray(cum_macs, dtype=np.int64),
         int(full_macs),
-        np.concatenate(confs, 1).astype(np.float32) if confs else None,
+        np.concatenate(confidences, 1).astype(np.float32) if confidences else None,
         dict(info or {}),
     )
 

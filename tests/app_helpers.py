@@ -14,6 +14,18 @@ from aep_core.paths import PROJECT_DIR
 
 ROOT = PROJECT_DIR
 APP = str(ROOT / "app.py")
+PAGES = [  # every page file, by its URL path
+    "overview",
+    "learn",
+    "try_image",
+    "thresholds",
+    "calibration",
+    "ensemble",
+    "pruning",
+    "saliency",
+    "deploy",
+    "train",
+]
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from app_helpers import APP, assert_no_exception, png_bytes, run_app, small_model_dir
+from app_helpers import APP, PAGES, assert_no_exception, png_bytes, run_app, small_model_dir
 from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
 from streamlit.testing.v1 import AppTest
 
@@ -21,19 +21,6 @@ from aep_core.exits import runtime
 from aep_core.exits.rules import ModelExits, get_rule, list_rules, make_rule
 from aep_core.paths import shipped_models_dir
 from aep_core.preprocess import prepare_array
-
-PAGES = [
-    "overview",
-    "learn",
-    "try_image",
-    "thresholds",
-    "calibration",
-    "ensemble",
-    "pruning",
-    "saliency",
-    "deploy",
-    "train",
-]
 
 
 @pytest.fixture(scope="module")

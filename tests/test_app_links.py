@@ -3,7 +3,7 @@ one warning naming it and why, never a traceback; good values still apply; every
 served under its own URL path."""
 
 import pytest
-from app_helpers import APP, assert_no_exception, small_model_dir
+from app_helpers import APP, PAGES, assert_no_exception, small_model_dir
 from streamlit.testing.v1 import AppTest
 
 from explorer.state import default_value
@@ -141,16 +141,5 @@ def test_every_page_has_its_own_url_path_overview_included():
     # What st.navigation sent the browser: the URL path each page is served under. The default page is served at
     # the root only, so Overview must not be it, or /overview answers "Page not found".
     paths = {info["url_pathname"]: info["script_path"] for info in at._registered_pages.values()}
-    for name in [
-        "overview",
-        "learn",
-        "try_image",
-        "thresholds",
-        "calibration",
-        "ensemble",
-        "pruning",
-        "saliency",
-        "deploy",
-        "train",
-    ]:
+    for name in PAGES:
         assert paths.get(name, "").endswith(f"pages/{name}.py"), (name, paths)

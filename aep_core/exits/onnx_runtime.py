@@ -26,7 +26,7 @@ import torch
 
 from aep_core.deploy.export import export_onnx, export_static_onnx, inference_session, require_onnxruntime
 from aep_core.errors import ConfigError
-from aep_core.evaluation import ExitRecord
+from aep_core.evaluation import ExitRecord, record_from_batches
 from aep_core.exits.rules import ExitRule
 from aep_core.exits.runtime import Inputs, SegmentRunner, StaticRunner, check_inputs
 from aep_core.models import EarlyExitNet
@@ -199,14 +199,7 @@ class OnnxEarlyExitRunner(SegmentRunner):
             logits.append(np.stack(zs))  # (exits, b, classes)
             if self.has_confidence:
                 confs.append(np.stack(cs))  # (exits, b)
-        return ExitRecord(
-            np.concatenate(logits, 1),
-            np.asarray(labels, dtype=np.int64),
-            np.asarray(cum_macs, dtype=np.int64),
-            int(full_macs),
-            np.concatenate(confs, 1) if confs else None,
-            dict(info or {}),
-        )
+        return record_from_batches(logits, confs, labels, cum_macs, full_macs, info)
 
 
 class OnnxStaticRunner(StaticRunner):

@@ -28,7 +28,7 @@ import torch
 
 from aep_core.analysis.calibration import check_temperatures, scale_logits
 from aep_core.errors import ConfigError
-from aep_core.evaluation import ExitRecord
+from aep_core.evaluation import ExitRecord, record_from_batches
 from aep_core.exits.rules import ExitRule, RuleResult, StepScorer, get_rule
 from aep_core.models import EarlyExitNet
 from aep_core.models.inference import as_model_input, prepare_for_inference
@@ -181,20 +181,13 @@ class SegmentRunner:
         return RunResult(np.concatenate(idx), np.concatenate(pred), seconds, batch_size, self.engine)
 
 
-class EarlyExitRunner(SegmentRunner):
-    """The PyTorch engine: runs a model under an exit rule, computing each sample only up to the exit it stops
-    at (on a copy prepared for inference unless `optimize` is False)."""
+class _TorchModel:
+    """What both PyTorch runners share: the model as a copy prepared for inference (unless `optimize` is False),
+    inputs in its fastest memory layout, and inference mode."""
 
     engine = "torch"
 
-    def __init__(
-        self,
-        model: EarlyExitNet,
-        rule: ExitRule,
-        optimize: bool = True,
-        temperatures: list[float] | np.ndarray | None = None,
-    ) -> None:
-        super().__init__(model, rule, temperatures)
+    def _use(self, model: EarlyExitNet, optimize: bool) -> None:
         self.model = prepare_for_inference(model) if optimize else model.eval()
         self.optimize = optimize
 
@@ -204,6 +197,21 @@ class EarlyExitRunner(SegmentRunner):
 
     def _context(self) -> AbstractContextManager[Any]:
         return torch.inference_mode()
+
+
+class EarlyExitRunner(_TorchModel, SegmentRunner):
+    """The PyTorch engine: runs a model under an exit rule, computing each sample only up to the exit it stops
+    at (on a copy prepared for inference unless `optimize` is False)."""
+
+    def __init__(
+        self,
+        model: EarlyExitNet,
+        rule: ExitRule,
+        optimize: bool = True,
+        temperatures: list[float] | np.ndarray | None = None,
+    ) -> None:
+        super().__init__(model, rule, temperatures)
+        self._use(model, optimize)
 
     def _advance(self, h: torch.Tensor, k: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None]:
         h = self.model.forward_segment(h, k)
@@ -252,21 +260,11 @@ class StaticRunner:
         return np.concatenate(preds), seconds
 
 
-class TorchStaticRunner(StaticRunner):
+class TorchStaticRunner(_TorchModel, StaticRunner):
     """The network without exits in PyTorch, on a copy prepared for inference unless `optimize` is False."""
 
-    engine = "torch"
-
     def __init__(self, model: EarlyExitNet, optimize: bool = True) -> None:
-        self.model = prepare_for_inference(model) if optimize else model.eval()
-        self.optimize = optimize
-
-    def as_input(self, x: Inputs) -> torch.Tensor:
-        """Images as a tensor in the memory layout the model runs fastest on."""
-        return as_model_input(torch.as_tensor(x), self.optimize)
-
-    def _context(self) -> AbstractContextManager[Any]:
-        return torch.inference_mode()
+        self._use(model, optimize)
 
     def predict(self, x: torch.Tensor) -> np.ndarray:
         """(b,) predicted class of one batch."""
@@ -604,11 +602,4 @@ def record_outputs(
         logits.append(torch.stack(out.logits).float().cpu().numpy())
         if out.confidences is not None:
             confs.append(torch.stack(out.confidences).float().cpu().numpy())
-    return ExitRecord(
-        np.concatenate(logits, 1),
-        np.asarray(labels, dtype=np.int64),
-        np.asarray(cum_macs, dtype=np.int64),
-        int(full_macs),
-        np.concatenate(confs, 1) if confs else None,
-        dict(info or {}),
-    )
+    return record_from_batches(logits, confs, labels, cum_macs, full_macs, info)
