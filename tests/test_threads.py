@@ -8,7 +8,7 @@ import torch
 
 from aep_core.deploy.simulator import measure_macs_per_second
 from aep_core.models import ModelSpec, build_model
-from aep_core.threads import cpu_threads, default_threads
+from aep_core.threads import cpu_threads, default_threads, set_default_threads
 
 
 def _in_a_new_thread() -> int:
@@ -19,9 +19,16 @@ def _in_a_new_thread() -> int:
     return seen[0]
 
 
-def test_overlapping_measurements_leave_the_default_thread_count(monkeypatch):
-    if default_threads() < 2:
-        pytest.skip("needs a default of at least two threads to tell a measurement's one thread apart")
+@pytest.fixture
+def two_threads():
+    """A process default of two threads (so a measurement's one thread can be told apart), restored after."""
+    before = default_threads()
+    set_default_threads(2)
+    yield
+    set_default_threads(before)
+
+
+def test_overlapping_measurements_leave_the_default_thread_count(monkeypatch, two_threads):
     model = build_model(ModelSpec(backbone_config={"widths": (4, 8, 8)}))
     first = threading.current_thread()
     second_inside, first_done = threading.Event(), threading.Event()
