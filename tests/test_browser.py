@@ -4,17 +4,17 @@ every page to test-artifacts/ (and docs/screenshots/ with AEP_UPDATE_SCREENSHOTS
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from pathlib import Path
 
 import pytest
 from app_helpers import ROOT, garment_photo, small_model_dir
+from browser_helpers import idle, shot, until
 
 from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.paths import shipped_models_dir
-from explorer.serve import CHROMIUM, IDLE, launch_chromium, serve_app
+from explorer.serve import CHROMIUM, launch_chromium, serve_app
 
 SHOTS = ROOT / "docs" / "screenshots"
 ARTIFACTS = ROOT / "test-artifacts"
@@ -33,36 +33,9 @@ def server(tmp_path_factory):
         yield url
 
 
-def _idle(page) -> None:
-    page.wait_for_timeout(400)
-    page.wait_for_selector(IDLE, timeout=90_000)
-    page.wait_for_timeout(300)
-
-
-def _shot(page, name: str) -> None:
-    """Save a small palette PNG of the viewport to test-artifacts, and to docs/screenshots when
-    AEP_UPDATE_SCREENSHOTS=1 (so a test run leaves the repository clean)."""
-    from PIL import Image
-
-    raw = page.screenshot()
-    im = Image.open(io.BytesIO(raw)).convert("RGB").quantize(colors=128, method=Image.Quantize.FASTOCTREE)
-    for d in (SHOTS, ARTIFACTS) if os.environ.get("AEP_UPDATE_SCREENSHOTS") == "1" else (ARTIFACTS,):
-        d.mkdir(parents=True, exist_ok=True)
-        im.save(d / f"{name}.png", optimize=True)
-
-
-def _until(check, what: str, timeout: float = 30.0) -> None:
-    """Poll `check()` until it is true (reruns and URL updates land a moment after the script ends)."""
-    t0 = time.time()
-    while not check():
-        if time.time() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
-
-
 def _goto(page, title: str) -> None:
     page.locator("[data-testid='stSidebarNav'] a", has_text=title).first.click()
-    _idle(page)
+    idle(page)
     page.wait_for_selector(f"h1:has-text('{title.split()[0]}')", timeout=60_000)
 
 
@@ -75,13 +48,13 @@ def test_a_shared_link_opens_its_page_with_the_sidebar_on_a_fresh_server(server)
         browser = launch_chromium(p)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(f"{server}/thresholds?rule=entropy&t=0.42")
-        _idle(page)
+        idle(page)
         page.wait_for_selector("h1:has-text('Thresholds')", timeout=60_000)
         sidebar = page.locator("[data-testid='stSidebar']")
         assert sidebar.locator("[data-testid='stSidebarNav']").count() == 1
         assert sidebar.get_by_role("combobox", name="Exit rule").input_value() == "Normalised entropy <= t"
         assert page.get_by_text("entropy, t = 0.42").count() >= 1
-        _until(lambda: "rule=entropy" in page.url and "t=0.42" in page.url, "the link's settings kept in the URL")
+        until(lambda: "rule=entropy" in page.url and "t=0.42" in page.url, "the link's settings kept in the URL")
         browser.close()
 
 
@@ -94,33 +67,33 @@ def test_app_in_browser(server, tmp_path):
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(server)
-        _idle(page)
+        idle(page)
         page.wait_for_selector("h1:has-text('Early-Exit Explorer')")
         page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)  # the loaded model's exit strip
-        _idle(page)
-        _shot(page, "overview")
+        idle(page)
+        shot(page, "overview", ARTIFACTS, SHOTS)
 
         # Try an image: upload a photo of a sneaker on white, see every exit's answer
         _goto(page, "Try an image")
         page.locator("[data-testid='stRadio']").first.get_by_text("Upload", exact=True).click()
-        _idle(page)
+        idle(page)
         img = tmp_path / "sneaker.jpg"
         img.write_bytes(garment_photo(7))
         upload_box = page.locator("[data-testid='stFileUploader']", has_text="Upload an image")
         uploader = upload_box.locator("input[type=file]")
         uploader.set_input_files(str(img))
-        _idle(page)
+        idle(page)
         page.wait_for_selector("text=this image stops at", timeout=60_000)
         assert page.get_by_text("What the model sees").count() == 1
         assert page.locator("[data-testid='stVegaLiteChart']").count() >= 2  # probabilities per exit + rule scores
         assert page.get_by_text("inverted").count() >= 1
-        _shot(page, "try_image")
+        shot(page, "try_image", ARTIFACTS, SHOTS)
 
         # a bad upload gets a message and the page keeps working
         bad = tmp_path / "notes.png"
         bad.write_bytes(b"not an image")
         uploader.set_input_files(str(bad))
-        _idle(page)
+        idle(page)
         page.wait_for_selector("text=cannot be used", timeout=30_000)
 
         # Thresholds: move the sidebar threshold, the metrics and the chart change
@@ -133,28 +106,28 @@ def test_app_in_browser(server, tmp_path):
         thumb = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input[type=range]").first
         thumb.focus()
         thumb.press("Home")  # threshold 0: everything leaves at exit 0
-        _idle(page)
+        idle(page)
         metric = page.locator("[data-testid='stMetricValue']").nth(1)
-        _until(lambda: metric.inner_text() != macs_before, "the expected MACs to change")
+        until(lambda: metric.inner_text() != macs_before, "the expected MACs to change")
         macs_after = metric.inner_text()
-        _until(lambda: chart.screenshot() != chart_before, "the chart to change")
-        _until(lambda: "t=0&" in page.url + "&", "the threshold in the URL")
+        until(lambda: chart.screenshot() != chart_before, "the chart to change")
+        until(lambda: "t=0&" in page.url + "&", "the threshold in the URL")
         thumb.focus()
         for _ in range(50):
             thumb.press("ArrowRight")  # on to a middle threshold (0.5)
-        _idle(page)
-        _until(lambda: metric.inner_text() != macs_after, "the expected MACs to change back")
+        idle(page)
+        until(lambda: metric.inner_text() != macs_after, "the expected MACs to change back")
         # one-click preset: per-exit thresholds certified on validation
         page.get_by_role("button", name="Guaranteed within 0.5 points (90% confidence)").click()
-        _idle(page)
+        idle(page)
         page.wait_for_selector("text=Preset applied", timeout=60_000)
-        _until(lambda: "pe=" in page.url, "per-exit thresholds in the URL")
+        until(lambda: "pe=" in page.url, "per-exit thresholds in the URL")
         page.mouse.move(0, 0)  # no tooltip over the page
         page.wait_for_timeout(800)
-        _shot(page, "thresholds")
+        shot(page, "thresholds", ARTIFACTS, SHOTS)
         # the real runtime, timed on this machine for the preset's thresholds
         page.get_by_role("button", name="Measure the real speed-up").click()
-        _idle(page)
+        idle(page)
         page.wait_for_selector("text=Measured for", timeout=60_000)
 
         for title, name in [
@@ -168,7 +141,7 @@ def test_app_in_browser(server, tmp_path):
             _goto(page, title)
             page.wait_for_timeout(800)
             assert page.locator("[data-testid='stException']").count() == 0, name
-            _shot(page, name)
+            shot(page, name, ARTIFACTS, SHOTS)
         browser.close()
     assert not errors, errors
 
@@ -193,7 +166,7 @@ def test_two_sessions_at_once_neither_breaks_nor_stalls_the_other(server):
         one.goto(f"{server}/pruning")
         two.goto(f"{server}/saliency")
         for page in (one, two):
-            _idle(page)
+            idle(page)
         sample = two.locator("[data-testid='stSlider']", has_text="Sample").locator("input[type=range]")
         for _ in range(4):
             # each step: a new saliency map in one session while the other re-runs the Pruning page
@@ -201,7 +174,7 @@ def test_two_sessions_at_once_neither_breaks_nor_stalls_the_other(server):
             sample.press("ArrowRight")
             one.reload()
             for page in (one, two):
-                _idle(page)
+                idle(page)
             _no_exception(one, "pruning")
             _no_exception(two, "saliency")
         assert two.locator("[data-testid='stImage']").count() >= 2
@@ -209,7 +182,7 @@ def test_two_sessions_at_once_neither_breaks_nor_stalls_the_other(server):
         one.goto(f"{server}/train")
         two.goto(f"{server}/thresholds")
         for page in (one, two):
-            _idle(page)
+            idle(page)
         one.get_by_role("textbox", name="Model name").fill(f"two_sessions_{int(time.time())}")
         one.get_by_role("button", name="Start training").click()
         one.wait_for_selector("[data-testid='stProgress']", timeout=60_000)  # the run has started
@@ -221,11 +194,11 @@ def test_two_sessions_at_once_neither_breaks_nor_stalls_the_other(server):
             t0 = time.perf_counter()
             thumb.focus()
             thumb.press(key)
-            _until(lambda before=before: metric.inner_text() != before, "a threshold move to be answered", 20)
+            until(lambda before=before: metric.inner_text() != before, "a threshold move to be answered", 20)
             answered.append(time.perf_counter() - t0)
             _no_exception(two, "thresholds")
         assert one.get_by_text("Saved two_sessions").count() == 0  # every move was answered while the run went on
-        _until(lambda: one.get_by_text("Saved two_sessions").count() > 0, "the training run to finish", 180)
+        until(lambda: one.get_by_text("Saved two_sessions").count() > 0, "the training run to finish", 180)
         _no_exception(one, "train")
         browser.close()
     assert not errors, errors
