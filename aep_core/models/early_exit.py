@@ -2,7 +2,8 @@
 
 The backbone's blocks are cut into segments, one per exit: segment k runs the blocks after exit k-1
 up to and including the block that feeds exit k (segment 0 also runs the stem). The last exit is the
-network's own classifier.
+network's classifier: a head of the chosen kind, or the network's own classifier when the backbone brings one
+(torchvision classifiers).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from aep_core.models.backbones import Backbone
-from aep_core.models.heads import HEAD_TYPES, make_head
+from aep_core.models.heads import HEAD_TYPES, OwnClassifierHead, make_head
 
 
 class ExitOutputs(NamedTuple):
@@ -24,10 +25,17 @@ class ExitOutputs(NamedTuple):
 
 
 class EarlyExitNet(nn.Module):
-    """A backbone with exit heads after the blocks listed in `exit_blocks` (the last one is the final block)."""
+    """A backbone with exit heads after the blocks listed in `exit_blocks` (the last one is the final block); the
+    final exit is `final_classifier` (features -> logits) when given, else a head like the others."""
 
     def __init__(
-        self, backbone: Backbone, exit_blocks: list[int], head: str, num_classes: int, head_pool: int = 1
+        self,
+        backbone: Backbone,
+        exit_blocks: list[int],
+        head: str,
+        num_classes: int,
+        head_pool: int = 1,
+        final_classifier: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not exit_blocks or exit_blocks != sorted(set(exit_blocks)):
@@ -38,9 +46,15 @@ class EarlyExitNet(nn.Module):
         self.exit_blocks = list(exit_blocks)
         self.head_kind = head
         self.num_classes = num_classes
-        self.heads = nn.ModuleList(
-            make_head(head, backbone.block_channels[b], num_classes, head_pool) for b in exit_blocks
-        )
+        heads = [make_head(head, backbone.block_channels[b], num_classes, head_pool) for b in exit_blocks]
+        if final_classifier is not None:
+            heads[-1] = OwnClassifierHead(final_classifier, HEAD_TYPES[head].has_confidence)
+        self.heads = nn.ModuleList(heads)
+
+    @property
+    def final_is_native(self) -> bool:
+        """Whether the final exit is the network's own classifier rather than an exit head."""
+        return isinstance(self.heads[-1], OwnClassifierHead)
 
     @property
     def num_exits(self) -> int:

@@ -88,6 +88,20 @@ class EENetHead(ExitHead):
         return self.classifier(z), torch.sigmoid(self.confidence(z)).squeeze(1)  # (b, classes), (b,)
 
 
+class OwnClassifierHead(ExitHead):
+    """A network's own classifier as its final exit (a torchvision model's pooling and head). Beside EENet heads
+    it answers with confidence 1: the final exit always answers."""
+
+    def __init__(self, classifier: nn.Module, with_confidence: bool) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.with_confidence = with_confidence
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = self.classifier(h)  # (b, classes)
+        return z, (z.new_ones(z.shape[0]) if self.with_confidence else None)
+
+
 HEAD_TYPES: dict[str, type[ExitHead]] = {"aep": AEPHead, "eenet": EENetHead}
 
 

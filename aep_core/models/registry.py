@@ -84,6 +84,18 @@ def _resnet_any(in_channels: int = 3, depth: int = 20, width: int = 16) -> Backb
     return CifarResNet(ResNetConfig(depth, width, in_channels))
 
 
+@register_model(
+    "torchvision",
+    "any torchvision classifier ('arch': resnet18, mobilenet_v3_small, efficientnet_b0, ...), its own "
+    "classifier as the final exit",
+    tiny_config={"arch": "mobilenet_v3_small"},
+)
+def _torchvision(in_channels: int = 3, arch: str = "resnet18") -> Backbone:
+    from aep_core.models.torchvision_backbones import TorchvisionBackbone
+
+    return TorchvisionBackbone(arch, in_channels)
+
+
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild an early-exit model."""
@@ -95,7 +107,7 @@ class ModelSpec:
     num_classes: int = 10
     head: str = "aep"
     head_pool: int = 1  # side of the pooled grid every exit head classifies (1: global average pooling)
-    placement: str | list[int] = "blocks"
+    placement: str | list[int | str] = "blocks"  # a rule, or the blocks (indices or names) exits follow
     num_early_exits: int | None = None  # for cost-fraction placements
     exit_blocks: list[int] | None = None  # resolved block indices (filled by build_model)
     num_blocks: int | None = None  # blocks kept (smaller than the backbone's after pruning)
@@ -124,6 +136,16 @@ def build_backbone(spec: ModelSpec) -> Backbone:
         raise ConfigError(f"Bad settings for model '{spec.backbone}': {e}.") from None
 
 
+def _named_block(backbone: Backbone, name: str) -> int:
+    """The index of the block an exit named `name` follows (backbones that name their blocks)."""
+    if name.strip().lstrip("-").isdigit():
+        return int(name)
+    find = getattr(backbone, "exit_point_index", None)
+    if find is None:
+        raise ConfigError(f"Exit '{name}': this backbone's exits are given as block indices, e.g. 1,3.")
+    return find(name)
+
+
 def build_model(spec: ModelSpec) -> EarlyExitNet:
     """Build the early-exit model described by `spec`; fills in `spec.exit_blocks` and `spec.num_blocks`."""
     from aep_core.cost import cumulative_block_macs
@@ -133,7 +155,10 @@ def build_model(spec: ModelSpec) -> EarlyExitNet:
         cum = None
         if isinstance(spec.placement, str) and spec.placement in COST_FRACTIONS:
             cum = cumulative_block_macs(backbone, (spec.in_channels, spec.image_size, spec.image_size))
-        spec.exit_blocks = place_exits(spec.placement, backbone.block_stage, cum, spec.num_early_exits)
+        placement = spec.placement
+        if not isinstance(placement, str):
+            placement = [b if isinstance(b, int) else _named_block(backbone, b) for b in placement]
+        spec.exit_blocks = place_exits(placement, backbone.block_stage, cum, spec.num_early_exits)
     n_all = len(backbone.blocks)
     if spec.num_blocks is not None and spec.num_blocks < n_all:
         # A pruned model: keep the blocks up to the last kept exit.
@@ -145,4 +170,7 @@ def build_model(spec: ModelSpec) -> EarlyExitNet:
         raise ConfigError(f"Unknown exit head '{spec.head}'. Choose one of: {', '.join(HEAD_TYPES)}.")
     if spec.head_pool < 1:
         raise ConfigError(f"The exit heads' pooled grid must be at least 1x1, got {spec.head_pool}.")
-    return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes, spec.head_pool)
+    # A network that brings its own classifier keeps it as the final exit, unless pruning cut it away.
+    own = getattr(backbone, "native_classifier", None)
+    final = own(spec.num_classes) if own is not None and spec.num_blocks == n_all else None
+    return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes, spec.head_pool, final)
