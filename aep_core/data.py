@@ -250,12 +250,16 @@ def _folder_bundle(
     test_fraction: float,
     seed: int,
     limit: int | None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
 ) -> DataBundle:
     from torchvision import datasets, transforms
 
     if not root.is_dir():
         raise DataError(f"Image folder {root} does not exist.")
-    mean, std = [0.5] * in_channels, [0.5] * in_channels
+    mean, std = mean or [0.5] * in_channels, std or [0.5] * in_channels
+    if len(mean) != in_channels or len(std) != in_channels or min(std) <= 0:
+        raise DataError(f"Normalisation needs one mean and one positive std per channel ({in_channels}).")
     tf = transforms.Compose(
         ([transforms.Grayscale(1)] if in_channels == 1 else [transforms.Lambda(lambda im: im.convert("RGB"))])
         + [transforms.Resize((image_size, image_size)), transforms.ToTensor(), transforms.Normalize(mean, std)]
@@ -303,10 +307,13 @@ def load_dataset(
     limit: int | None = None,
     image_size: int = 32,
     in_channels: int = 3,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
 ) -> DataBundle:
     """Load a dataset by name ('fashion-mnist', 'fashion-mnist-slice', 'cifar10', 'folder') with a seeded
     validation split carved from its training data. `limit` keeps only the first N training images.
-    `image_size` and `in_channels` apply to folders only."""
+    `image_size`, `in_channels` and the normalisation `mean` and `std` (default 0.5 each) apply to folders
+    only."""
     fm_mean, fm_std = [0.2860], [0.3530]
     if name == "fashion-mnist":
         a = load_fashion_mnist_arrays(data_dir)
@@ -326,7 +333,7 @@ def load_dataset(
     if name == "folder":
         if not data_dir:
             raise DataError("The 'folder' dataset needs --data-dir: a folder with one sub-folder of images per class.")
-        return _folder_bundle(Path(data_dir), image_size, in_channels, 0.1, 0.1, seed, limit)
+        return _folder_bundle(Path(data_dir), image_size, in_channels, 0.1, 0.1, seed, limit, mean, std)
     raise DataError(f"Unknown dataset '{name}'. Choose one of: {', '.join(DATASETS)}.")
 
 

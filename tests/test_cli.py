@@ -76,6 +76,7 @@ COMMANDS = (
     "info",
     "list-models",
     "make-slice",
+    "export-folder",
     "policy",
     "sweep",
     "solve",

@@ -101,3 +101,38 @@ def test_augmentation_shifts_and_flips_per_sample():
         assert torch.equal(out[i], x[i]) or torch.equal(out[i], x[i].flip(-1))
     out2 = augment_shift_flip(x, torch.Generator().manual_seed(1), max_shift=2)
     assert out2.shape == x.shape
+
+
+def test_export_folder_writes_class_folders_the_folder_dataset_reads(tmp_path, capsys):
+    from aep_core.cli.main import main
+
+    (tmp_path / "fm").mkdir()
+    _fake_fashion_dir(tmp_path / "fm", n_train=200, n_test=60)
+    out = tmp_path / "images"
+    args = ["export-folder", "--out", str(out), "--data-dir", str(tmp_path / "fm")]
+    assert main([*args, "--train-per-class", "3", "--test-per-class", "2"]) == 0
+    labels = read_idx(tmp_path / "fm" / "train-labels-idx1-ubyte.gz")
+    per_class = np.bincount(labels, minlength=10)
+    expected_train = int(np.minimum(per_class, 3).sum())
+    assert len(list((out / "train").glob("*/*.png"))) == expected_train
+    b = load_dataset("folder", out, image_size=28, in_channels=1)
+    assert len(b.class_names) == 10 and len(b.test) == len(list((out / "test").glob("*/*.png")))
+    # an exported image is the IDX image itself
+    first = sorted((out / "train" / "Bag").glob("*.png"))[0]
+    idx = int(first.stem)
+    assert np.array_equal(np.asarray(Image.open(first)), read_idx(tmp_path / "fm" / "train-images-idx3-ubyte.gz")[idx])
+    # a folder that is not empty is refused with one line, and nothing in it is touched
+    assert main([*args]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_folder_normalisation_can_be_given(tmp_path):
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(tmp_path / c / f"{i}.png")
+    b = load_dataset("folder", tmp_path, image_size=8, in_channels=3, mean=[0.25, 0.5, 0.75], std=[0.5, 0.5, 0.25])
+    x, _ = b.train[0]
+    assert torch.allclose(x[:, 0, 0], torch.tensor([1.5, 1.0, 1.0])) and b.mean == [0.25, 0.5, 0.75]
+    with pytest.raises(DataError, match="one mean and one positive std per channel"):
+        load_dataset("folder", tmp_path, image_size=8, in_channels=3, mean=[0.5], std=[0.5])

@@ -74,6 +74,7 @@ class TrainingMeta:
     init: str | None = None
     limit: int | None = None
     seconds: float | None = None
+    weights: str | None = None  # the torchvision backbone's starting weights: a file or torchvision's name
     resumed_from: str | None = None  # the resumable state this run continued
     resume_of: str | None = None  # in a resumable state: the checkpoint file the run will write
     processes: int = 1

@@ -108,6 +108,17 @@ def positive_int_list(text: str) -> list[int]:
     return values
 
 
+def float_list(text: str) -> list[float]:
+    """An option type reading comma-separated finite numbers (e.g. a per-channel mean)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"must be comma-separated numbers, got '{text}'")
+    return values
+
+
 def _refuse_directory(path: Path, what: str, suffixes: Iterable[str]) -> None:
     """CheckpointError when `path` is a directory, naming the files in it a command could read instead."""
     from aep_core.checkpoint.sidecars import is_model_file

@@ -7,7 +7,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from aep_core.cli.common import add_command, checkpoint_file
+from aep_core.cli.common import add_command, checkpoint_file, positive_int
 
 if TYPE_CHECKING:
     from aep_core.checkpoint import CheckpointMeta, SplitMetrics
@@ -56,12 +56,50 @@ def _cmd_info(a: argparse.Namespace) -> int:
 
 
 def _cmd_list_models(a: argparse.Namespace) -> int:
-    """list registered backbones"""
+    """list registered backbones, the torchvision classifiers that take exits, or one's exit points"""
     from aep_core.models import list_models
 
-    for name, desc in list_models().items():
-        print(f"{name:12} {desc}")
+    if a.torchvision is None:
+        for name, desc in list_models().items():
+            print(f"{name:12} {desc}")
+        return 0
+    if a.torchvision == "":
+        from aep_core.models.torchvision_backbones import FAMILIES, UNSUPPORTED
+
+        for family in FAMILIES.values():
+            print(f"{family.name:12} {family.description}\n{'':12} {', '.join(family.archs)}")
+        print("not supported: " + "; ".join(f"{name.rstrip('_')}*: {why}" for name, why in UNSUPPORTED.items()))
+        return 0
+    print(format_exit_points(a.torchvision, a.in_channels, a.image_size))
     return 0
+
+
+def format_exit_points(arch: str, in_channels: int, image_size: int) -> str:
+    """The exit points of torchvision classifier `arch` as text: per block, its name, the graph node giving its
+    output, channels, stage, and the share of the network's MACs spent up to it at `image_size`."""
+    from aep_core.cost import cumulative_block_macs
+    from aep_core.models import ModelSpec, build_model
+    from aep_core.models.torchvision_backbones import block_output_nodes
+
+    model = build_model(
+        ModelSpec(
+            backbone="torchvision", backbone_config={"arch": arch}, in_channels=in_channels, image_size=image_size
+        )
+    )
+    backbone = model.backbone
+    cum = cumulative_block_macs(backbone, (in_channels, image_size, image_size))
+    nodes = block_output_nodes(arch)
+    lines = [
+        f"{arch}: {len(backbone.blocks)} blocks; exits follow any of them (--exits takes indices or names); "
+        f"MACs at {in_channels}x{image_size}x{image_size}, classifier excluded",
+        f"{'block':>5}  {'name':24} {'graph node':32} {'channels':>8} {'stage':>5} {'MACs %':>7}",
+    ]
+    for b, name in enumerate(backbone.block_names):
+        lines.append(
+            f"{b:>5}  {name:24} {nodes[b]:32} {backbone.block_channels[b]:>8} {backbone.block_stage[b]:>5} "
+            f"{100 * cum[b] / cum[-1]:>6.1f}%"
+        )
+    return "\n".join(lines)
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -69,4 +107,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     i = add_command(sub, "info", _cmd_info, show_defaults=False)
     i.add_argument("checkpoint")
     i.add_argument("--json", action="store_true", help="print the metadata as JSON")
-    add_command(sub, "list-models", _cmd_list_models, show_defaults=False)
+    m = add_command(sub, "list-models", _cmd_list_models, show_defaults=False)
+    m.add_argument(
+        "--torchvision",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ARCH",
+        help="list the torchvision classifiers that take exits, or ARCH's exit points",
+    )
+    m.add_argument("--image-size", type=positive_int, default=224, help="input side for the exit points' MACs")
+    m.add_argument("--in-channels", type=int, default=3, choices=(1, 3), help="input channels")

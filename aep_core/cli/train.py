@@ -12,6 +12,7 @@ from aep_core.cli.common import (
     add_command,
     check_outputs,
     checkpoint_file,
+    float_list,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -38,7 +39,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         cfg["convs_per_stage"] = a.convs_per_stage
     if a.widths:
         cfg["widths"] = a.widths
-    exits = a.exits if not a.exits.replace(",", "").isdigit() else [int(b) for b in a.exits.split(",")]
+    if a.arch is not None:
+        cfg["arch"] = a.arch
+    exits = exit_placement(a.exits)
     job = TrainJob(
         out=a.out,
         dataset=a.dataset,
@@ -54,6 +57,9 @@ def _cmd_train(a: argparse.Namespace) -> int:
         num_early_exits=a.num_exits,
         head_pool=a.head_pool,
         init=a.init,
+        weights=a.weights,
+        mean=a.mean,
+        std=a.std,
         method=MethodSettings(
             a.method,
             a.weighting,
@@ -64,6 +70,7 @@ def _cmd_train(a: argparse.Namespace) -> int:
             a.temperature,
             a.alpha,
             a.freeze_epochs,
+            a.backbone_epochs,
         ),
         train=TrainConfig(
             a.epochs,
@@ -90,6 +97,16 @@ def _cmd_train(a: argparse.Namespace) -> int:
             print(f"interrupted: {e}", file=sys.stderr)
         return 130
     return 0
+
+
+def exit_placement(text: str) -> str | list[int | str]:
+    """`--exits`: a placement rule's name, or comma-separated block indices or exit-point names."""
+    from aep_core.models import PLACEMENTS
+
+    if text in PLACEMENTS:
+        return text
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return [int(t) if t.isdigit() else t for t in items]
 
 
 def _cmd_evaluate(a: argparse.Namespace) -> int:
@@ -126,8 +143,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--limit", type=positive_int, default=None, help="train on the first N training images only")
     g.add_argument("--image-size", type=positive_int, default=32, help="image side for image folders")
     g.add_argument("--in-channels", type=int, default=3, choices=(1, 3), help="channels for image folders")
+    g.add_argument(
+        "--mean",
+        type=float_list,
+        default=None,
+        help="image folders: per-channel normalisation mean, e.g. 0.485,0.456,0.406 (default: the --weights' "
+        "own when torchvision names them, else 0.5)",
+    )
+    g.add_argument("--std", type=float_list, default=None, help="image folders: per-channel normalisation std")
     g = p.add_argument_group("model")
     g.add_argument("--model", default="compact_cnn", choices=list(list_models()), help="backbone")
+    g.add_argument(
+        "--arch",
+        default=None,
+        help="for --model torchvision: the torchvision classifier, e.g. mobilenet_v3_small "
+        "(`python -m aep_core list-models --torchvision` lists them)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE|NAME",
+        help="for --model torchvision: the backbone's starting weights, a state_dict file of the torchvision "
+        "model (read with weights_only), or torchvision's pretrained weights' name (DEFAULT, IMAGENET1K_V1, ...) "
+        "when they are already in the torch cache (nothing is downloaded)",
+    )
     g.add_argument("--width", type=positive_int, default=None, help="ResNet width factor (channels of the first stage)")
     g.add_argument("--depth", type=positive_int, default=None, help="depth for --model resnet (6n+2)")
     g.add_argument("--widths", type=positive_int_list, default=None, help="compact_cnn stage widths, e.g. 32,64,128")
@@ -135,7 +174,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--convs-per-stage", type=positive_int, default=None, help="compact_cnn conv blocks per stage (default 2)"
     )
     g.add_argument(
-        "--exits", default="blocks", help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3"
+        "--exits",
+        default="blocks",
+        help=f"exit placement: one of {', '.join(PLACEMENTS)}, or block indices like 1,3, or (torchvision) "
+        "exit-point names like layer2.1,layer3.1",
     )
     g.add_argument(
         "--num-exits", type=positive_int, default=None, help="number of early exits for cost-fraction placements"
@@ -174,7 +216,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--freeze-epochs",
         type=non_negative_int,
         default=None,
-        help="classifier-wise: backbone epochs before freezing (default half)",
+        help="classifier-wise: backbone epochs before freezing (default half; 0: a pretrained backbone frozen "
+        "from the start, BatchNorm statistics included)",
+    )
+    g.add_argument(
+        "--backbone-epochs",
+        type=non_negative_int,
+        default=0,
+        help="aep, eenet, distillation: epochs training the backbone and final classifier alone before the "
+        "joint training of every exit (backbone first, then joint)",
     )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=positive_int, default=10, help="epochs")

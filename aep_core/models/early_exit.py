@@ -50,6 +50,7 @@ class EarlyExitNet(nn.Module):
         if final_classifier is not None:
             heads[-1] = OwnClassifierHead(final_classifier, HEAD_TYPES[head].has_confidence)
         self.heads = nn.ModuleList(heads)
+        self.final_pretrained = False  # set when the final classifier's weights came from a weights file
 
     @property
     def final_is_native(self) -> bool:

@@ -296,7 +296,7 @@ def family_of(arch: str) -> FamilySpec:
             raise ConfigError(f"torchvision '{arch}' cannot take exits here: {reason}.")
     raise ConfigError(
         f"Unknown torchvision classifier '{arch}'. Choose one of: {', '.join(supported_archs())} "
-        "(`python -m aep_core models --torchvision` lists them with their exit points)."
+        "(`python -m aep_core list-models --torchvision` lists them with their exit points)."
     )
 
 
@@ -423,7 +423,7 @@ class TorchvisionBackbone(Backbone):
         raise ConfigError(
             f"'{name}' is not an exit point of {self.arch}.{hint} Exit points are its blocks' outputs: "
             + ", ".join(self.block_names)
-            + f" (`python -m aep_core models --torchvision {self.arch}` lists them)."
+            + f" (`python -m aep_core list-models --torchvision {self.arch}` lists them)."
         )
 
     def native_classifier(self, num_classes: int) -> NativeClassifier:
@@ -516,6 +516,11 @@ def torchvision_weights_file(arch: str, name: str) -> tuple[Path, dict[str, Any]
     return path, {"mean": list(tf.mean), "std": list(tf.std), "image_size": int(tf.crop_size[0])}
 
 
+def is_weights_name(weights: str) -> bool:
+    """Whether `weights` names torchvision's pretrained weights ("DEFAULT", "IMAGENET1K_V1") rather than a file."""
+    return weights == "DEFAULT" or (weights.isidentifier() and weights.isupper() and not Path(weights).exists())
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state_dict from an untrusted file (weights only: no pickled code); CheckpointError otherwise. A dict
     holding it under "state_dict" or "model" is accepted too."""
@@ -544,10 +549,10 @@ def load_torchvision_weights(model: nn.Module, weights: str) -> LoadedWeights:
     if not isinstance(backbone, TorchvisionBackbone):
         raise ConfigError("Weights files for torchvision classifiers apply to torchvision backbones only.")
     arch, info = backbone.arch, {}
-    if Path(weights).suffix or Path(weights).exists():
-        path = Path(weights)
-    else:
+    if is_weights_name(weights):
         path, info = torchvision_weights_file(arch, weights)
+    else:
+        path = Path(weights)
     state = read_state_dict(path)
     net = _new_torchvision_model(arch)
     split = family_of(arch).build(net)

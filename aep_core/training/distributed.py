@@ -149,7 +149,7 @@ class ExitStep(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         out = self.model(x, upto=self.method.last_exit(epoch))  # layer-wise: later blocks are not run
-        return self.method.loss(out, y, epoch), [z.detach() for z in out.logits]  # loss, (b, classes) per exit
+        return self.method.epoch_loss(out, y, epoch), [z.detach() for z in out.logits]  # loss, (b, classes) per exit
 
 
 def wrap(step: ExitStep, device: torch.device) -> nn.Module:
@@ -161,7 +161,9 @@ def wrap(step: ExitStep, device: torch.device) -> nn.Module:
     # A 1-channel first conv gets its (c_out, 1, 3, 3) gradient in an equivalent but differently strided
     # layout; the reducer copies it and warns on every step. The copy is harmless, the noise is not.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=step.method.may_leave_parameters_unused)
+    # the early heads get no gradient during backbone-first epochs
+    unused = step.method.may_leave_parameters_unused or step.method.settings.backbone_epochs > 0
+    return DistributedDataParallel(step, device_ids=ids, find_unused_parameters=unused)
 
 
 def parameter_digest(*modules: nn.Module) -> str:

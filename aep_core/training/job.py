@@ -55,6 +55,9 @@ class TrainJob:
     num_early_exits: int | None = None
     head_pool: int = 4  # exit heads pool to a 4x4 grid: early exits keep where features are, not only what
     init: str | None = None  # start from this checkpoint's weights (matching layers)
+    weights: str | None = None  # torchvision backbones: a state_dict file, or torchvision's pretrained weights' name
+    mean: list[float] | None = None  # image folders: per-channel normalisation (default: the weights', else 0.5)
+    std: list[float] | None = None
     method: MethodSettings = field(default_factory=MethodSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     resume: str | None = None  # continue from this resumable state (`<stem>.resume.pt`)
@@ -77,6 +80,10 @@ def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, Mode
     if not method.uses_early_exits:
         spec.placement, spec.num_early_exits = [], None
     model = build_model(spec)
+    if job.weights:
+        from aep_core.models.torchvision_backbones import load_torchvision_weights
+
+        model.final_pretrained = load_torchvision_weights(model, job.weights).classifier_kept
     if job.init:
         init_model, _ = load_checkpoint(job.init)
         own = model.state_dict()
@@ -94,7 +101,23 @@ def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, Mode
             raise CheckpointError(f"--init {job.init}: its backbone does not match the model being trained.")
         own.update(matching)
         model.load_state_dict(own)
+        model.final_pretrained = any(k.startswith(dst_head) for k in matching)
     return model, spec
+
+
+def job_normalisation(job: TrainJob) -> tuple[list[float] | None, list[float] | None]:
+    """The per-channel mean and std an image folder is normalised with: the job's own, else those of the
+    torchvision pretrained weights it starts from (None: the default)."""
+    if job.mean or job.std or not job.weights or job.model != "torchvision":
+        return job.mean, job.std
+    from aep_core.models.torchvision_backbones import is_weights_name, torchvision_weights_file
+
+    if not is_weights_name(job.weights):
+        return None, None
+    _, info = torchvision_weights_file(job.model_config.get("arch", ""), job.weights)
+    if job.in_channels == 1:
+        return [sum(info["mean"]) / 3], [sum(info["std"]) / 3]
+    return info["mean"], info["std"]
 
 
 def _read_resume_state(path: str, spec: ModelSpec, job: TrainJob) -> dict[str, Any]:
@@ -130,7 +153,15 @@ def job_meta(
     further entries of its training record (device, processes, ...)."""
     settings = {k: v for k, v in job.method.relevant().items() if k != "method"}
     record = TrainingMeta(
-        job.method.method, settings, asdict(cfg), list(ensemble_weights), job.init, job.limit, seconds, **training
+        job.method.method,
+        settings,
+        asdict(cfg),
+        list(ensemble_weights),
+        job.init,
+        job.limit,
+        seconds,
+        weights=job.weights,
+        **training,
     )
     return model_meta(spec, model, DatasetMeta(**bundle.meta()), record, cost)
 
@@ -169,8 +200,9 @@ def _run(
     rank_log = log
     log = log if env.is_main else (lambda _msg: None)
     cfg = replace(job.train, device=env.device)
+    mean, std = job_normalisation(job)
     bundle = load_dataset(
-        job.dataset, job.data_dir, job.val_size, job.split_seed, job.limit, job.image_size, job.in_channels
+        job.dataset, job.data_dir, job.val_size, job.split_seed, job.limit, job.image_size, job.in_channels, mean, std
     )
     torch.manual_seed(cfg.seed)
     model, spec = build_for_job(job, bundle)

@@ -4,7 +4,8 @@ in METHODS with `register_method`; `build_method` binds the one a MethodSettings
 baseline          the backbone alone, final classifier only (no early exits)
 aep               AEP joint training: sum_i w_i CE(y, z_i), weights from a named scheme
 eenet             EENet cost-aware loss (v1 or v2); two-stage as the authors' code: per-exit losses, then v1
-classifier-wise   survey: frozen backbone, only the early exit heads learn
+classifier-wise   survey: frozen backbone, only the early exit heads learn (with --freeze-epochs 0 a pretrained
+                  backbone is frozen from the start; its final classifier learns too when it is new)
 layer-wise        survey: greedy, one exit at a time: segment k and exit k learn from exit k's loss while
                   everything before is frozen; the epochs are shared evenly among the exits
 distillation      survey: self-distillation, the last exit teaches the earlier ones
@@ -40,6 +41,7 @@ class MethodSettings:
     temperature: float = 3.0  # distillation
     alpha: float = 0.5  # distillation
     freeze_epochs: int | None = None  # classifier-wise: epochs of backbone training before freezing (default half)
+    backbone_epochs: int = 0  # joint methods: epochs training the backbone and final classifier alone first
 
     def relevant(self) -> dict[str, Any]:
         """The settings that matter for this method (for metadata and logs)."""
@@ -74,8 +76,9 @@ class Method(nn.Module, ABC):
 
     @classmethod
     def settings_read(cls, settings: MethodSettings) -> tuple[str, ...]:
-        """The MethodSettings fields this method reads with these settings."""
-        return cls.reads
+        """The MethodSettings fields this method reads with these settings (backbone-first epochs only when
+        there are some)."""
+        return tuple(k for k in cls.reads if k != "backbone_epochs" or settings.backbone_epochs)
 
     @classmethod
     def resolved(cls, values: dict[str, Any]) -> dict[str, Any]:
@@ -86,6 +89,13 @@ class Method(nn.Module, ABC):
         """Raise ConfigError when the settings, the model or the number of epochs do not suit the method."""
         if self.uses_early_exits and model.num_exits < 2:
             raise ConfigError(f"Method '{self.name}' needs at least one early exit besides the final classifier.")
+        if settings.backbone_epochs and "backbone_epochs" not in self.reads:
+            raise ConfigError(f"Method '{self.name}' has no backbone-first epochs; use aep, eenet or distillation.")
+        if settings.backbone_epochs >= max(epochs, 1):
+            raise ConfigError(
+                f"{settings.backbone_epochs} backbone-first epochs leave none of the {epochs} for the exits: "
+                "train for more epochs or fewer backbone-first ones."
+            )
 
     def ensemble_scheme(self, settings: MethodSettings) -> str:
         """The weighting scheme of the ensemble prediction."""
@@ -115,6 +125,13 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
         """The method's training loss for one batch."""
+
+    def epoch_loss(self, out: ExitOutputs, y: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The loss of one batch in `epoch`: the final classifier's alone during the backbone-first epochs of a
+        joint method, the method's own loss after them."""
+        if epoch < self.settings.backbone_epochs:
+            return F.cross_entropy(out.logits[-1], y)
+        return self.loss(out, y, epoch)
 
 
 METHODS: Registry[type[Method]] = Registry("training method")
@@ -149,11 +166,12 @@ class Baseline(Method):
 class AEP(Method):
     name = "aep"
     help = "joint training of every exit: sum_i w_i CE(y, z_i), the weights w from a weighting scheme"
-    reads = ("weighting",)
+    reads = ("weighting", "backbone_epochs")
 
     @classmethod
     def settings_read(cls, settings: MethodSettings) -> tuple[str, ...]:
-        return cls.reads + (("geometric_base",) if get_scheme(settings.weighting).uses_base else ())
+        base = ("geometric_base",) if get_scheme(settings.weighting).uses_base else ()
+        return super().settings_read(settings) + base
 
     def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
         get_scheme(settings.weighting)
@@ -175,7 +193,7 @@ class EENet(Method):
     name = "eenet"
     help = "EENet cost-aware loss (v1 or v2) over exits with confidence branches, optionally two-stage"
     head = "eenet"
-    reads = ("eenet_loss", "lam", "two_stage")
+    reads = ("eenet_loss", "lam", "two_stage", "backbone_epochs")
     may_leave_parameters_unused = True  # the last confidence branch; every confidence in the two-stage first half
 
     def __init__(self, settings: MethodSettings, model: EarlyExitNet, cost_rates: list[float], epochs: int) -> None:
@@ -219,10 +237,16 @@ class ClassifierWise(Method):
         super().__init__(settings, model, cost_rates, epochs)
         self.freeze_at = epochs // 2 if settings.freeze_epochs is None else settings.freeze_epochs
 
+        # A backbone frozen from the start is a pretrained one; its final classifier learns with the exits unless
+        # it came with the weights.
+        self.final_learns = self.freeze_at == 0 and not model.final_pretrained
+
     def prepare_epoch(self, model: EarlyExitNet, epoch: int) -> None:
-        """From `freeze_at` on, the backbone and the final classifier are frozen, BatchNorm statistics included."""
+        """From `freeze_at` on, the backbone and the final classifier are frozen, BatchNorm statistics included
+        (the final classifier keeps learning when it is new on a backbone frozen from the start)."""
         frozen = epoch >= self.freeze_at
-        for p in list(model.backbone.parameters()) + list(model.heads[-1].parameters()):
+        final = [] if self.final_learns else list(model.heads[-1].parameters())
+        for p in list(model.backbone.parameters()) + final:
             p.requires_grad_(not frozen)
             if frozen:
                 p.grad = None
@@ -233,7 +257,7 @@ class ClassifierWise(Method):
         z = out.logits
         if epoch < self.freeze_at:
             return F.cross_entropy(z[-1], y)
-        return losses.per_exit_loss(z[:-1], y)
+        return losses.per_exit_loss(z if self.final_learns else z[:-1], y)
 
 
 @register_method
@@ -287,7 +311,7 @@ class LayerWise(Method):
 class Distillation(Method):
     name = "distillation"
     help = "self-distillation: the last exit learns from the labels and teaches the earlier ones"
-    reads = ("temperature", "alpha")
+    reads = ("temperature", "alpha", "backbone_epochs")
 
     def validate(self, settings: MethodSettings, model: EarlyExitNet, epochs: int) -> None:
         super().validate(settings, model, epochs)
