@@ -1,5 +1,6 @@
-"""Early-Exit Explorer: the entry point. Page config, the shared sidebar (explorer.widgets), URL query
-parameters for shareable links (explorer.state), and navigation over the pages in pages/."""
+"""Early-Exit Explorer: the entry point. Page config, the shared sidebar (explorer.widgets) and its uploader of
+per-exit outputs files, URL query parameters for shareable links (explorer.state), and navigation over the pages
+in pages/."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from aep_core.errors import AepError
 from aep_core.exits.rules import ModelExits
 from aep_core.threads import set_default_threads
 from explorer import state, widgets
-from explorer.models import load_model
+from explorer.models import add_outputs_upload, load_model
 
 st.set_page_config(page_title="Early-Exit Explorer", page_icon=":material/alt_route:", layout="wide")
 keep_freed_buffers()
@@ -32,6 +33,46 @@ def model_exits(label: str) -> ModelExits | None:
         return load_model(label).exits
     except AepError:
         return None
+
+
+def take_outputs_upload() -> None:
+    """Make the files added to the outputs uploader since its last accepted file this session's model once they
+    are checked; a refused file changes nothing. Runs as the uploader's callback, before the model picker is
+    drawn."""
+    state = st.session_state
+    taken = state.setdefault("_outputs_taken", set())  # file ids of the files already opened
+    # the uploader keeps every file added: an earlier outputs file stays in the picker, and is not read again
+    added = [f for f in state.get("outputs_upload") or [] if f.file_id not in taken]
+    if not added:
+        state.pop("_outputs_msg", None)
+        return
+    try:
+        state["model"] = add_outputs_upload([(f.name, f.getvalue()) for f in added])
+    except AepError as e:
+        state["_outputs_msg"] = ("error", f"Outputs file refused: {e}")
+        return
+    taken.update(f.file_id for f in added)
+    state["_outputs_msg"] = ("success", f"Opened {state['model']}.")
+
+
+def outputs_upload() -> None:
+    """An uploader for per-exit outputs files written by any framework (docs/BRING_YOUR_OWN.md): a .npz, or a
+    .csv or .parquet with its .json; a good one becomes this session's model, without a network."""
+    with st.sidebar.expander("Open an outputs file (.npz, or .csv/.parquet + .json)"):
+        st.file_uploader(
+            "Per-exit outputs of your own model",
+            type=["npz", "csv", "parquet", "json"],
+            accept_multiple_files=True,
+            key="outputs_upload",
+            on_change=take_outputs_upload,
+            help="What each exit of a model answered for labelled val (and test) samples, and what each exit costs "
+            "(MACs or milliseconds); a .csv or .parquet comes with the .json of its per-file values, uploaded "
+            "together. Thresholds, calibration, the ensemble and the deployment simulator work from it; pages "
+            "that run the network do not. See docs/BRING_YOUR_OWN.md.",
+        )
+        if "_outputs_msg" in st.session_state:
+            kind, message = st.session_state["_outputs_msg"]
+            (st.success if kind == "success" else st.error)(message)
 
 
 def open_overview() -> None:
@@ -62,5 +103,6 @@ if page is HOME:
     open_overview()
 state.show_ignored_link_values()
 widgets.sidebar()
+outputs_upload()
 state.sync_url(page.url_path)
 page.run()

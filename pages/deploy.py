@@ -1,7 +1,8 @@
 """Deploy: the model split over device, edge and cloud. Sliders for tier speeds, bandwidth and link
 latency, a picker for the split points, compute timed from MACs or from per-segment latencies measured on an
 engine; the latency breakdown, the share answered at each tier, and accuracy against latency, all replayed from
-the saved per-exit outputs under the sidebar's exit rule."""
+the saved per-exit outputs under the sidebar's exit rule. A per-exit outputs file (no network) is simulated from
+its own costs, in MACs or in milliseconds, and the feature sizes it gives."""
 
 import math
 import time
@@ -16,6 +17,7 @@ from aep_core.deploy.simulator import (
     MAX_TIERS,
     TIER_NAMES,
     Deployment,
+    FeatureSizes,
     SegmentTimes,
     decision_grid,
     default_splits,
@@ -37,6 +39,10 @@ from explorer.widgets import noted_metric
 
 GMACS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0]
 MBPS = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 10000.0]
+SPEEDUPS = [0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 5.0, 10.0, 20.0, 50.0, 100.0]  # x the machine that measured the ms
+DEFAULT_SPEEDUPS = {1: [], 2: [20.0], 3: [4.0, 20.0], 4: [2.0, 5.0, 20.0]}  # tiers after the device, in ms files
+DEVICE_GMACS = 5.0  # the device's default speed when there is no network to time on this machine
+MS_WORK_PER_S = 1e3  # a tier as fast as the machine that measured a file's milliseconds does 1000 ms of it a second
 FROM_MACS = "macs"  # the compute-time choice that divides MACs by the tier's speed; the others are engines
 SEGMENT_ROUNDS = 50
 
@@ -77,12 +83,29 @@ def rule_grid(model_key: str, rule: str, _record):
     return decision_grid(_record, rule, grid=grid)
 
 
-sizes, local_gmacs = model_side(loaded.key, loaded.model, loaded.input_shape)
-speed_options = sorted(set(GMACS) | {round(local_gmacs, 3)})
+def outputs_sizes(record) -> FeatureSizes | None:
+    """The values one sample sends at each exit and before any, as an outputs file gives them (None without)."""
+    exits, inputs = record.info.get("feature_sizes"), record.info.get("input_size")
+    if exits is None or inputs is None:
+        return None
+    return FeatureSizes((int(inputs),), tuple((int(v),) for v in exits))
+
+
+in_ms = loaded.cost_unit == "ms"  # costs measured in milliseconds: tier speeds are multiples of that machine's
+if loaded.has_network:
+    sizes, local_gmacs = model_side(loaded.key, loaded.model, loaded.input_shape)
+    speed_options = sorted(set(GMACS) | {round(local_gmacs, 3)})
+    device_speed = round(local_gmacs, 3)
+else:
+    sizes, local_gmacs = outputs_sizes(record), None
+    speed_options, device_speed = (SPEEDUPS, 1.0) if in_ms else (GMACS, DEVICE_GMACS)
+speed_key, work_per_s = ("dep_speedup", MS_WORK_PER_S) if in_ms else ("dep_speed", 1e9)
 
 
 def gmacs_label(value: float) -> str:
-    return f"{value:g} (this machine)" if value == round(local_gmacs, 3) else f"{value:g}"
+    if in_ms:
+        return f"{value:g}x" + (" (the measuring machine)" if value == 1 else "")
+    return f"{value:g} (this machine)" if local_gmacs is not None and value == round(local_gmacs, 3) else f"{value:g}"
 
 
 def exit_label(value: int) -> str:
@@ -93,20 +116,37 @@ def compute_label(value: str) -> str:
     return "MACs / speed" if value == FROM_MACS else f"measured per-segment latency ({get_engine(value).label})"
 
 
+def speeds_heading() -> str:
+    """What the tier speed sliders measure."""
+    if in_ms:
+        return "**Tier speeds** (times the speed of the machine that measured the outputs file's milliseconds)"
+    if local_gmacs is None:
+        return "**Tier speeds** (GMAC/s)"
+    return "**Tier speeds** (GMAC/s; the device starts at this machine's measured speed: batch 1, one thread)"
+
+
 with st.container(border=True):
     c1, c2, c3 = st.columns([1, 1, 2])
-    num_tiers = c1.radio(
-        "Tiers",
-        list(range(1, MAX_TIERS + 1)),
-        index=2,
-        key="dep_tiers",
-        horizontal=True,
-        help=glossary.help_text(
-            "tier",
-            "split point",
-            lead="1: the device alone; 2: device and cloud; 3: device, edge, cloud; 4: device, edge, fog, cloud.",
-        ),
-    )
+    if sizes is None:
+        num_tiers = 1
+        sizes = FeatureSizes((0,), tuple((0,) for _ in range(num_exits)))  # one tier sends nothing
+        c1.caption(
+            "One tier: the outputs file gives no feature_sizes and input_size, so what a split sends over a link "
+            "is not known. Add them to the file to split it over tiers (docs/BRING_YOUR_OWN.md)."
+        )
+    else:
+        num_tiers = c1.radio(
+            "Tiers",
+            list(range(1, MAX_TIERS + 1)),
+            index=2,
+            key="dep_tiers",
+            horizontal=True,
+            help=glossary.help_text(
+                "tier",
+                "split point",
+                lead="1: the device alone; 2: device and cloud; 3: device, edge, cloud; 4: device, edge, fog, cloud.",
+            ),
+        )
     precision = c2.radio(
         "Features sent as",
         ["fp32", "fp16", "int8"],
@@ -134,24 +174,26 @@ with st.container(border=True):
             )
     else:
         c3.caption("One tier: everything runs on the device.")
-    compute_from = st.radio(
-        "Compute time from",
-        [FROM_MACS, *list_engines(available=True)],
-        key="dep_compute",
-        format_func=compute_label,
-        horizontal=True,
-        help="MACs / speed: each tier computes at its speed in MACs per second. Measured: each segment (the blocks "
-        "and head of one exit) is timed for one image on this machine with the chosen engine, and a tier at "
-        "another speed scales those times by this machine's speed over its own.",
-    )
-    st.markdown("**Tier speeds** (GMAC/s; the device starts at this machine's measured speed: batch 1, one thread)")
+    compute_from = FROM_MACS
+    if models.require_network(loaded, "timing each segment on this machine or exporting the segments", stop=False):
+        compute_from = st.radio(
+            "Compute time from",
+            [FROM_MACS, *list_engines(available=True)],
+            key="dep_compute",
+            format_func=compute_label,
+            horizontal=True,
+            help="MACs / speed: each tier computes at its speed in MACs per second. Measured: each segment (the "
+            "blocks and head of one exit) is timed for one image on this machine with the chosen engine, and a tier "
+            "at another speed scales those times by this machine's speed over its own.",
+        )
+    st.markdown(speeds_heading())
     cols = st.columns(num_tiers)
     speeds = []
     for t in range(num_tiers):
-        default_speed = round(local_gmacs, 3) if t == 0 else DEFAULT_GMACS[num_tiers][t - 1]
-        state.setdefault(f"dep_speed_{num_tiers}_{t}", default_speed)
+        later = DEFAULT_SPEEDUPS if in_ms else DEFAULT_GMACS
+        state.setdefault(f"{speed_key}_{num_tiers}_{t}", device_speed if t == 0 else later[num_tiers][t - 1])
         speeds.append(
-            cols[t].select_slider(names[t], speed_options, key=f"dep_speed_{num_tiers}_{t}", format_func=gmacs_label)
+            cols[t].select_slider(names[t], speed_options, key=f"{speed_key}_{num_tiers}_{t}", format_func=gmacs_label)
         )
     bandwidths, latencies = [], []
     if num_tiers > 1:
@@ -217,7 +259,7 @@ if compute_from != FROM_MACS:
 
 try:
     deployment = make_deployment(
-        [g * 1e9 for g in speeds],
+        [g * work_per_s for g in speeds],
         bandwidths,
         latencies,
         splits,
@@ -231,7 +273,7 @@ except AepError as e:
     st.stop()
 
 compute_text = (
-    "MACs / each tier's speed"
+    f"{'the milliseconds the outputs file gives' if in_ms else 'MACs'} / each tier's speed"
     if segments is None
     else f"per-segment latency measured on {get_engine(compute_from).label} at {measured_at}, scaled by tier speed"
 )
@@ -276,7 +318,7 @@ breakdown = result.breakdown()
 table = pd.DataFrame(
     {
         "tier": names,
-        "GMAC/s": speeds,
+        "speed x" if in_ms else "GMAC/s": speeds,
         "holds": exits_text,
         "answered %": (100 * share).round(1),
         "accuracy %": ["–" if math.isnan(a) else f"{100 * a:.2f}" for a in tier_accuracy],
@@ -349,9 +391,13 @@ st.altair_chart(
     width="stretch",
 )
 setting_name = current.spec.setting.keyword if current.spec.setting is not None else "setting"
+export = (
+    " Export the segments with `python -m aep_core export CHECKPOINT --splits ... --out DIR` (see docs/DEPLOY.md)."
+    if loaded.has_network
+    else ""
+)
 st.caption(
     f"Every split of the {num_tiers} tier(s) with every {setting_name} of the rule "
     f"({len(searched.accuracy):,} configurations, grey); the line is the Pareto front. Red: the current "
-    "setting; green: the most accurate within the deadline. Export the segments with "
-    "`python -m aep_core export CHECKPOINT --splits ... --out DIR` (see docs/DEPLOY.md)."
+    f"setting; green: the most accurate within the deadline.{export}"
 )

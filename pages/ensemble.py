@@ -84,7 +84,7 @@ st.dataframe(
         "weight": np.round(weights / weights.sum(), 4),
         "exit alone": np.round(single, 4),
         "ensemble 0..k": np.round(ensemble, 4),
-        "MACs share": np.round(cost, 3),
+        f"{loaded.cost_name} share": np.round(cost, 3),
     },
     hide_index=True,
 )

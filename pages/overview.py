@@ -33,9 +33,9 @@ c3.markdown(
     "**how** a sample decides to stop (max probability, entropy, patience, learned rules)."
 )
 
-loaded = models.current_model()
-if loaded is not None:
-    st.subheader(f"The loaded model: {loaded.label}")
+
+def network_overview(loaded: models.LoadedModel) -> None:
+    """The model's backbone as a strip of blocks and exits, and its checkpoint's facts."""
     stages = getattr(loaded.model.backbone, "block_stage", None)
     network, heads = loaded.meta.cost.macs_split()
     st.altair_chart(
@@ -68,6 +68,40 @@ if loaded is not None:
         f"Trained with **{loaded.training_method or '?'}**{weighting} on **{loaded.dataset_name}**. "
         f"Current exit rule: {settings().describe()}."
     )
+
+
+def outputs_overview(loaded: models.LoadedModel) -> None:
+    """A per-exit outputs file's exits: what each costs, in the file's unit, and how accurate it is."""
+    record = loaded.record
+    splits = [(name, rec) for name, rec in (("val", loaded.val), ("test", loaded.test)) if rec is not None]
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Exits", loaded.num_exits)
+    m2.metric(
+        "Full network cost",
+        loaded.format_cost(loaded.full_macs),
+        help="The cost of the network without exits, as the file gives it: every cost ratio is a share of it.",
+    )
+    m3.metric("Samples", " / ".join(f"{rec.num_samples:,} {name}" for name, rec in splits))
+    m4.metric(f"Final exit accuracy ({record.info.get('split', 'test')})", f"{100 * record.exit_accuracy()[-1]:.2f}%")
+    table = {
+        "exit": [f"exit {k}" for k in range(loaded.num_exits)],
+        "cost": [loaded.format_cost(c) for c in loaded.cum_macs],
+        "share of the full network": [f"{100 * f:.1f}%" for f in loaded.macs_fractions],
+    }
+    for name, rec in splits:
+        table[f"{name} accuracy %"] = [round(100 * float(a), 2) for a in rec.exit_accuracy()]
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(
+        f"Each exit's cost is what a sample answered there costs, as the outputs file gives it ({loaded.cost_name}), "
+        f"and its share of the network without exits. {len(loaded.class_names)} classes. "
+        f"Current exit rule: {settings().describe()}."
+    )
+
+
+loaded = models.current_model()
+if loaded is not None:
+    st.subheader(f"The loaded model: {loaded.label}")
+    (network_overview if loaded.has_network else outputs_overview)(loaded)
     for note in loaded.notes:
         st.info(note)
 st.page_link(

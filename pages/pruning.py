@@ -1,5 +1,6 @@
 """Pruning savings (AEP): for each cut point, parameters, MACs, measured latency with its spread, and accuracy;
-the chosen cut highlighted; the pruned checkpoint to download."""
+the chosen cut highlighted; the pruned checkpoint to download. For a per-exit outputs file (no network), each
+cut's cost and accuracy replayed from its outputs."""
 
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ st.markdown(
     "block and head after it: a smaller model for good, not just for easy inputs."
 )
 loaded, record = models.model_and_record()
-if loaded.model.head_kind != "aep":
+if loaded.has_network and loaded.model.head_kind != "aep":
     st.info(
         "AEP pruning needs a model with AEP exit heads (trained with the AEP method or a survey method); "
         "this one has EENet heads."
@@ -82,8 +83,39 @@ tolerance = st.slider(
     key="prune_tol",
     help="0 picks the most accurate cut; a tolerance picks the smallest cut within it.",
 )
+
+
+def replayed_cuts(best: int) -> None:
+    """Each cut's cost and AEP ensemble accuracy replayed from the saved outputs (no network to cut)."""
+    ensemble = record.ensemble_accuracy(weights)
+    split = record.info.get("split", "test")
+    st.dataframe(
+        {
+            "cut": [f"exit {k}" for k in range(record.num_exits)],
+            "cost": [loaded.format_cost(c) for c in loaded.cum_macs],
+            f"{loaded.cost_name} share": [f"{100 * f:.1f}%" for f in loaded.macs_fractions],
+            f"ensemble accuracy % ({split})": [round(100 * float(a), 2) for a in ensemble],
+            "chosen": ["yes" if k == best else "" for k in range(record.num_exits)],
+        },
+        hide_index=True,
+        width="stretch",
+    )
+    st.caption(
+        f"The chosen cut, exit {best}, keeps {loaded.format_cost(loaded.cum_macs[best])} of "
+        f"{loaded.format_cost(loaded.cum_macs[-1])} for {100 * ensemble[best]:.2f}% accuracy ({split}) against "
+        f"{100 * ensemble[-1]:.2f}% with every exit: replayed from the saved outputs, chosen on the validation split."
+    )
+
+
 try:
     best = choose_cut(val, weights, tolerance / 100)
+except AepError as e:
+    st.error(str(e))
+    st.stop()
+if not loaded.has_network:
+    replayed_cuts(best)
+    models.require_network(loaded, "the cut model itself (its parameters, latency and checkpoint)")
+try:
     cuts = pruned_models(loaded.key, loaded)
     latency, measured_at = measured_latency(loaded.key, cuts)
 except AepError as e:

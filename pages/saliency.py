@@ -18,6 +18,7 @@ st.markdown(
 loaded = models.current_model()
 if loaded is None:
     st.stop()
+models.require_network(loaded, "a saliency map")
 names = loaded.class_names
 
 

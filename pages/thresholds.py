@@ -88,8 +88,8 @@ def apply_preset(goal: str, value: float) -> None:
     outcome, words = solution[split], REFERENCE_WORDS[reference]
     applied = (
         f"Preset applied: {100 * outcome['accuracy']:.2f}% accuracy at {100 * outcome['macs_ratio']:.1f}% of the "
-        f"full network's MACs on {record.info.get('split', split)}, a drop of {outcome['drop_points']:.2f} points "
-        f"against {words}. "
+        f"full network's {loaded.cost_name} on {record.info.get('split', split)}, a drop of "
+        f"{outcome['drop_points']:.2f} points against {words}. "
     )
     if solution["certified"]:
         drop = solution["drop_bound_points"]
@@ -98,7 +98,8 @@ def apply_preset(goal: str, value: float) -> None:
             "success",
             applied + f"Certified on the validation split with {100 * CONFIDENCE:g}% confidence "
             f"({solution['family'].replace('_', '-')} thresholds, {solution['calibration_samples']:,} samples "
-            f"certify them): {bounds}expected MACs at most {100 * solution['macs_bound']:.1f}% of the full network.",
+            f"certify them): {bounds}expected {loaded.cost_name} at most {100 * solution['macs_bound']:.1f}% of the "
+            "full network.",
         )
     else:
         state["preset_msg"] = (
@@ -190,8 +191,8 @@ m1.metric(
 )
 noted_metric(
     m2,
-    "Expected MACs",
-    f"{summary['expected_macs'] / 1e6:.2f} M",
+    f"Expected {loaded.cost_name}",
+    loaded.metric_cost(summary["expected_macs"]),
     f"{100 * summary['macs_ratio']:.1f}% of full",
     help=glossary.help_text(
         "expected MACs",
@@ -199,7 +200,7 @@ noted_metric(
         lead="Over 100% when most samples reach the last exit: they also ran every early exit's head on the way.",
     ),
 )
-m3.metric("Speed-up (MACs)", f"{1 / summary['macs_ratio']:.2f}x", help=glossary.help_text("MACs"))
+m3.metric(f"Speed-up ({loaded.cost_name})", f"{1 / summary['macs_ratio']:.2f}x", help=glossary.help_text("MACs"))
 noted_metric(m4, "Samples", f"{record.num_samples:,}", record.info.get("split", ""))
 st.caption(
     f"Rule: {current.describe()}. Replayed on {record.num_samples:,} saved {record.info.get('split', 'test')} outputs."
@@ -271,11 +272,8 @@ def measure(engine: str) -> list[dict]:
     return rows
 
 
-with st.container(border=True):
-    st.markdown(
-        "**Measured on this machine**: the runtime really stops computing a sample at its exit "
-        "(at batch 256, exited samples leave the batch)"
-    )
+def measured_section() -> None:
+    """The engine picker, the button that times the runtime on the shipped slice, and the last timing."""
     engines = list_engines(available=True)
     engine = st.radio(
         "Early-exit engine",
@@ -315,3 +313,12 @@ with st.container(border=True):
                 "way, BatchNorm folded. Timings vary with the machine's load; `python -m benchmarks.early_exit_speed` "
                 f"takes the best of several rounds.{stale}"
             )
+
+
+with st.container(border=True):
+    st.markdown(
+        "**Measured on this machine**: the runtime really stops computing a sample at its exit "
+        "(at batch 256, exited samples leave the batch)"
+    )
+    if models.require_network(loaded, "measuring the real speed-up", stop=False):
+        measured_section()

@@ -20,6 +20,7 @@ st.title("Try an image")
 loaded = models.current_model()
 if loaded is None:
     st.stop()
+models.require_network(loaded, "classifying an image")
 current = settings()
 names = loaded.class_names
 

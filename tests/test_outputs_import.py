@@ -472,3 +472,56 @@ def test_calibrate_on_a_checkpoint_also_writes_the_json(tmp_path, capsys):
     assert f"(not stored: --no-save); written to {tmp_path / 't.json'}" in capsys.readouterr().out
     want = fit_temperatures(load_evaluation(evaluation_path(shipped, "val")))
     assert json.loads((tmp_path / "t.json").read_text())["temperatures"] == pytest.approx(want.tolist())
+
+
+# ---- uploads (contents, not paths) -------------------------------------------------------------------
+
+
+def test_an_upload_reads_like_the_file_on_disk(tmp_path):
+    arrays = synthetic(n_val=40, n_test=20)
+    on_disk = read_outputs(save(tmp_path / "o.npz", arrays))
+    table = write_table(tmp_path / "t.csv", arrays)
+    table_bytes, sidecar_bytes = table.read_bytes(), table.with_suffix(".json").read_bytes()
+    uploads = [
+        ({"o.npz": (tmp_path / "o.npz").read_bytes()}, "o.npz"),
+        ({"../../elsewhere/o.npz": (tmp_path / "o.npz").read_bytes()}, "o.npz"),  # only the file name is kept
+        ({"t.csv": table_bytes, "t.json": sidecar_bytes}, "t.csv"),
+        ({"per_file.json": sidecar_bytes, "t.csv": table_bytes}, "t.csv"),  # the only .json, whatever its name
+        ({"t;rm -rf.csv": table_bytes, "t;rm -rf.json": sidecar_bytes}, "t;rm -rf.csv"),
+    ]
+    for files, name in uploads:
+        got_name, got = oi.read_uploaded_outputs(files)
+        assert got_name == name and set(got) == {"val", "test"}
+        for split in ("val", "test"):
+            records_equal(on_disk[split], got[split])
+
+
+@pytest.mark.parametrize(
+    "names,message",
+    [
+        (["t.json"], "t.json alone is not a per-exit outputs file"),
+        (["t.csv"], "t.csv needs t.json beside it"),
+        (["o.npz", "p.npz"], "one per-exit outputs file at a time, got 2: o.npz, p.npz"),
+        (["o.npz", "t.json"], "o.npz holds its per-file values itself; leave out t.json"),
+        (["t.csv", "a.json", "b.json"], "t.csv comes with 2 .json files; give only t.json"),
+        (["m.pt"], "m.pt is neither a per-exit outputs file"),
+        (["nan.npz"], "nan.npz: logits holds 1 NaN or infinite values"),
+        ([], "No per-exit outputs file was given"),
+    ],
+)
+def test_an_upload_that_is_not_one_outputs_file_gets_one_message(tmp_path, names, message):
+    arrays = synthetic(n_val=20, n_test=10)
+    table = write_table(tmp_path / "t.csv", arrays)
+    _nan_logits(arrays)
+    contents = {
+        ".npz": save(tmp_path / "o.npz", synthetic(n_val=20, n_test=10)).read_bytes(),
+        ".csv": table.read_bytes(),
+        ".json": table.with_suffix(".json").read_bytes(),
+        ".pt": b"not an outputs file",
+    }
+    files = {name: contents[Path(name).suffix] for name in names}
+    if "nan.npz" in files:
+        files["nan.npz"] = save(tmp_path / "nan.npz", arrays).read_bytes()
+    with pytest.raises(OutputsFileError) as e:
+        oi.read_uploaded_outputs(files)
+    assert message in str(e.value)

@@ -37,7 +37,9 @@ import csv
 import json
 import math
 import re
+import tempfile
 import zipfile
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,7 @@ FILE_KEYS = (
     "version",
 )
 KEYS = SAMPLE_KEYS + FILE_KEYS
+_SAFE_NAME = re.compile(r"^[\w][\w .()+-]{0,199}$")  # a file name kept as given
 _SCORE_COLUMN = re.compile(r"^(logit|prob)_(\d+)_(\d+)$")
 _CONFIDENCE_COLUMN = re.compile(r"^confidence_(\d+)$")
 
@@ -149,6 +152,46 @@ def read_outputs(path: str | Path) -> dict[str, ExitRecord]:
     else:
         arrays = _read_table(p)
     return records_from_arrays(arrays, p.name)
+
+
+def read_uploaded_outputs(files: Mapping[str, bytes]) -> tuple[str, dict[str, ExitRecord]]:
+    """Read a per-exit outputs file handed over as contents rather than a path (an upload): `files` maps file
+    names to bytes, one outputs file (.npz, .csv or .parquet) and, for a CSV or Parquet file, its JSON sidecar
+    (the .json of the same name, or the only .json given). Returns the outputs file's name and its records.
+    OutputsFileError with one clear message for files that are not one outputs file, or a malformed one."""
+    given = {Path(name).name: data for name, data in files.items()}
+    kinds = {name: Path(name).suffix.lower() for name in given}
+    others = [name for name, suffix in kinds.items() if suffix not in (*SUFFIXES, ".json")]
+    if others:
+        raise OutputsFileError(
+            f"{others[0]} is neither a per-exit outputs file (.npz, .csv or .parquet) nor the .json beside one."
+        )
+    outputs = [name for name, suffix in kinds.items() if suffix in SUFFIXES]
+    sidecars = [name for name, suffix in kinds.items() if suffix == ".json"]
+    if not outputs:
+        raise OutputsFileError(
+            f"{sidecars[0]} alone is not a per-exit outputs file: a .json holds the per-file values of the .csv or "
+            ".parquet file it comes with; give both together."
+            if sidecars
+            else "No per-exit outputs file was given (.npz, or .csv or .parquet with its .json)."
+        )
+    if len(outputs) > 1:
+        raise OutputsFileError(f"Give one per-exit outputs file at a time, got {len(outputs)}: {', '.join(outputs)}.")
+    name = outputs[0]
+    stem, suffix = Path(name).stem, kinds[name]
+    if suffix == ".npz" and sidecars:
+        raise OutputsFileError(f"{name} holds its per-file values itself; leave out {sidecars[0]}.")
+    sidecar = next((s for s in sidecars if Path(s).stem == stem), sidecars[0] if len(sidecars) == 1 else None)
+    if suffix != ".npz" and sidecars and sidecar is None:
+        raise OutputsFileError(f"{name} comes with {len(sidecars)} .json files; give only {stem}.json beside it.")
+    # the sender's names are kept only where they are plain file names (messages name the file)
+    local = (stem if _SAFE_NAME.match(stem) else "outputs") + suffix
+    with tempfile.TemporaryDirectory(prefix="aep_outputs_") as folder:
+        path = Path(folder) / local
+        path.write_bytes(given[name])
+        if sidecar is not None:
+            sidecar_path(path).write_bytes(given[sidecar])
+        return name, read_outputs(path)
 
 
 def _npz_headers(p: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
