@@ -145,7 +145,7 @@ def _check_model(link: LinkSettings, label: str, models: list[str]) -> None:
     if label in models:
         link.values["model"] = label
     elif label.lower().startswith("upload"):
-        link.ignore("model", label, "an uploaded checkpoint stays in the session that uploaded it; upload it again")
+        link.ignore("model", label, "an uploaded file stays in the session that uploaded it; upload it again")
     else:
         link.ignore("model", label, "no model of that name here")
 

@@ -15,6 +15,7 @@ from aep_core.deploy.simulator import (
     DEFAULT_GMACS,
     DEFAULT_LINKS,
     MAX_TIERS,
+    MS_WORK_PER_S,
     TIER_NAMES,
     Deployment,
     FeatureSizes,
@@ -42,7 +43,6 @@ MBPS = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 100
 SPEEDUPS = [0.1, 0.2, 0.5, 1.0, 2.0, 4.0, 5.0, 10.0, 20.0, 50.0, 100.0]  # x the machine that measured the ms
 DEFAULT_SPEEDUPS = {1: [], 2: [20.0], 3: [4.0, 20.0], 4: [2.0, 5.0, 20.0]}  # tiers after the device, in ms files
 DEVICE_GMACS = 5.0  # the device's default speed when there is no network to time on this machine
-MS_WORK_PER_S = 1e3  # a tier as fast as the machine that measured a file's milliseconds does 1000 ms of it a second
 FROM_MACS = "macs"  # the compute-time choice that divides MACs by the tier's speed; the others are engines
 SEGMENT_ROUNDS = 50
 

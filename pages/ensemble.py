@@ -66,7 +66,7 @@ single = record.exit_accuracy()
 ensemble = record.ensemble_accuracy(weights)
 left, right = st.columns([1, 2])
 left.altair_chart(charts.weights_bar(weights), width="stretch")
-right.altair_chart(charts.ensemble_vs_single(single, ensemble, cost), width="stretch")
+right.altair_chart(charts.ensemble_vs_single(single, ensemble, cost, loaded.cost_name), width="stretch")
 best = int(np.argmax(ensemble - single))
 gain = (
     f"The biggest gain over a single exit is at exit {best}: {100 * (ensemble[best] - single[best]):+.2f} points."

@@ -218,6 +218,7 @@ c1.altair_chart(
         (exit_cost.tolist(), record.exit_accuracy().tolist()),
         swept["pareto"],
         (oracle["macs_ratio"], oracle["accuracy"]),
+        loaded.cost_name,
     ),
     width="stretch",
 )

@@ -61,8 +61,8 @@ def test_bad_setting_falls_back_to_the_default_with_a_warning(rule, t, why):
     ("model", "why"),
     [
         ("nope.pt", "no model of that name"),
-        ("upload:x.pt", "uploaded checkpoint stays in the session that uploaded it"),
-        ("uploaded: x.pt", "uploaded checkpoint stays in the session that uploaded it"),
+        ("upload:x.pt", "uploaded file stays in the session that uploaded it"),
+        ("uploaded: x.pt", "uploaded file stays in the session that uploaded it"),
     ],
 )
 def test_unknown_or_uploaded_model_falls_back_to_the_default_with_a_warning(model, why):

@@ -1,7 +1,11 @@
 """The Train page and what it relies on: a model name is claimed atomically before a run writes (a taken name is
 refused with a free one offered, a name being trained is never replaced), and the expected time and accuracy
-come from measurement (earlier runs of the same settings, or batches timed just now), saying what they rest on."""
+come from measurement (earlier runs of the same settings, or batches timed just now), saying what they rest on.
+A torchvision classifier trains exits from the user's own weights file, checked before the run starts."""
 
+import functools
+import hashlib
+import io
 import json
 import math
 import multiprocessing
@@ -12,13 +16,18 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
+from dataclasses import replace
 
 import pytest
+import torch
+import torchvision
 from app_helpers import assert_no_exception, run_app, small_model_dir
 
 from aep_core.checkpoint import read_checkpoint
 from aep_core.data import load_dataset
 from aep_core.errors import ConfigError
+from aep_core.models.torchvision_backbones import TorchvisionBackbone
 from aep_core.training import MethodSettings, TrainConfig
 from aep_core.training.estimate import (
     estimate_run,
@@ -281,3 +290,213 @@ def test_second_session_cannot_take_a_name_in_training_and_times_are_measured(ru
     _start(second)
     assert "train_job" not in second.session_state
     assert any("already exists" in e.value and "Replace a model of this name" in e.value for e in second.error)
+
+
+# ---- torchvision classifiers ------------------------------------------------------------------------------------
+
+TORCHVISION_RUN = {**SLICE_RUN, "tr_backbone": "torchvision", "tr_weights_source": "file"}
+EXITS_KEY = "tr_exits_mobilenet_v3_small"
+
+
+@pytest.fixture
+def uploads(runs, monkeypatch, tmp_path):
+    """The app's upload folder (empty), beside the Train page's output folder."""
+    monkeypatch.setenv("AEP_APP_DATA_DIR", str(tmp_path / "uploads"))
+    return tmp_path / "uploads"
+
+
+def _state_bytes(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+@functools.cache
+def _mobilenet_weights() -> tuple[dict, bytes]:
+    """A mobilenet_v3_small state_dict with 10 classes (seeded) and its file's bytes."""
+    torch.manual_seed(7)
+    state = torchvision.models.mobilenet_v3_small(num_classes=10).state_dict()
+    return state, _state_bytes(state)
+
+
+def _upload_weights(at, data: bytes, name: str = "my.pt"):
+    return at.file_uploader(key="tr_weights_upload").set_value((name, data, "application/octet-stream")).run()
+
+
+def _info(at) -> str:
+    return " ".join(i.value for i in at.info)
+
+
+def test_run_settings_count_a_weights_file_by_its_content(tmp_path):
+    a, b, other = tmp_path / "a" / "my.pt", tmp_path / "b" / "my.pt", tmp_path / "c" / "my.pt"
+    for path, data in ((a, b"same"), (b, b"same"), (other, b"other")):
+        path.parent.mkdir()
+        path.write_bytes(data)
+
+    def job(**kw) -> TrainJob:
+        settings = {"model": "torchvision", "model_config": {"arch": "mobilenet_v3_small"}, "weights": str(a)}
+        return replace(_slice_job(tmp_path / "m.pt"), **{**settings, **kw})
+
+    assert run_settings(job()) == run_settings(job(weights=str(b)))  # where the file lies does not matter
+    assert run_settings(job())["weights"].startswith("sha256:")
+    assert run_settings(job()) != run_settings(job(weights=str(other)))
+    assert run_settings(job(weights="DEFAULT"))["weights"] == "DEFAULT"
+    assert run_settings(job()) != run_settings(job(model_config={"arch": "resnet18"}))
+    assert run_settings(job()) != run_settings(job(image_size=64))
+    frozen = MethodSettings(method="classifier-wise", weighting="linear", freeze_epochs=0)
+    assert run_settings(job()) != run_settings(job(method=frozen))
+    assert run_settings(job()) != run_settings(_slice_job(tmp_path / "m.pt"))
+
+
+def test_torchvision_classifier_trains_exits_on_uploaded_weights(uploads):
+    state, data = _mobilenet_weights()
+    at = run_app("train", **TORCHVISION_RUN, tr_name="mobile")
+    assert_no_exception(at, errors_too=True)
+    arch = at.selectbox(key="tr_arch")
+    assert arch.value == "mobilenet_v3_small" and {"resnet18 (resnet)", "efficientnet_b0 (efficientnet)"} <= set(
+        arch.options
+    )
+    exits = at.multiselect(key=EXITS_KEY)
+    assert exits.value == ["features.1", "features.3", "features.8"]  # one per stage
+    assert "features.12" not in exits.options  # the network's own classifier follows the last block
+    _upload_weights(at, data)
+    assert_no_exception(at, errors_too=True)
+    assert any("kept as the final exit" in s.value for s in at.success)
+    assert at.radio(key="tr_mode").value == "frozen"
+    assert "tr_method" not in [s.key for s in at.selectbox]  # the training mode stands for the method
+    at.multiselect(key=EXITS_KEY).set_value(["features.8", "features.3"])
+    _start(at)
+    assert_no_exception(at, errors_too=True)
+    job = at.session_state["train_job"]
+    _wait(job)
+    assert job.estimate is not None and "timed on this machine just now" in job.estimate.seconds_basis
+    at.run()
+    assert_no_exception(at, errors_too=True)
+    assert any("Saved mobile" in s.value for s in at.success) and any(b.label == "Use mobile now" for b in at.button)
+
+    stored = read_checkpoint(uploads.parent / "app_runs" / "mobile.pt")
+    meta = stored.meta
+    assert meta.model.backbone == "torchvision" and meta.model.backbone_config == {"arch": "mobilenet_v3_small"}
+    assert meta.model.exit_blocks == [2, 7, 11]
+    assert meta.training.method == "classifier-wise" and meta.training.settings["freeze_epochs"] == 0
+    (saved,) = (uploads / "weights").glob("*/my.pt")
+    # the file is recorded by its name and content, not by its path on the server
+    assert meta.training.weights == f"my.pt (sha256:{hashlib.sha256(data).hexdigest()})"
+    assert saved.read_bytes() == data
+    net = torchvision.models.mobilenet_v3_small(num_classes=10)
+    net.load_state_dict(state)
+    uploaded = TorchvisionBackbone("mobilenet_v3_small", 1, net)  # grey images: the colour weights summed
+    for k, v in uploaded.state_dict().items():  # frozen: the backbone is the upload's, BatchNorm statistics too
+        assert torch.equal(stored.state_dict[f"backbone.{k}"], v), k
+    for k, v in uploaded.native_classifier(10).state_dict().items():  # its classifier is the final exit, unchanged
+        assert torch.equal(stored.state_dict[f"heads.2.classifier.{k}"], v), k
+
+    # Another session uploads the same file: its estimate is the run measured above, compact_cnn's is not.
+    final = job.history[-1].val_acc[-1]
+    again = run_app("train", **TORCHVISION_RUN, **{EXITS_KEY: ["features.3", "features.8"]})
+    _upload_weights(again, data)
+    assert_no_exception(again, errors_too=True)
+    assert "the one earlier run of these settings on this server" in _info(again) and f"{100 * final:.1f}%" in _info(
+        again
+    )
+    again.selectbox(key="tr_backbone").set_value("compact_cnn").run()
+    assert_no_exception(again, errors_too=True)
+    assert "unknown until the first run of these settings" in _info(again)
+
+
+def test_weights_of_another_architecture_give_one_error_and_no_run(uploads):
+    at = run_app("train", **TORCHVISION_RUN, tr_name="wrong")
+    _upload_weights(at, _state_bytes(torchvision.models.resnet18(num_classes=10).state_dict()), "resnet.pt")
+    assert_no_exception(at)
+    (error,) = at.error
+    assert "does not hold mobilenet_v3_small weights" in error.value and "missing" in error.value
+    _start(at)
+    assert_no_exception(at)
+    assert [e.value for e in at.error] == [error.value] and "train_job" not in at.session_state
+    assert not (uploads.parent / "app_runs" / "wrong.pt").exists()
+
+
+class _Payload:
+    """An object whose unpickling would create a file: what a malicious weights file does."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_weights_file_with_pickled_code_is_refused(uploads, tmp_path):
+    marker = tmp_path / "code_ran"
+    at = run_app("train", **TORCHVISION_RUN, tr_name="evil")
+    _upload_weights(at, _state_bytes({"features.0.0.weight": _Payload(str(marker))}), "evil.pt")
+    assert_no_exception(at)
+    (error,) = at.error
+    assert "not a weights file torch can read safely" in error.value
+    _start(at)
+    assert [e.value for e in at.error] == [error.value] and "train_job" not in at.session_state
+    assert not marker.exists()
+
+
+def test_pretrained_weights_not_on_this_server_are_not_downloaded(uploads, monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty torch cache
+    at = run_app("train", **{**TORCHVISION_RUN, "tr_weights_source": "pretrained"}, tr_name="pre")
+    assert_no_exception(at)
+    (error,) = at.error
+    assert "are not on this machine" in error.value and "nothing is downloaded" in error.value
+    _start(at)
+    assert len(at.error) == 1 and "train_job" not in at.session_state
+    assert not (tmp_path / "torch_home").exists()
+
+
+def test_backbone_first_needs_an_epoch_left_for_the_exits(uploads):
+    at = run_app("train", **TORCHVISION_RUN, tr_name="first", tr_mode="backbone_first")
+    _upload_weights(at, _mobilenet_weights()[1])
+    assert_no_exception(at)
+    assert [e.value for e in at.error] == [
+        "1 backbone-first epochs leave none of the 1 for the exits: train for more epochs or fewer backbone-first ones."
+    ]
+    _start(at)
+    assert len(at.error) == 1 and "train_job" not in at.session_state
+
+
+def test_weights_files_of_the_same_name_from_two_sessions_do_not_collide(uploads):
+    first, second = run_app("train", **TORCHVISION_RUN), run_app("train", **TORCHVISION_RUN)
+    assert first.file_uploader(key="tr_weights_upload").proto.max_upload_size_mb == 600
+    _upload_weights(first, b"first session's bytes")
+    _upload_weights(second, b"second session's bytes")
+    a, b = first.session_state["tr_weights_file"].path, second.session_state["tr_weights_file"].path
+    assert a.name == b.name == "my.pt" and a.parent != b.parent
+    assert a.read_bytes() == b"first session's bytes" and b.read_bytes() == b"second session's bytes"
+    _upload_weights(first, b"first session's new bytes")  # a session's new file replaces its own earlier one only
+    c = first.session_state["tr_weights_file"].path
+    assert not a.exists() and c.read_bytes() == b"first session's new bytes" and b.exists()
+    first.file_uploader(key="tr_weights_upload").set_value(None).run()
+    assert not c.exists() and b.exists()
+
+
+def _folder_zip(per_class: int = 5) -> bytes:
+    """A zip of two class folders of slice images (PNG)."""
+    from PIL import Image
+
+    images = load_dataset("fashion-mnist-slice").test
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for label, folder in ((1, "trouser"), (8, "bag")):
+            picked = [i for i in range(len(images)) if int(images[i][1]) == label][:per_class]
+            for n, i in enumerate(picked):
+                png = io.BytesIO()
+                Image.fromarray(images.images[i, 0].numpy()).save(png, "PNG")
+                z.writestr(f"{folder}/{n}.png", png.getvalue())
+    return buf.getvalue()
+
+
+def test_weights_for_other_classes_get_a_new_classifier_on_an_image_folder(uploads):
+    data = _mobilenet_weights()[1]  # 10 classes; the folder has 2
+    at = run_app("train", **{**TORCHVISION_RUN, "tr_dataset": "folder"}, tr_mode="joint")
+    _upload_weights(at, data)
+    assert any("checked against the model once the image folder is uploaded" in c.value for c in at.caption)
+    at.file_uploader(key="tr_upload").set_value(("clothes.zip", _folder_zip(), "application/zip")).run()
+    assert_no_exception(at, errors_too=True)
+    assert any("the final classifier is trained new" in i.value for i in at.info)
+    assert at.checkbox(key="tr_imagenet_norm").value  # ImageNet normalisation offered with a weights file

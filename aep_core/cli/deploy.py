@@ -26,8 +26,6 @@ from aep_core.cli.common import (
 from aep_core.errors import ConfigError
 from aep_core.threads import set_default_threads
 
-MS_WORK_PER_S = 1e3  # a tier as fast as the machine that measured an outputs file's milliseconds does 1000 ms/s
-
 
 def _numbers(text: str | None, what: str, allow_empty: bool = False) -> list[float | None] | None:
     """Comma-separated numbers ('' items are None when allowed); None when not given."""
@@ -116,6 +114,7 @@ def _deployment(a: argparse.Namespace, model, shape, num_exits: int, unit: str =
     from aep_core.deploy.simulator import (
         DEFAULT_LINKS,
         MAX_TIERS,
+        MS_WORK_PER_S,
         default_splits,
         make_deployment,
         measure_macs_per_second,
@@ -166,6 +165,8 @@ def format_result(r: Any, local: float | None = None, local_threads: int = 1, un
     """A simulated deployment as text: per-tier and per-link tables, then accuracy, latency and traffic. With
     `unit` "ms" (costs measured in milliseconds) each tier's speed is shown as a multiple of the measuring
     machine's."""
+    from aep_core.deploy.simulator import MS_WORK_PER_S
+
     dep = r.deployment
     e = len(r.timings.tier)
     b = r.breakdown()

@@ -45,6 +45,9 @@ from aep_core.models.inference import as_model_input, prepare_for_inference
 from aep_core.threads import cpu_threads
 
 PRECISION_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
+# Costs in measured milliseconds: a tier as fast as the machine that measured them does 1000 ms of that work a
+# second, so a tier's speed is a multiple of that machine.
+MS_WORK_PER_S = 1e3
 MAX_TIERS = 4
 STATS = ("mean", "p50", "p95", "p99")
 TIER_NAMES = {

@@ -5,6 +5,8 @@ the run's own configuration timed on this machine just before it starts. Every e
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import json
 import math
@@ -20,6 +22,7 @@ import torch
 from aep_core.checkpoint import atomic_write_bytes, read_checkpoint
 from aep_core.cost import exit_costs
 from aep_core.data import hold_out, load_dataset
+from aep_core.models.torchvision_backbones import is_weights_name
 from aep_core.training.job import TrainJob, build_for_job, ensemble_fit_size
 from aep_core.training.loop import evaluate_exits, train
 from aep_core.training.methods import build_method
@@ -30,13 +33,38 @@ _log_lock = threading.Lock()
 
 
 def run_settings(job: TrainJob) -> dict[str, Any]:
-    """The settings of a job that decide its duration and accuracy (everything but where it writes)."""
+    """The settings of a job that decide its duration and accuracy (everything but where it writes); a weights file
+    counts by its content, not by where it lies."""
     settings = asdict(job)
     for key in ("out", "resume"):
         settings.pop(key)
     for key in ("progress", "save_every"):
         settings["train"].pop(key)
+    settings["weights"] = weights_identity(job.weights)
     return json.loads(json.dumps(settings, sort_keys=True))  # tuples become lists, as after a JSON round trip
+
+
+def weights_identity(weights: str | None) -> str | None:
+    """Starting weights as runs are compared by: torchvision's weights name as it is, a weights file as the sha256
+    of its bytes (its path when it cannot be read), None for none."""
+    if not weights or is_weights_name(weights):
+        return weights
+    path = Path(weights)
+    try:
+        info = path.stat()
+        return f"sha256:{_file_digest(str(path.resolve()), info.st_size, info.st_mtime_ns)}"
+    except OSError:
+        return weights
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """The sha256 of a file, cached per path, size and modification time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def run_log_path(folder: str | Path) -> Path:

@@ -160,10 +160,20 @@ def job_meta(
         job.init,
         job.limit,
         seconds,
-        weights=job.weights,
+        weights=weights_record(job.weights),
         **training,
     )
     return model_meta(spec, model, DatasetMeta(**bundle.meta()), record, cost)
+
+
+def weights_record(weights: str | None) -> str | None:
+    """How a checkpoint records its starting weights: torchvision's weights name as it is, a file by its name and
+    the sha256 of its bytes (not its path on the machine that trained)."""
+    from aep_core.training.estimate import weights_identity
+
+    if not weights or weights_identity(weights) == weights:
+        return weights
+    return f"{Path(weights).name} ({weights_identity(weights)})"
 
 
 def ensemble_fit_size(train_size: int) -> int:

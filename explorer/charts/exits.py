@@ -215,15 +215,16 @@ def pareto_curve(
     exits: tuple[Sequence[float], Sequence[float]] | None = None,
     frontier: Sequence[bool] | None = None,
     oracle: tuple[float, float] | None = None,
+    cost_name: str = "MACs",
 ) -> alt.LayerChart:
-    """Accuracy against the share of the full network's MACs over a threshold sweep (line), each
-    single exit (grey squares), the oracle that reads the labels (a reference star), and the current
-    setting (large point)."""
+    """Accuracy against the share of the full network's cost (`cost_name`: MACs, or time for measured
+    milliseconds) over a threshold sweep (line), each single exit (grey squares), the oracle that reads the labels
+    (a reference star), and the current setting (large point)."""
     df = pd.DataFrame({"macs": [float(m) for m in macs_ratio], "accuracy": [float(a) for a in accuracy]})
     if frontier is not None:
         df = df[np.asarray(frontier, dtype=bool)]
     df = df.sort_values("macs")
-    x = alt.X("macs:Q", title="compute (share of the full network's MACs)", axis=alt.Axis(format="%"))
+    x = alt.X("macs:Q", title=f"compute (share of the full network's {cost_name})", axis=alt.Axis(format="%"))
     y = alt.Y("accuracy:Q", title="accuracy", axis=alt.Axis(format="%"), scale=alt.Scale(zero=False))
     line = (
         alt.Chart(df)
@@ -333,12 +334,16 @@ def per_class_exit(class_names: Sequence[str], mean_exit: Sequence[float], num_e
 
 
 def ensemble_vs_single(
-    single_acc: Sequence[float], ensemble_acc: Sequence[float], macs_fraction: Sequence[float] | None = None
+    single_acc: Sequence[float],
+    ensemble_acc: Sequence[float],
+    macs_fraction: Sequence[float] | None = None,
+    cost_name: str = "MACs",
 ) -> alt.Chart:
-    """Accuracy of each exit alone beside the AEP ensemble of exits 0..k, for every cut k."""
+    """Accuracy of each exit alone beside the AEP ensemble of exits 0..k, for every cut k, each cut labelled with
+    its share of the network's cost (`cost_name`)."""
     rows = []
     for k, (s, e) in enumerate(zip(single_acc, ensemble_acc, strict=True)):
-        cost = "" if macs_fraction is None else f" ({_pct(macs_fraction[k])} MACs)"
+        cost = "" if macs_fraction is None else f" ({_pct(macs_fraction[k])} {cost_name})"
         rows += [
             {"cut": f"exit {k}{cost}", "k": k, "kind": "exit alone", "accuracy": float(s)},
             {"cut": f"exit {k}{cost}", "k": k, "kind": "ensemble of exits 0..k", "accuracy": float(e)},
