@@ -375,6 +375,15 @@ def make_loader(
     )
 
 
+def first_images(dataset: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `n` samples of a dataset as one batch: images (n, c, h, w) and labels (n,), for in-memory
+    datasets and image folders alike."""
+    if isinstance(dataset, TensorImageDataset):
+        return dataset[list(range(n))]
+    batches = list(make_loader(Subset(dataset, list(range(n))), 256, shuffle=False))
+    return torch.cat([x for x, _ in batches]), torch.cat([torch.as_tensor(y) for _, y in batches])
+
+
 def set_loader_epoch(loader: DataLoader, epoch: int, seed: int) -> None:
     """Make the epoch's shuffle depend on (seed, epoch) only, so a resumed run sees the same order."""
     sampler = loader.sampler.sampler if isinstance(loader.sampler, BatchSampler) else loader.sampler

@@ -136,3 +136,16 @@ def test_folder_normalisation_can_be_given(tmp_path):
     assert torch.allclose(x[:, 0, 0], torch.tensor([1.5, 1.0, 1.0])) and b.mean == [0.25, 0.5, 0.75]
     with pytest.raises(DataError, match="one mean and one positive std per channel"):
         load_dataset("folder", tmp_path, image_size=8, in_channels=3, mean=[0.5], std=[0.5])
+
+
+def test_first_images_of_a_folder_split_equal_its_items(tmp_path):
+    from aep_core.data import first_images
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    b = load_dataset("folder", tmp_path, image_size=8, in_channels=1)
+    x, y = first_images(b.train, 3)
+    assert x.shape == (3, 1, 8, 8) and y.tolist() == [int(b.train[i][1]) for i in range(3)]
+    assert all(torch.equal(x[i], b.train[i][0]) for i in range(3))

@@ -82,13 +82,14 @@ def _inputs(
         ds = meta.dataset
         folder = prepare_folder(a.images, ds.image_size, ds.in_channels, ds.mean, ds.std, a.limit)
         return folder.tensor, None, folder.files, folder.skipped
+    from aep_core.data import first_images
     from aep_core.training.job import checkpoint_dataset
 
     subset = getattr(checkpoint_dataset(meta, a.dataset, a.data_dir), a.split)
     n = len(subset) if a.limit is None else min(a.limit, len(subset))
     if n == 0:
         raise ConfigError(f"The {a.split} split is empty: there is nothing to run.")
-    x, y = subset[list(range(n))]
+    x, y = first_images(subset, n)
     return x, np.asarray(y), None, []
 
 

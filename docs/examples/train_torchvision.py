@@ -11,6 +11,7 @@ The images are normalised with mean and std 0.5 per channel, as `aep train --dat
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -40,7 +41,7 @@ def main() -> None:
         ]
     )
     train = datasets.ImageFolder(f"{a.data}/train", transform=tf)
-    loader = DataLoader(train, batch_size=128, shuffle=True, num_workers=0)
+    loader = DataLoader(train, batch_size=64, shuffle=True, num_workers=0)
     net = models.get_model(a.arch, weights=None, num_classes=len(train.classes))
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=a.epochs * len(loader))
@@ -58,8 +59,43 @@ def main() -> None:
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         print(f"epoch {epoch + 1}: training accuracy {100 * correct / seen:.2f}%, {time.perf_counter() - start:.0f} s")
+    recompute_batchnorm_statistics(net, loader)
+    test_dir = f"{a.data}/test"
+    if os.path.isdir(test_dir):
+        test = DataLoader(datasets.ImageFolder(test_dir, transform=tf), batch_size=256)
+        print(f"test accuracy {100 * accuracy(net, test):.2f}%")
     torch.save(net.state_dict(), a.out)
     print(f"saved {a.out}")
+
+
+def recompute_batchnorm_statistics(net: torch.nn.Module, loader: DataLoader, batches: int = 40) -> None:
+    """Re-estimate every BatchNorm layer's running mean and variance as a plain average over training batches.
+    torchvision's MobileNets and EfficientNets update them with momentum 0.01, so after a short training run they
+    still remember their initial values and the network in evaluation mode is far worse than in training."""
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    net.train()
+    with torch.no_grad():
+        for i, (x, _) in enumerate(loader):
+            if i == batches:
+                break
+            net(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
+def accuracy(net: torch.nn.Module, loader: DataLoader) -> float:
+    """Top-1 accuracy of the network in evaluation mode."""
+    net.eval()
+    correct = seen = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((net(x).argmax(1) == y).sum())
+            seen += len(y)
+    return correct / seen
 
 
 if __name__ == "__main__":
