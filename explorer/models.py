@@ -453,6 +453,33 @@ def shipped_samples() -> tuple[np.ndarray, np.ndarray]:
     return samples["images"], samples["labels"]
 
 
+@st.cache_resource(show_spinner="Reading the model's own test images...", max_entries=4)
+def _own_test_images(model_key: str, _loaded: LoadedModel, n: int) -> torch.Tensor | None:
+    from aep_core.data import first_images
+    from aep_core.training.job import checkpoint_dataset
+
+    try:
+        test = checkpoint_dataset(_loaded.meta).test
+    except AepError:
+        return None
+    return first_images(test, min(n, len(test)))[0] if len(test) else None
+
+
+def measurement_inputs(loaded: LoadedModel, n: int) -> tuple[torch.Tensor, str] | None:
+    """Up to n images the model reads, to time it on, and where they come from: the shipped slice when the model
+    reads 28x28 grayscale images, else the first images of its own test split when its data is on this server;
+    None when neither."""
+    if not loaded.has_network:
+        return None
+    x = slice_inputs(loaded, n)
+    if x is not None:
+        return x, "the shipped test slice"
+    x = _own_test_images(loaded.key, loaded, n)
+    if x is None:
+        return None
+    return x, f"the first {len(x):,} images of its own test split ({loaded.dataset_name})"
+
+
 def slice_inputs(loaded: LoadedModel, n: int) -> torch.Tensor | None:
     """The first n images of the shipped slice as the model's inputs (n, 1, 28, 28), or None if the model
     reads other images."""

@@ -238,12 +238,11 @@ def engine_label(name: str) -> str:
     return get_engine(name).label
 
 
-def measure(engine: str) -> list[dict]:
+def measure(engine: str, images: torch.Tensor) -> list[dict]:
     """Time the early-exit runtime on `engine` against the network without exits on every installed engine, on
-    the shipped slice under the current rule: batch 1 on one thread (the fastest setting for single images on a
-    CPU), batch 256 on every thread. The speed-up is against the faster engine without exits in each row."""
+    `images` (n, c, h, w) under the current rule: batch 1 on one thread (the fastest setting for single images on
+    a CPU), batch 256 on every thread. The speed-up is against the faster engine without exits in each row."""
     rule = make_rule(current.rule, loaded.exits, **current.rule_settings())  # with the model's trained weights
-    images = models.slice_inputs(loaded, 1000)  # (1000, 1, 28, 28), read once for both batch sizes
     rows = []
     for batch_size, n, threads in ((1, 200, 1), (256, 1000, None)):
         measured = measure_speedup(
@@ -274,7 +273,7 @@ def measure(engine: str) -> list[dict]:
 
 
 def measured_section() -> None:
-    """The engine picker, the button that times the runtime on the shipped slice, and the last timing."""
+    """The engine picker, the button that times the runtime on images the model reads, and the last timing."""
     engines = list_engines(available=True)
     engine = st.radio(
         "Early-exit engine",
@@ -286,19 +285,21 @@ def measured_section() -> None:
         + " The network without exits runs on every installed engine; the speed-up is against the faster.",
     )
     measured_for = (loaded.key, current.describe(), engine)
-    if not loaded.reads_slice:
+    inputs = models.measurement_inputs(loaded, 1000)  # read once for both batch sizes
+    if inputs is None:
         st.caption(
-            "Measuring needs images this model reads; the shipped slice holds 28x28 grayscale Fashion-MNIST "
-            "images. Use `python -m aep_core run CHECKPOINT --compare` on the model's own data instead."
+            "Measuring needs images this model reads: the shipped slice holds 28x28 grayscale Fashion-MNIST "
+            "images, and this model's own data is not on this server. Use `python -m aep_core run CHECKPOINT "
+            "--compare --data-dir DATA` on its data instead."
         )
     elif st.button("Measure the real speed-up", key="measure_speed", icon=":material/timer:"):
         try:
-            state["speed_rows"] = (measured_for, measure(engine))
+            state["speed_rows"] = ((*measured_for, inputs[1]), measure(engine, inputs[0]))
         except AepError as e:
             state.pop("speed_rows", None)
             st.error(str(e))
     if "speed_rows" in state:
-        (model_key, described, measured_engine), rows = state["speed_rows"]
+        (model_key, described, measured_engine, source), rows = state["speed_rows"]
         if model_key == loaded.key:
             st.dataframe(rows, hide_index=True, width="stretch")
             stale = ""
@@ -308,8 +309,8 @@ def measured_section() -> None:
                 stale = f" The engine picked is now {engine_label(engine)}: measure again."
             baselines = " and ".join(r["faster without exits"] for r in rows)
             st.caption(
-                f"Measured for {described}, early exit on {engine_label(measured_engine)}, on the shipped test "
-                "slice. The network without exits runs on every installed engine in the same run, and each row's "
+                f"Measured for {described}, early exit on {engine_label(measured_engine)}, on {source}. The "
+                "network without exits runs on every installed engine in the same run, and each row's "
                 f"speed-up is against the faster one ({baselines}, by batch size). The same weights run every "
                 "way, BatchNorm folded. Timings vary with the machine's load; `python -m benchmarks.early_exit_speed` "
                 f"takes the best of several rounds.{stale}"

@@ -306,6 +306,8 @@ def checkpoint_dataset(meta: CheckpointMeta, dataset: str | None = None, data_di
         ds.val_seed,
         image_size=ds.image_size,
         in_channels=ds.in_channels,
+        mean=ds.mean,  # an image folder is normalised as the model was trained (others keep their own)
+        std=ds.std,
     )
     classes = meta.model.num_classes
     if len(bundle.class_names) != classes:
