@@ -6,11 +6,13 @@ its own costs, in MACs or in milliseconds, and the feature sizes it gives."""
 
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from aep_core.deploy.export import export_archive
 from aep_core.deploy.simulator import (
     DEFAULT_GMACS,
     DEFAULT_LINKS,
@@ -391,13 +393,52 @@ st.altair_chart(
     width="stretch",
 )
 setting_name = current.spec.setting.keyword if current.spec.setting is not None else "setting"
-export = (
-    " Export the segments with `python -m aep_core export CHECKPOINT --splits ... --out DIR` (see docs/DEPLOY.md)."
-    if loaded.has_network
-    else ""
-)
 st.caption(
     f"Every split of the {num_tiers} tier(s) with every {setting_name} of the rule "
     f"({len(searched.accuracy):,} configurations, grey); the line is the Pareto front. Red: the current "
-    f"setting; green: the most accurate within the deadline.{export}"
+    f"setting; green: the most accurate within the deadline."
 )
+
+
+def export_section() -> None:
+    """Export the current split's segments as ONNX files checked with onnxruntime, and offer them as a zip."""
+    splits = list(deployment.splits)
+    wanted = (loaded.key, tuple(splits))
+    if st.button("Export these segments (ONNX)", key="dep_export", icon=":material/deployed_code:"):
+        with st.spinner("Exporting each segment and checking it with ONNX Runtime..."):
+            try:
+                data, check = export_archive(loaded.model, splits, loaded.input_shape, Path(loaded.label).name)
+            except AepError as e:
+                state.pop("dep_export_zip", None)
+                st.error(str(e))
+                return
+        state["dep_export_zip"] = (wanted, data, check.ok, check.format())
+    done = state.get("dep_export_zip")
+    if done is None or done[0][0] != loaded.key:
+        return
+    (_, done_splits), data, ok, report = done
+    tiers = f"split after exits {list(done_splits)}" if done_splits else "one segment"
+    (st.success if ok else st.error)(
+        f"{len(done_splits) + 1} segment file(s), {tiers}: "
+        + ("each reproduces PyTorch within tolerance." if ok else "a segment does not reproduce PyTorch.")
+    )
+    st.code(report, language=None)
+    if done_splits != tuple(splits):
+        st.caption("The splits have changed since: export again for the current ones.")
+    st.download_button(
+        "Download the segments (.zip)",
+        data,
+        file_name=f"{Path(loaded.label).stem}_segments.zip",
+        mime="application/zip",
+        key="dep_export_download",
+        disabled=not ok,
+    )
+
+
+with st.container(border=True):
+    st.markdown(
+        "**Export**: one ONNX file per tier's segment with a manifest, as `python -m aep_core export` writes them "
+        "(see docs/DEPLOY.md)"
+    )
+    if models.require_network(loaded, "exporting the segments", stop=False):
+        export_section()

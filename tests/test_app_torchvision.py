@@ -70,3 +70,26 @@ def test_real_speed_up_is_measured_on_the_models_own_test_images(env):
     assert (table["early exit (images/s)"] > 0).all()
     captions = "\n".join(c.value for c in at.caption)
     assert "the first 4 images of its own test split" in captions
+
+
+def test_deploy_page_exports_the_segments_as_a_zip(env):
+    import io
+    import json
+    import zipfile
+
+    import onnxruntime
+
+    at = run_app("deploy", model="tv")
+    at.button(key="dep_export").click().run()
+    assert_no_exception(at, errors_too=True)
+    assert any("reproduces PyTorch within tolerance" in s.value for s in at.success)
+    button = at.get("download_button")[0]
+    data = at.session_state["dep_export_zip"][1]
+    assert button.proto.label == "Download the segments (.zip)"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        names = sorted(archive.namelist())
+        manifest = json.loads(archive.read("manifest.json"))
+        segments = [n for n in names if n.endswith(".onnx")]
+        assert len(segments) == len(manifest["segments"]) >= 1
+        for name in segments:  # each file is a model ONNX Runtime opens
+            onnxruntime.InferenceSession(archive.read(name), providers=["CPUExecutionProvider"])

@@ -12,6 +12,7 @@ classifier) exports as one file too, the static baseline an engine is timed agai
 from __future__ import annotations
 
 import copy
+import io
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -387,6 +388,29 @@ class AllExits(nn.Module):
 
 
 @torch.no_grad()
+def export_archive(
+    model: EarlyExitNet,
+    splits: list[int] | tuple[int, ...],
+    input_shape: tuple[int, int, int],
+    source: str = "",
+) -> tuple[bytes, ExportCheck]:
+    """The per-segment ONNX files of `model` cut at `splits`, checked with onnxruntime against PyTorch, and their
+    manifest, as the bytes of one zip archive (what `aep export` writes to a folder)."""
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory(prefix="aep_export_") as tmp:
+        out = Path(tmp)
+        paths = export_onnx(model, splits, out, input_shape)
+        check = verify_onnx(model, splits, paths, input_shape)
+        manifest = write_manifest(out, model, splits, paths, input_shape, check, source)
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in [*paths, manifest]:
+                archive.write(path, path.name)
+    return buffer.getvalue(), check
+
+
 def export_torchscript(
     model: EarlyExitNet,
     path: str | Path,
