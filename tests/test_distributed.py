@@ -86,7 +86,13 @@ def test_every_method_under_ddp(tmp_path):
     found: dict[str, dict[str, str]] = {}
     for rank, name, digest in re.findall(r"^RESULT (\d) (\S+) (\w+)$", r.stdout, re.M):
         found.setdefault(name, {})[rank] = digest
-    expected = set(CASES) | {"folder-workers", "resumed", "uninterrupted", "frozen-backbone-unchanged"}
+    expected = set(CASES) | {
+        "folder-workers",
+        "resumed",
+        "uninterrupted",
+        "frozen-backbone-unchanged",
+        "torchvision-backbone-first",
+    }
     assert set(found) == expected, r.stdout
     for name, by_rank in found.items():
         assert set(by_rank) == {"0", "1"} and by_rank["0"] == by_rank["1"], (name, by_rank)
@@ -111,8 +117,9 @@ def _worker(tmp: Path) -> None:
     folder = load_dataset("folder", str(tmp / "images"), image_size=12, in_channels=1, seed=0)
     cfg = TrainConfig(epochs=2, batch_size=16, threads=1, progress=False, seed=1)
 
-    def build(settings: dict, bundle, placement: str | list[int] = "blocks"):
-        job = TrainJob(model_config=SMALL, method=MethodSettings(**settings), placement=placement)
+    def build(settings: dict, bundle, placement: str | list[int] = "blocks", **model):
+        model = model or {"model_config": SMALL}
+        job = TrainJob(method=MethodSettings(**settings), placement=placement, **model)
         torch.manual_seed(0)
         model, _ = build_for_job(job, bundle)
         shape = (bundle.in_channels, bundle.image_size, bundle.image_size)
@@ -153,6 +160,17 @@ def _worker(tmp: Path) -> None:
         TrainConfig(epochs=1, batch_size=4, threads=1, workers=1, progress=False, augment=False),
     )
     report("folder-workers", dd.parameter_digest(model, method))
+
+    # a torchvision classifier, its backbone and classifier first, then every exit jointly
+    model, method = build(
+        {"method": "aep", "backbone_epochs": 1},
+        slice_data,
+        "stages",
+        model="torchvision",
+        model_config={"arch": "mobilenet_v3_small"},
+    )
+    train(model, method, slice_data.train, slice_data.val, cfg)
+    report("torchvision-backbone-first", dd.parameter_digest(model, method))
 
     model, method = build({"method": "aep", "weighting": "hybrid"}, slice_data)
     train(model, method, slice_data.train, slice_data.val, cfg)
