@@ -13,6 +13,7 @@ the original's over the colour channels, so a grey image gives exactly what its 
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -446,15 +447,26 @@ def _has_module(net: nn.Module, path: str) -> bool:
     return True
 
 
-def block_output_nodes(arch: str) -> list[str]:
+@functools.lru_cache(maxsize=16)
+def block_output_nodes(arch: str) -> tuple[str, ...]:
     """Per block of `arch`, the graph node (as `get_graph_node_names` names it, evaluation mode) giving its
     output."""
     from torchvision.models.feature_extraction import get_graph_node_names
 
     net = _new_torchvision_model(arch)
-    names = TorchvisionBackbone(arch, 3, net).block_names
+    split = family_of(arch).build(net)
     _, nodes = get_graph_node_names(net)
-    return [[n for n in nodes if n == b or n.startswith(b + ".")][-1] for b in names]
+    return tuple(_last_node(nodes, [path for path, _ in modules]) for _, modules in split.blocks)
+
+
+def _last_node(nodes: list[str], paths: list[str]) -> str:
+    """The last graph node computed by the last of `paths` (module paths, or a function run in the model's
+    forward, like DenseNet's final ReLU) that the graph has."""
+    for path in reversed(paths):
+        inside = [n for n in nodes if n == path or n.startswith(path + ".")]
+        if inside:
+            return inside[-1]
+    raise ConfigError(f"The graph of this torchvision classifier has no node for any of {paths}.")
 
 
 def _probe_shapes(net: nn.Module, split: TorchvisionSplit, in_channels: int) -> tuple[list[int], list[int]]:
@@ -579,7 +591,7 @@ def load_torchvision_weights(model: nn.Module, weights: str) -> LoadedWeights:
     net.load_state_dict(chosen, strict=False)
     loaded = TorchvisionBackbone(arch, _first_conv(backbone).in_channels, net)
     backbone.load_state_dict(loaded.state_dict())
-    if kept and model.final_is_native:
+    if model.final_is_native:  # a new last layer still takes the file's earlier classifier layers
         model.heads[-1].classifier.load_state_dict(loaded.native_classifier(num_classes).state_dict())
     return LoadedWeights(
         str(path), kept and model.final_is_native, info.get("mean"), info.get("std"), info.get("image_size")
