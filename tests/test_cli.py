@@ -81,6 +81,7 @@ COMMANDS = (
     "sweep",
     "solve",
     "prune",
+    "cascade",
     "deploy",
     "export",
     "calibrate",

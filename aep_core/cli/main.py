@@ -12,12 +12,12 @@ import os
 import sys
 
 from aep_core.allocator import keep_freed_buffers
-from aep_core.cli import calibration, data, deploy, exit_outputs, exits, models, pruning, run, train
+from aep_core.cli import calibration, cascade, data, deploy, exit_outputs, exits, models, pruning, run, train
 from aep_core.cli.common import Parser, UsageError
 from aep_core.errors import AepError
 from aep_core.outputs import WRITE_ERRNOS, reason
 
-COMMAND_GROUPS = (train, models, data, exits, pruning, deploy, calibration, run, exit_outputs)
+COMMAND_GROUPS = (train, models, data, exits, pruning, cascade, deploy, calibration, run, exit_outputs)
 
 
 def build_parser() -> argparse.ArgumentParser:

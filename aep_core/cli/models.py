@@ -17,13 +17,23 @@ def format_info(meta: CheckpointMeta) -> str:
     """A checkpoint's metadata as text: model, data, method, and the per-exit accuracy and cost table."""
     m, d, t, c = meta.model, meta.dataset, meta.training, meta.cost
     config = t.config
+    model = f"{m.backbone} {m.backbone_config or ''} head={m.head} exits after blocks {m.exit_blocks}"
+    if m.backbone == "cascade":
+        members = [
+            ms.get("backbone", "?") + f" {ms.get('backbone_config') or ''}" for ms in m.backbone_config["members"]
+        ]
+        model = "cascade of " + " -> ".join(name.strip() for name in members)
     lines = [
-        f"model     {m.backbone} {m.backbone_config or ''} head={m.head} exits after blocks {m.exit_blocks}",
+        f"model     {model}",
         f"data      {d.name} ({d.in_channels}x{d.image_size}x{d.image_size}, {len(d.class_names)} classes, "
         f"train/val/test {d.sizes.get('train')}/{d.sizes.get('val')}/{d.sizes.get('test')})",
         "method    " + ", ".join(f"{k}={v}" for k, v in {"method": t.method, **t.settings}.items()),
-        f"training  {config.get('epochs')} epochs, {config.get('optimizer')} lr {config.get('lr')}, "
-        f"seed {config.get('seed')}, {t.seconds or 0:.0f} s on {t.device}",
+        (
+            f"training  {config.get('epochs')} epochs, {config.get('optimizer')} lr {config.get('lr')}, "
+            f"seed {config.get('seed')}, {t.seconds or 0:.0f} s on {t.device}"
+            if config.get("epochs") is not None
+            else "training  none of its own"
+        ),
         f"network without exits: {c.full_macs / 1e6:.2f} M MACs, {c.full_params / 1e3:.1f} k params "
         f"(with exits {c.with_exits_params / 1e3:.1f} k)",
         "",

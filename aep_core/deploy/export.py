@@ -84,6 +84,9 @@ def for_export(model: EarlyExitNet, input_shape: tuple[int, int, int]) -> EarlyE
     where the map divides into the grid, else one matrix product); outputs equal the model's up to float rounding."""
     model = copy.deepcopy(model).eval()
     for head, (height, width) in zip(model.heads, _exit_map_sizes(model, input_shape), strict=True):
+        member = getattr(getattr(head, "classifier", None), "net", None)
+        if isinstance(member, EarlyExitNet):  # a cascade member reads the image: its own heads pool too
+            head.classifier.net = for_export(member, input_shape)
         for name, child in list(head.named_children()):
             if not isinstance(child, GridAvgPool) or child.pool == 1:
                 continue
@@ -387,7 +390,6 @@ class AllExits(nn.Module):
         return res
 
 
-@torch.no_grad()
 def export_archive(
     model: EarlyExitNet,
     splits: list[int] | tuple[int, ...],
@@ -411,6 +413,7 @@ def export_archive(
     return buffer.getvalue(), check
 
 
+@torch.no_grad()
 def export_torchscript(
     model: EarlyExitNet,
     path: str | Path,

@@ -3,7 +3,8 @@
 The backbone's blocks are cut into segments, one per exit: segment k runs the blocks after exit k-1
 up to and including the block that feeds exit k (segment 0 also runs the stem). The last exit is the
 network's classifier: a head of the chosen kind, or the network's own classifier when the backbone brings one
-(torchvision classifiers).
+(torchvision classifiers). Any exit may be a classifier of its own instead of a head: in a cascade
+(`models.cascade`) every exit is a whole member network.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class ExitOutputs(NamedTuple):
 
 class EarlyExitNet(nn.Module):
     """A backbone with exit heads after the blocks listed in `exit_blocks` (the last one is the final block); the
-    final exit is `final_classifier` (features -> logits) when given, else a head like the others."""
+    final exit is `final_classifier` (features -> logits) when given, else a head like the others. With
+    `exit_classifiers` (one entry per exit, None where a head of the chosen kind goes) any exit is a classifier
+    of its own."""
 
     def __init__(
         self,
@@ -36,19 +39,22 @@ class EarlyExitNet(nn.Module):
         num_classes: int,
         head_pool: int = 1,
         final_classifier: nn.Module | None = None,
+        exit_classifiers: list[nn.Module | None] | None = None,
     ) -> None:
         super().__init__()
         if not exit_blocks or exit_blocks != sorted(set(exit_blocks)):
             raise ValueError(f"exit_blocks must be strictly increasing, got {exit_blocks}")
         if exit_blocks[-1] != len(backbone.blocks) - 1:
             raise ValueError("the last exit must follow the last block (it is the network's classifier)")
+        own = _own_classifiers(len(exit_blocks), final_classifier, exit_classifiers)
         self.backbone = backbone
         self.exit_blocks = list(exit_blocks)
         self.head_kind = head
         self.num_classes = num_classes
         heads = [make_head(head, backbone.block_channels[b], num_classes, head_pool) for b in exit_blocks]
-        if final_classifier is not None:
-            heads[-1] = OwnClassifierHead(final_classifier, HEAD_TYPES[head].has_confidence)
+        for k, classifier in enumerate(own):
+            if classifier is not None:
+                heads[k] = OwnClassifierHead(classifier, HEAD_TYPES[head].has_confidence)
         self.heads = nn.ModuleList(heads)
         self.final_pretrained = False  # set when the final classifier's weights came from a weights file
 
@@ -104,3 +110,17 @@ class EarlyExitNet(nn.Module):
         for k in range(self.num_exits):
             h = self.forward_segment(h, k)
         return self.forward_head(h, self.num_exits - 1)[0]
+
+
+def _own_classifiers(
+    num_exits: int, final: nn.Module | None, per_exit: list[nn.Module | None] | None
+) -> list[nn.Module | None]:
+    """The classifier of each exit that is not a head of the chosen kind (None where a head goes)."""
+    own: list[nn.Module | None] = [None] * num_exits if per_exit is None else list(per_exit)
+    if len(own) != num_exits:
+        raise ValueError(f"exit_classifiers must have one entry per exit ({num_exits}), got {len(own)}")
+    if final is not None:
+        if own[-1] is not None:
+            raise ValueError("the final classifier is given twice: as final_classifier and in exit_classifiers")
+        own[-1] = final
+    return own

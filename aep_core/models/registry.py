@@ -96,6 +96,22 @@ def _torchvision(in_channels: int = 3, arch: str = "resnet18") -> Backbone:
     return TorchvisionBackbone(arch, in_channels)
 
 
+_TINY_MEMBERS = [
+    {"backbone": "compact_cnn", "backbone_config": {"widths": w}, "placement": []} for w in ([4], [4, 8], [4, 8, 8])
+]
+
+
+@register_model(
+    "cascade",
+    "separate networks run one after another ('members': their model specs); member k answers at exit k",
+    tiny_config={"members": _TINY_MEMBERS},
+)
+def _cascade(in_channels: int = 1, members: list[dict[str, Any]] | None = None) -> Backbone:
+    from aep_core.models.cascade import CascadeBackbone
+
+    return CascadeBackbone(members, in_channels)
+
+
 @dataclass
 class ModelSpec:
     """Everything needed to rebuild an early-exit model."""
@@ -173,4 +189,7 @@ def build_model(spec: ModelSpec) -> EarlyExitNet:
     # A network that brings its own classifier keeps it as the final exit, unless pruning cut it away.
     own = getattr(backbone, "native_classifier", None)
     final = own(spec.num_classes) if own is not None and spec.num_blocks == n_all else None
-    return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes, spec.head_pool, final)
+    # A backbone whose exits are classifiers of their own (a cascade's member networks) gives them here.
+    per_exit = getattr(backbone, "exit_classifiers", None)
+    classifiers = per_exit(spec) if per_exit is not None else None
+    return EarlyExitNet(backbone, spec.exit_blocks, spec.head, spec.num_classes, spec.head_pool, final, classifiers)

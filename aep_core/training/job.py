@@ -66,6 +66,11 @@ class TrainJob:
 def build_for_job(job: TrainJob, bundle: DataBundle) -> tuple[EarlyExitNet, ModelSpec]:
     """The model a job trains: baseline gets the final classifier only, other methods get exits."""
     method = get_method(job.method.method)
+    if job.model == "cascade":
+        raise ConfigError(
+            "A cascade is built from networks trained on their own: train each, then join them with "
+            "`python -m aep_core cascade --members SMALL.pt BIG.pt --out CASCADE.pt`."
+        )
     spec = ModelSpec(
         backbone=job.model,
         backbone_config=dict(job.model_config),
