@@ -31,8 +31,9 @@ browser:
 app: venv data
 	$(BIN)/python -m explorer --server.port $(PORT)
 
+# Test files run on two processes (pytest-xdist), each file whole on one, so its fixtures are built once.
 test: venv data browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Lint and format check (ruff, configured in pyproject.toml); `make format` rewrites the files.
 lint: venv
@@ -44,7 +45,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not browser"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not browser"
 
 pretrained: venv data
 	bash scripts/train_pretrained.sh

@@ -43,6 +43,8 @@ from aep_core.training.job import TrainJob, build_for_job, job_normalisation
 SIDE = 32  # input side: small enough for seconds per family, large enough for every family's downsampling
 SLOW = {"vgg"}  # families whose smallest member takes seconds to build: checked once, by the first test
 ALL_ARCHS = [pytest.param(spec.smallest, id=name) for name, spec in FAMILIES.items()]
+# the members a practitioner reaches for beside each family's smallest: other block kinds (bottleneck, SE)
+NAMED_ARCHS = ["resnet50", "mobilenet_v3_large", "regnet_y_400mf"]
 FAST_ARCHS = [pytest.param(spec.smallest, id=name) for name, spec in FAMILIES.items() if name not in SLOW]
 EXPORTED = ["mobilenet_v3_small", "resnet18", "convnext_tiny", "efficientnet_b0"]
 EXPORTED_WHOLE = "mobilenet_v3_small"  # exported with its own classifier; the others up to their second exit
@@ -145,7 +147,7 @@ def weights(tmp_path_factory):
 # ---- the network, segment by segment ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arch", ALL_ARCHS)
+@pytest.mark.parametrize("arch", ALL_ARCHS + NAMED_ARCHS)
 def test_segment_by_segment_equals_torchvision(arch, weights):
     net, path = weights(arch)
     model = tv_model(arch)
@@ -627,3 +629,14 @@ def test_train_passes_the_torchvision_options_to_the_job(tmp_path, monkeypatch):
     assert (job.model, job.model_config, job.weights) == ("torchvision", {"arch": "mobilenet_v3_small"}, "DEFAULT")
     assert job.mean == pytest.approx([0.1, 0.2, 0.3]) and job.std == pytest.approx([0.3, 0.2, 0.1])
     assert job.method.backbone_epochs == 1 and job.placement == ["features.2", "features.7"]
+
+
+def test_the_docs_state_the_number_of_architectures_covered():
+    import re
+
+    from aep_core.paths import PROJECT_DIR
+
+    for doc in ("README.md", "docs/BRING_YOUR_OWN.md"):
+        counts = re.findall(r"(\d+) architectures", (PROJECT_DIR / doc).read_text())
+        assert counts and all(int(c) == len(supported_archs()) for c in counts), doc
+    assert len(FAMILIES) == 10  # "ten families"
