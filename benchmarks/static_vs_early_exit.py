@@ -62,7 +62,8 @@ STATICS = {
     "static_w025": "static, 1/4 width",
     "static_shallow": "static, 1 conv per stage",
 }
-CHECKPOINTS = ("aep_hybrid", "eenet_l2", "aep_linear")
+# a cascade (static_w025, then aep_hybrid's final exit) is an early-exit model too: certified and timed alike
+CHECKPOINTS = ("aep_hybrid", "eenet_l2", "aep_linear", "cascade_w025")
 RULE = "max_probability"
 CONFIDENCE = 0.9
 MAX_DROP = 0.5  # points, against the final exit
@@ -665,7 +666,9 @@ def plot(rows: Sequence[Row], out: Path) -> None:
             records.append(
                 {
                     "batch": batch,
-                    "network": r.label if r.kind == STATIC else f"{r.model} ({r.epochs} epochs)",
+                    "network": r.label
+                    if r.kind == STATIC
+                    else r.model + (f" ({r.epochs} epochs)" if r.epochs is not None else ""),
                     "static": r.kind == STATIC,
                     "frontier": r.kind == STATIC and on_frontier(r, statics, batch),
                     "accuracy %": 100 * r.accuracy,

@@ -66,3 +66,7 @@ train static_w025 "$SHIP/static_w025.pt" "$EPOCHS" 0 --method baseline --widths 
 train static_w050 "$SHIP/static_w050.pt" "$EPOCHS" 0 --method baseline --widths 16,32,64
 train static_w075 "$SHIP/static_w075.pt" "$EPOCHS" 0 --method baseline --widths 24,48,96
 train static_shallow "$SHIP/static_shallow.pt" "$EPOCHS" 0 --method baseline --convs-per-stage 1
+# a cascade of two of them: the quarter-width network answers when sure, else the default's final exit
+if [ -f "$SHIP/static_w025.pt" ] && [ -f "$SHIP/aep_hybrid.pt" ]; then
+  $PY -m aep_core cascade --members "$SHIP/static_w025.pt" "$SHIP/aep_hybrid.pt" --out "$SHIP/cascade_w025.pt"
+fi
