@@ -348,6 +348,23 @@ def test_run_settings_count_a_weights_file_by_its_content(tmp_path):
     assert run_settings(job()) != run_settings(_slice_job(tmp_path / "m.pt"))
 
 
+def test_run_settings_count_an_image_folder_by_its_files(tmp_path):
+    for top in ("one", "two", "three"):
+        for c in ("cat", "dog"):
+            (tmp_path / top / c).mkdir(parents=True)
+            (tmp_path / top / c / "0.png").write_bytes(b"png")
+    (tmp_path / "three" / "dog" / "1.png").write_bytes(b"png")
+
+    def job(folder: str) -> TrainJob:
+        return replace(_slice_job(tmp_path / "m.pt"), dataset="folder", data_dir=str(tmp_path / folder))
+
+    # a folder uploaded again lands elsewhere: its runs still count as the same settings
+    assert run_settings(job("one")) == run_settings(job("two"))
+    assert run_settings(job("one"))["data_dir"].startswith("files-sha256:")
+    assert run_settings(job("one")) != run_settings(job("three"))  # one more image
+    assert run_settings(job("missing"))["data_dir"] == str(tmp_path / "missing")
+
+
 def test_torchvision_classifier_trains_exits_on_uploaded_weights(uploads):
     state, data = _mobilenet_weights()
     at = run_app("train", **TORCHVISION_RUN, tr_name="mobile")

@@ -34,13 +34,15 @@ _log_lock = threading.Lock()
 
 def run_settings(job: TrainJob) -> dict[str, Any]:
     """The settings of a job that decide its duration and accuracy (everything but where it writes); a weights file
-    counts by its content, not by where it lies."""
+    and an image folder count by their content, not by where they lie (each upload gets a folder of its own)."""
     settings = asdict(job)
     for key in ("out", "resume"):
         settings.pop(key)
     for key in ("progress", "save_every"):
         settings["train"].pop(key)
     settings["weights"] = weights_identity(job.weights)
+    if job.dataset == "folder" and job.data_dir:
+        settings["data_dir"] = folder_identity(job.data_dir)
     return json.loads(json.dumps(settings, sort_keys=True))  # tuples become lists, as after a JSON round trip
 
 
@@ -55,6 +57,25 @@ def weights_identity(weights: str | None) -> str | None:
         return f"sha256:{_file_digest(str(path.resolve()), info.st_size, info.st_mtime_ns)}"
     except OSError:
         return weights
+
+
+def folder_identity(folder: str) -> str:
+    """An image folder as runs are compared by: the sha256 of its files' relative paths and sizes (its path when it
+    cannot be read)."""
+    root = Path(folder)
+    try:
+        return f"files-sha256:{_folder_digest(str(root.resolve()), root.stat().st_mtime_ns)}"
+    except OSError:
+        return folder
+
+
+@functools.lru_cache(maxsize=16)
+def _folder_digest(root: str, mtime_ns: int) -> str:
+    """The sha256 of every file's path below `root` and its size, cached per folder and modification time."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
 
 
 @functools.lru_cache(maxsize=64)
