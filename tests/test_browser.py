@@ -85,7 +85,8 @@ def test_app_in_browser(server, tmp_path):
         idle(page)
         page.wait_for_selector("text=this image stops at", timeout=60_000)
         assert page.get_by_text("What the model sees").count() == 1
-        assert page.locator("[data-testid='stVegaLiteChart']").count() >= 2  # probabilities per exit + rule scores
+        charts = page.locator("[data-testid='stVegaLiteChart']")  # probabilities per exit + rule scores
+        until(lambda: charts.count() >= 2, "both charts of the image's answers", 30)  # the second may render later
         assert page.get_by_text("inverted").count() >= 1
         shot(page, "try_image", ARTIFACTS, SHOTS)
 
