@@ -1,5 +1,5 @@
 """The Learn page's material: its ten steps, their questions, and each step's numbers and examples, prepared from
-the shipped models' saved outputs and the shipped test slice. The lesson reads the shipped default model and the
+the shipped models' saved outputs and the shipped test slice. The lesson reads one shipped model (LESSON_MODEL) and the
 few it compares with by path, never the sidebar's model, so every student sees the same lesson; nothing here
 trains, and the only network that runs is step 1's timing of one image.
 
@@ -21,7 +21,6 @@ import torch
 from aep_core.analysis.calibration import exit_calibration, fit_temperatures, scale_record
 from aep_core.analysis.pruning import choose_cut
 from aep_core.checkpoint import CheckpointMeta, load_checkpoint
-from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.cost import compare_latency, latency_ratio
 from aep_core.data import load_slice
@@ -37,7 +36,9 @@ from aep_core.models.inference import as_model_input, prepare_for_inference
 from aep_core.paths import data_slice_path, shipped_models_dir
 from aep_core.threads import cpu_threads
 
-LESSON_MODEL = DEFAULT_MODEL  # the shipped default: every step but 8 is about it
+# Every step but 8 is about one shipped model with exits along a single backbone (the default is a cascade of
+# separate networks, which step 10 shows as the alternative).
+LESSON_MODEL = "aep_hybrid"
 RULE = "max_probability"
 THRESHOLD = 0.9  # the max-probability threshold of steps 2 and 9 (the sidebar's default)
 SMALL_STATIC = "static_w025"  # the cascade's small network (step 10)
@@ -488,7 +489,7 @@ def zero_tolerance_question(val: ExitRecord, test: ExitRecord) -> Question:
         "Two or more blocks and their exits.",
     )
     why = tuple(f"Right: {best}. {lesson}" if i == correct else f"No: {best}." for i in range(len(options)))
-    return Question("At zero tolerance, what does pruning cut from the default model?", options, correct, why)
+    return Question("At zero tolerance, what does pruning cut from this model?", options, correct, why)
 
 
 # ---- step 8: EENets ----------------------------------------------------------------------------------
@@ -613,7 +614,7 @@ def fastest_split_question(test: ExitRecord, sizes: FeatureSizes, device_gmacs: 
 
 @dataclass(frozen=True)
 class Point:
-    """One way to classify the test images: its name, kind, MACs share of the default network and accuracy."""
+    """One way to classify the test images: its name, kind, MACs share of the lesson model and accuracy."""
 
     name: str
     kind: str
@@ -624,8 +625,8 @@ class Point:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The default's early-exit curve, the shipped static networks and a two-network cascade, on test, with every
-    threshold chosen on validation; MACs as a share of the default network without exits."""
+    """The lesson model's early-exit curve, the shipped static networks and a two-network cascade, on test, with every
+    threshold chosen on validation; MACs as a share of the lesson model without exits."""
 
     early_exit: list[Point]
     cascade: list[Point]
@@ -634,7 +635,12 @@ class Comparison:
     final_exit: Point
 
 
-EARLY_EXIT, CASCADE, STATIC, SINGLE = "early exits (default)", "cascade", "static network", "one exit of the default"
+EARLY_EXIT, CASCADE, STATIC, SINGLE = (
+    "early exits (lesson model)",
+    "cascade",
+    "static network",
+    "one exit of the lesson model",
+)
 
 
 def _chosen_on_validation(val_macs: np.ndarray, val_acc: np.ndarray) -> np.ndarray:
@@ -653,8 +659,8 @@ def comparison(
     small_val: ExitRecord,
     small_test: ExitRecord,
 ) -> Comparison:
-    """The default's early-exit curve (max probability), the static networks (one point each) and the cascade of
-    the small static network and the default's final exit, thresholds chosen on validation, shown on test."""
+    """The lesson model's early-exit curve (max probability), the static networks (one point each) and the cascade of
+    the small static network and that model's final exit, thresholds chosen on validation, shown on test."""
     full = float(default_test.full_macs)
     grid = CURVE_GRID
     val_sweep = pareto_sweep(default_val, RULE, grid=grid)
@@ -678,7 +684,7 @@ def comparison(
     static_points = []
     for name, (label, record) in statics.items():
         if not np.array_equal(record.labels, default_test.labels):
-            raise AepError(f"{name}'s test outputs are not on the default model's test images in the same order.")
+            raise AepError(f"{name}'s test outputs are not on the lesson model's test images in the same order.")
         static_points.append(Point(label, STATIC, float(record.cum_macs[-1]) / full, float(record.exit_accuracy()[-1])))
     cost = np.asarray(default_test.cum_macs, dtype=np.float64) / full
     accuracy = default_test.exit_accuracy()
@@ -698,10 +704,10 @@ def cheapest_question(comp: Comparison) -> Question:
     candidates = [first, *comp.statics]
     good = [p for p in candidates if p.accuracy >= first.accuracy]
     best = min(good, key=lambda p: p.macs)
-    names = tuple("the default's first exit" if p is first else p.name for p in candidates)
+    names = tuple("the lesson model's first exit" if p is first else p.name for p in candidates)
     why = []
     for p, name in zip(candidates, names, strict=True):
-        facts = f"{name}: {pct(p.accuracy, 2)} at {pct(p.macs)} of the default's MACs"
+        facts = f"{name}: {pct(p.accuracy, 2)} at {pct(p.macs)} of the lesson model's MACs"
         if p is best:
             why.append(
                 f"Right: {facts}, the cheapest of those at least as accurate as the first exit. Ask this of any "
@@ -712,8 +718,8 @@ def cheapest_question(comp: Comparison) -> Question:
         else:
             why.append(f"No: {facts}; {best.name if best is not first else 'the first exit'} costs less.")
     return Question(
-        f"The default's first exit reaches {pct(first.accuracy, 2)} at {pct(first.macs)} of its MACs. Which is the "
-        "cheapest way to be at least that accurate?",
+        f"The lesson model's first exit reaches {pct(first.accuracy, 2)} at {pct(first.macs)} of its MACs. Which is "
+        "the cheapest way to be at least that accurate?",
         names,
         candidates.index(best),
         tuple(why),
@@ -788,7 +794,7 @@ def shipped_slice(test: ExitRecord) -> dict[str, np.ndarray]:
     data = _slice(str(path), _mtime(path, "the shipped test slice"))
     indices = data["indices"]
     if indices.max(initial=-1) >= test.num_samples or not np.array_equal(test.labels[indices], data["labels"]):
-        raise AepError("The shipped slice's images are not rows of the default model's test outputs.")
+        raise AepError("The shipped slice's images are not rows of the lesson model's test outputs.")
     return data
 
 
@@ -844,7 +850,7 @@ def _comparison(key: str, _default: tuple, _statics: dict, _small: tuple) -> Com
 
 
 def cached_comparison() -> Comparison:
-    """comparison() of the shipped default, static networks and cascade."""
+    """comparison() of the lesson model, static networks and cascade."""
     statics = {name: (label, records(name)[1]) for name, label in STATICS.items()}
     key = "+".join(record_key(n) for n in (LESSON_MODEL, *STATICS))
     return _comparison(key, records(LESSON_MODEL), statics, records(SMALL_STATIC))

@@ -450,8 +450,8 @@ def step_10() -> L.Question:
         "Early exits save compute on easy images. But a fair question remains: would a **smaller ordinary "
         "network** (a **static network**, no exits) do as well for less? Or a **cascade**: a small network that "
         "answers what it is sure about and passes the rest to the big one? Below, on the same test images: the "
-        "default's early-exit curve, four shipped static networks and a cascade of the quarter-width network with "
-        "the default's final exit. Every threshold on the two curves is chosen on the validation images."
+        "early-exit curve of the lesson's model, four shipped static networks and a cascade of the quarter-width "
+        "network with that model's final exit. Every threshold on the two curves is chosen on the validation images."
     )
     _, test = L.records(L.LESSON_MODEL)
     comp = L.cached_comparison()
@@ -468,31 +468,31 @@ def step_10() -> L.Question:
     point, share = L.cascade_at(small_test, test, t)
     curves = {
         L.EARLY_EXIT: ([p.macs for p in comp.early_exit], [p.accuracy for p in comp.early_exit]),
-        f"{L.CASCADE} ({L.STATICS[L.SMALL_STATIC].removeprefix('static, ')}, then the default)": (
+        f"{L.CASCADE} ({L.STATICS[L.SMALL_STATIC].removeprefix('static, ')}, then the lesson's model)": (
             [p.macs for p in comp.cascade],
             [p.accuracy for p in comp.cascade],
         ),
     }
     points = [(p.name, p.kind, p.macs, p.accuracy) for p in comp.statics]
-    points += [(f"default's {p.name}", p.kind, p.macs, p.accuracy) for p in (comp.first_exit, comp.final_exit)]
+    points += [(f"lesson model's {p.name}", p.kind, p.macs, p.accuracy) for p in (comp.first_exit, comp.final_exit)]
     st.altair_chart(
-        charts.cost_comparison(curves, points, (point.name, point.macs, point.accuracy), "the default network"),
+        charts.cost_comparison(curves, points, (point.name, point.macs, point.accuracy), "the lesson's model"),
         width="stretch",
     )
     m1, m2, m3 = st.columns(3)
     m1.metric("Cascade accuracy", pct(point.accuracy, 2))
-    noted_metric(m2, "Cascade compute", pct(point.macs), "of the default network")
+    noted_metric(m2, "Cascade compute", pct(point.macs), "of the lesson's model")
     noted_metric(m3, "Answered by the small network", pct(share), "the rest pay both networks")
     small = next(p for p in comp.statics if p.name == L.STATICS[L.SMALL_STATIC])
     first = comp.first_exit
     st.markdown(
         f"On our data the **{small.name}** network reaches **{pct(small.accuracy, 2)}** at **{pct(small.macs)}** of "
-        f"the default's MACs, while the default's first exit reaches **{pct(first.accuracy, 2)}** at "
+        f"the lesson model's MACs, while that model's first exit reaches **{pct(first.accuracy, 2)}** at "
         f"**{pct(first.macs)}**. Before trusting an early-exit result, ask: *against what?*"
     )
     st.caption(
-        "Compute of a static network: its MACs over the default's without exits. Cascade: the small network's MACs "
-        "plus, for the images it passes on, the default's without exits. Test accuracy throughout."
+        "Compute of a static network: its MACs over the lesson model's without exits. Cascade: the small network's "
+        "MACs plus, for the images it passes on, the lesson model's without exits. Test accuracy throughout."
     )
     return L.cheapest_question(comp)
 

@@ -143,10 +143,17 @@ def test_preset_labels_say_which_are_guaranteed(env):
     assert at.selectbox(key="preset_reference").value == "final"
 
 
-@pytest.mark.parametrize("reference", ["final", "ensemble"])
-def test_certified_preset_on_the_shipped_default_model(reference, monkeypatch, tmp_path):
-    """The certified preset works on the shipped default model and announces the reference, the confidence and
-    the certified bounds that `certify` gives for the same request."""
+@pytest.mark.parametrize(
+    ("model", "rule", "reference"),
+    [
+        ("aep_hybrid", "aep_ensemble", "final"),
+        ("aep_hybrid", "aep_ensemble", "ensemble"),
+        ("", "max_probability", "final"),
+    ],
+)
+def test_certified_preset_on_shipped_models(model, rule, reference, monkeypatch, tmp_path):
+    """The certified preset works on the shipped default model ("") and on the AEP model's ensemble rule, and
+    announces the reference, the confidence and the certified bounds that `certify` gives for the same request."""
     from aep_core.checkpoint.discovery import DEFAULT_MODEL
     from aep_core.checkpoint.sidecars import evaluation_path
     from aep_core.evaluation import load_evaluation
@@ -155,15 +162,16 @@ def test_certified_preset_on_the_shipped_default_model(reference, monkeypatch, t
     monkeypatch.delenv("AEP_MODELS_ONLY", raising=False)
     monkeypatch.delenv("AEP_MODELS_DIR", raising=False)
     monkeypatch.setenv("AEP_APP_RUNS_DIR", str(tmp_path / "none"))
-    at = run_app("thresholds", model=DEFAULT_MODEL, rule="aep_ensemble")
+    model = model or DEFAULT_MODEL
+    at = run_app("thresholds", model=model, rule=rule)
     _ok(at)
     at.selectbox(key="preset_reference").set_value(reference).run()
     at.button(key="preset_certified").click().run()
     _ok(at, errors_too=True)
     message = at.success[0].value
-    ckpt = shipped_models_dir() / f"{DEFAULT_MODEL}.pt"
+    ckpt = shipped_models_dir() / f"{model}.pt"
     val, test = (load_evaluation(evaluation_path(ckpt, split)) for split in ("val", "test"))
-    expected = certify(val, "aep_ensemble", max_drop_points=0.5, reference=reference, test=test)
+    expected = certify(val, rule, max_drop_points=0.5, reference=reference, test=test)
     words = "the final exit" if reference == "final" else "the rule's own full-depth prediction"
     assert f"a drop of {expected.drop_points('test'):.2f} points against {words}" in message
     assert "Certified on the validation split with 90% confidence" in message

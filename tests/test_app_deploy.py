@@ -34,7 +34,7 @@ def env(monkeypatch, tmp_path):
 
 
 def _page(**state) -> AppTest:
-    return run_app("deploy", timeout=90, **state)
+    return run_app("deploy", timeout=90, **{"model": SHIPPED.stem, **state})
 
 
 def _ok(at: AppTest) -> None:

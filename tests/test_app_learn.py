@@ -11,7 +11,6 @@ from app_helpers import APP, assert_no_exception
 from streamlit.testing.v1 import AppTest
 
 from aep_core.checkpoint import load_checkpoint
-from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.data import load_slice
 from aep_core.deploy.simulator import feature_sizes, make_deployment, simulate
 from aep_core.evaluation import load_evaluation
@@ -19,7 +18,7 @@ from aep_core.paths import data_slice_path, shipped_models_dir
 from explorer import glossary, lesson
 
 SHIPPED = shipped_models_dir()
-NEEDED = [DEFAULT_MODEL, *lesson.STATICS, *lesson.EENETS]
+NEEDED = [lesson.LESSON_MODEL, *lesson.STATICS, *lesson.EENETS]
 have_shipped = pytest.mark.skipif(
     not all((SHIPPED / f"{n}.{s}.npz").exists() for n in NEEDED for s in ("val", "test")),
     reason="the shipped models' evaluation files are not here",
@@ -41,11 +40,11 @@ STEP_WIDGETS = {  # the widget each step offers, and a value to move it to
 # ---- the answers, recomputed from the records without the lesson's code ----------------------------
 
 
-def _test(name: str = DEFAULT_MODEL):
+def _test(name: str = lesson.LESSON_MODEL):
     return load_evaluation(SHIPPED / f"{name}.test.npz")
 
 
-def _val(name: str = DEFAULT_MODEL):
+def _val(name: str = lesson.LESSON_MODEL):
     return load_evaluation(SHIPPED / f"{name}.val.npz")
 
 
@@ -74,7 +73,7 @@ def expected_answers() -> dict[int, str]:
     right = probs.argmax(-1) == test.labels
     answers = {}
     # 1: an image reaching the end ran the early heads too.
-    _, meta = load_checkpoint(SHIPPED / f"{DEFAULT_MODEL}.pt")
+    _, meta = load_checkpoint(SHIPPED / f"{lesson.LESSON_MODEL}.pt")
     assert meta.cost.cum_macs[-1] > meta.cost.full_macs
     answers[1] = "The early exits' heads it passed on the way were computed too."
     # 2: the class whose images stop earliest at t = 0.9.
@@ -134,7 +133,7 @@ def expected_answers() -> dict[int, str]:
         spent[f"λ = {lam:g}"] = (e.cum_macs[s] / e.full_macs).mean()
     answers[8] = min(spent, key=spent.get)
     # 9: the fastest split of a device (0.5 GMAC/s) and the cloud, by the deployment simulator.
-    model, meta = load_checkpoint(SHIPPED / f"{DEFAULT_MODEL}.pt")
+    model, meta = load_checkpoint(SHIPPED / f"{lesson.LESSON_MODEL}.pt")
     sizes = feature_sizes(model, meta.dataset.input_shape)
     latency = {}
     for split in range(-1, n_exits):
@@ -150,7 +149,7 @@ def expected_answers() -> dict[int, str]:
     answers[9] = min(latency, key=latency.get)
     # 10: the cheapest of the first exit and the static networks that is at least as accurate as the first exit.
     first = (cost[0], right[0].mean())
-    options = {"the default's first exit": first}
+    options = {"the lesson model's first exit": first}
     for name, label in lesson.STATICS.items():
         s = _test(name)
         assert np.array_equal(s.labels, test.labels)
@@ -286,7 +285,7 @@ def test_the_numbers_shown_are_the_records(env):
     right = probs.argmax(-1) == test.labels
     at = _open()
     # 1: the cost of each exit, the network's own layers and the heads apart; the last one over 100%.
-    _, meta = load_checkpoint(SHIPPED / f"{DEFAULT_MODEL}.pt")
+    _, meta = load_checkpoint(SHIPPED / f"{lesson.LESSON_MODEL}.pt")
     heads_last = sum(e.head_macs for e in meta.cost.exits[:-1]) / meta.cost.full_macs
     question = at.radio(key="learn_q1")
     assert f"costs {_pct(meta.cost.cum_macs[-1] / meta.cost.full_macs)} of the network" in question.label
@@ -307,7 +306,7 @@ def test_the_numbers_shown_are_the_records(env):
     assert f"**{int(over.sum()):,}** images ({_pct(over.mean(), 2)})" in text
     browse = at.select_slider(key="learn_overthought")
     assert list(browse.options) == [f"#{i + 1}" for i in range(int(over[slice_data["indices"]].sum()))]
-    # 10: the quarter-width static network and the default's first exit.
+    # 10: the quarter-width static network and the lesson model's first exit.
     at.selectbox(key="learn_jump").set_value(10).run()
     small = _test(lesson.SMALL_STATIC)
     text = _texts(at)

@@ -10,8 +10,8 @@ import pytest
 from app_helpers import ROOT
 from browser_helpers import idle, shot, until
 
-from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.paths import shipped_models_dir
+from explorer import lesson
 from explorer.lesson import NUM_STEPS, STEPS
 from explorer.serve import CHROMIUM, launch_chromium, serve_app
 
@@ -22,7 +22,7 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Chromium not found at {CHROMIUM}"),
     pytest.mark.skipif(
-        not (shipped_models_dir() / f"{DEFAULT_MODEL}.pt").exists(), reason="the lesson reads the shipped models"
+        not (shipped_models_dir() / f"{lesson.LESSON_MODEL}.pt").exists(), reason="the lesson reads the shipped models"
     ),
 ]
 

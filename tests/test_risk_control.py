@@ -10,7 +10,6 @@ import time
 import numpy as np
 import pytest
 
-from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.errors import AepError, ConfigError
 from aep_core.evaluation import ExitRecord, load_evaluation
 from aep_core.exits.certify import (
@@ -30,6 +29,8 @@ from aep_core.exits.rules import decide, get_rule, list_rules, replay_rule
 from aep_core.exits.solvers import score_record
 from aep_core.paths import shipped_models_dir
 
+AEP_MODEL = "aep_hybrid"  # the shipped model with five exits along one backbone and an AEP ensemble
+
 THRESHOLD_RULES = list_rules(thresholds=True)
 
 
@@ -39,7 +40,7 @@ def _shipped(model: str) -> tuple[ExitRecord, ExitRecord]:
 
 def _model_for(name: str) -> str:
     """A shipped model the rule can run on: an EENet for a rule that reads confidence branches."""
-    return "eenet_l05" if get_rule(name).needs_confidence else DEFAULT_MODEL
+    return "eenet_l05" if get_rule(name).needs_confidence else AEP_MODEL
 
 
 @pytest.mark.parametrize("k,n,p", [(0, 10, 0.1), (3, 10, 0.3), (7, 20, 0.5), (2, 50, 0.01), (10, 10, 0.4)])
@@ -152,7 +153,7 @@ def test_every_threshold_rule_certifies_replayable_settings(name, family):
 
 @pytest.mark.parametrize("name", ["max_probability", "entropy"])
 def test_the_global_certificate_is_the_last_grid_threshold_before_the_first_failure(name):
-    val, _ = _shipped(DEFAULT_MODEL)
+    val, _ = _shipped(AEP_MODEL)
     rule, score, correct = score_record(val, name)
     final = val.logits[-1].argmax(-1) == val.labels
     cols, chosen = np.arange(val.num_samples), None
@@ -167,7 +168,7 @@ def test_the_global_certificate_is_the_last_grid_threshold_before_the_first_fail
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_per_exit_choice_passes_the_binomial_test_on_the_samples_kept_for_testing(seed):
-    val, _ = _shipped(DEFAULT_MODEL)
+    val, _ = _shipped(AEP_MODEL)
     n = val.num_samples
     testing = np.random.default_rng(seed).permutation(n)[int(n / 3) :]
     sol = certify(val, "max_probability", max_drop_points=0.5, seed=seed)
@@ -179,7 +180,7 @@ def test_the_per_exit_choice_passes_the_binomial_test_on_the_samples_kept_for_te
 
 
 def test_a_certification_is_fast():
-    val, _ = _shipped(DEFAULT_MODEL)
+    val, _ = _shipped(AEP_MODEL)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
@@ -220,8 +221,8 @@ def test_the_reference_is_the_final_exit_or_the_rules_own_full_depth():
 
 
 @pytest.mark.parametrize("name", ["max_probability", "entropy", "aep_ensemble"])
-def test_per_exit_thresholds_cost_no_more_than_a_global_one_on_the_default_model(name):
-    val, test = _shipped(DEFAULT_MODEL)
+def test_per_exit_thresholds_cost_no_more_than_a_global_one_on_the_aep_model(name):
+    val, test = _shipped(AEP_MODEL)
     per_exit, shared = (certify(val, name, max_drop_points=0.5, family=f, test=test) for f in FAMILIES)
     assert per_exit.val.macs_ratio <= shared.val.macs_ratio
     assert per_exit.test.macs_ratio <= shared.test.macs_ratio
@@ -229,7 +230,7 @@ def test_per_exit_thresholds_cost_no_more_than_a_global_one_on_the_default_model
 
 @pytest.mark.parametrize("goal", [{"max_drop_points": 0.5}, {"max_macs_ratio": 0.55}])
 def test_the_global_macs_bound_is_the_dkw_bound_of_the_chosen_setting(goal):
-    val, _ = _shipped(DEFAULT_MODEL)
+    val, _ = _shipped(AEP_MODEL)
     sol = certify(val, "max_probability", family="global", confidence=0.8, **goal)
     cost = val.cum_macs / val.full_macs
     past = np.array([(sol.val.exit_index > k).mean() for k in range(val.num_exits - 1)])
@@ -241,7 +242,7 @@ def test_the_global_macs_bound_is_the_dkw_bound_of_the_chosen_setting(goal):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_budget_picks_the_least_aggressive_setting_it_certifies(family):
-    val, test = _shipped(DEFAULT_MODEL)
+    val, test = _shipped(AEP_MODEL)
     budgets = [0.8, 0.6, 0.5, 0.45]
     sols = [certify(val, "entropy", max_macs_ratio=b, family=family, test=test) for b in budgets]
     for b, sol in zip(budgets, sols, strict=True):
@@ -260,13 +261,13 @@ def test_a_budget_picks_the_least_aggressive_setting_it_certifies(family):
 
 
 def test_an_unreachable_budget_names_the_cheapest_certifiable_bound():
-    val, _ = _shipped(DEFAULT_MODEL)
+    val, _ = _shipped(AEP_MODEL)
     with pytest.raises(ConfigError, match=r"cheapest bound this family certifies is 0\.\d+"):
         certify(val, "max_probability", max_macs_ratio=0.2)  # exit 0 alone costs 0.26 of the network
 
 
 def test_certify_max_drop_is_certify_with_a_drop_goal():
-    val, test = _shipped(DEFAULT_MODEL)
+    val, test = _shipped(AEP_MODEL)
     old = certify_max_drop(val, "aep_ensemble", 0.5, 0.9, test)
     new = certify(val, "aep_ensemble", max_drop_points=0.5, test=test)
     assert isinstance(old, Certified) and old.settings == new.settings and old.macs_bound == new.macs_bound
@@ -308,14 +309,14 @@ def test_a_single_exit_model_has_nothing_to_certify():
 
 
 def test_reference_choices_are_checked_everywhere():
-    val, _ = _shipped(DEFAULT_MODEL)
+    val, _ = _shipped(AEP_MODEL)
     assert REFERENCES == ("final", "ensemble")
     with pytest.raises(ConfigError, match="final, ensemble"):
         reference_correct(val, "max_probability", "teacher")
 
 
 def test_a_split_without_an_outcome_is_a_clear_error():
-    val, _ = _shipped(DEFAULT_MODEL)
+    val, _ = _shipped(AEP_MODEL)
     sol = certify(val, "max_probability", max_drop_points=0.5)
     assert "test" not in sol.summary()
     with pytest.raises(ConfigError, match="has one on val"):
