@@ -44,7 +44,7 @@ from aep_core.checkpoint.sidecars import evaluation_path
 from aep_core.errors import AepError, ConfigError
 from aep_core.evaluation import ExitRecord, load_evaluation
 from aep_core.exits.certify import Certified, certify
-from aep_core.exits.rules import ExitRule, ModelExits, make_rule
+from aep_core.exits.rules import ExitRule, ModelExits, make_rule, oracle
 from aep_core.exits.runtime import ENGINES, get_engine, list_engines
 from aep_core.models import EarlyExitNet
 from aep_core.paths import PROJECT_DIR, shipped_models_dir
@@ -67,6 +67,10 @@ CHECKPOINTS = ("aep_hybrid", "eenet_l2", "aep_linear", "cascade_w025")
 RULE = "max_probability"
 CONFIDENCE = 0.9
 MAX_DROP = 0.5  # points, against the final exit
+# what the shipped default is built for: its final exit's test accuracy, and the speed-up of its point certified
+# for MAX_DROP over its own weights without exits, at batch 1 and at batch 256 (each on its faster engine)
+TARGET_ACCURACY = 0.945
+TARGET_OWN_SPEEDUP = {1: 3.0, 256: 2.0}
 BUDGETS = (0.75, 0.5)  # certified expected MACs ratios
 STATIC, FINAL, POINT = "static", "final exit", "early exit"
 B1, B256 = 1, 256  # the two comparisons: latency at batch 1, throughput at batch 256
@@ -98,6 +102,7 @@ class Row:
     goal: str = ""  # the certified goal of an operating point
     thresholds: list[float] | None = None
     macs_bound: float | None = None  # the certified bound on the expected MACs ratio
+    oracle_macs: float | None = None  # a final exit's row: expected MACs of the oracle on test (reads labels)
     ms_b1: dict[str, float] = field(default_factory=dict)  # engine -> ms per image at batch 1
     per_s_b256: dict[str, float] = field(default_factory=dict)  # engine -> images per second at batch 256
     timed: dict[str, dict[str, float]] = field(default_factory=dict)  # engine -> how the timed images exited
@@ -135,7 +140,11 @@ def resolve(name: str) -> Path:
 
 
 def _epochs(meta: CheckpointMeta) -> int | None:
+    """Epochs of training: a cascade's are its longest-trained member's."""
     e = meta.training.config.get("epochs")
+    members = meta.training.settings.get("member_epochs") or []
+    if e is None:
+        e = max((m for m in members if m is not None), default=None)
     return int(e) if e is not None else None
 
 
@@ -193,6 +202,7 @@ def load_early_exit(path: Path, rule: str = RULE, confidence: float = CONFIDENCE
         cost.full_params,
         float(cost.full_macs),
         float(test.exit_accuracy()[-1]),
+        oracle_macs=oracle(test).expected_macs,
     )
     net = Network(name, model, meta, [final])
     points, notes = certified_points(val, test, rule, confidence)
@@ -549,6 +559,64 @@ def verdicts(rows: Sequence[Row]) -> list[str]:
     return out
 
 
+def _met(ok: bool, short: str) -> str:
+    return "met" if ok else f"missed ({short})"
+
+
+def default_targets(rows: Sequence[Row], model: str) -> list[str]:
+    """Whether `model` (the shipped default) meets its targets in this run: its final exit's test accuracy, the
+    speed-up of its point certified for MAX_DROP over its own weights without exits at batch 1 and 256 (with that
+    point's MACs ratio and the oracle's beside), and, for every static network it reaches, a certified point at
+    least as accurate that is faster at both batch sizes. Empty when the run has no such model."""
+    final = next((r for r in rows if r.kind == FINAL and r.model == model), None)
+    if final is None:
+        return []
+    acc = final.accuracy
+    gap = f"{100 * (TARGET_ACCURACY - acc):.2f} points short"
+    out = [
+        f"Final exit: {_acc(final)} on test (target ≥ {100 * TARGET_ACCURACY:g}%): {_met(acc >= TARGET_ACCURACY, gap)}."
+    ]
+    oracle_ratio = (
+        ""
+        if final.oracle_macs is None
+        else f"; the oracle, which reads the labels: {100 * final.oracle_macs / final.macs:.1f}%"
+    )
+    drop = next((r for r in rows if r.kind == POINT and r.key == f"{model}:≤{MAX_DROP:g} pt drop"), None)
+    if drop is None:
+        out.append(
+            f"No point of {model} is certified for a drop of at most {MAX_DROP:g} points: no speed-up to report."
+        )
+    else:
+        parts = []
+        for batch in (B1, B256):
+            x, want = speedup(drop, final, batch), TARGET_OWN_SPEEDUP[batch]
+            short = f"{want / x:.2f}× faster needed" if math.isfinite(x) and x > 0 else "not timed"
+            parts.append(f"{_times(x)} at batch {batch} (target ≥ {want:g}×: {_met(x >= want, short)})")
+        out.append(
+            f"Certified drop of at most {MAX_DROP:g} points ({_acc(drop)} on test, "
+            f"{100 * drop.macs / final.macs:.1f}% of its MACs without exits{oracle_ratio}): "
+            f"{' and '.join(parts)} the speed of its own weights without exits, each on its faster engine."
+        )
+    mine = [v for v in comparisons(rows) if v.model == model]
+    for batch, what in ((B1, "batch 1"), (B256, "batch 256")):
+        slower = [v for v in mine if not v.faster(batch)]
+        verdict = (
+            "met"
+            if not slower
+            else "missed: "
+            + "; ".join(
+                f"{v.static.label} ({_acc(v.static)}): "
+                + ("no certified point is as accurate" if v.point is None else f"{_times(v.speedup(batch))} the speed")
+                for v in slower
+            )
+        )
+        out.append(
+            f"Static frontier at {what}: a certified point at least as accurate and faster than "
+            f"{len(mine) - len(slower)} of the {len(mine)} static networks (target: every one): {verdict}."
+        )
+    return out
+
+
 def same_network_spread(rows: Sequence[Row], engine: str) -> tuple[int, float, float] | None:
     """Run-to-run noise seen in this run on `engine`: among the rows run without exits that compute the same MACs
     (to 0.1%), the largest such group's (size, max / min - 1 of the batch-1 latency, of the batch-256
@@ -644,6 +712,11 @@ def block(rows: Sequence[Row], default_macs: float, notes: Sequence[str], how: d
         "",
         *(f"- {v}" for v in verdicts(rows)),
         "",
+    ]
+    targets = default_targets(rows, DEFAULT_CHECKPOINT.stem)
+    if targets:
+        parts += [f"Targets of the shipped default, `{DEFAULT_CHECKPOINT.stem}`:", "", *(f"- {t}" for t in targets), ""]
+    parts += [
         "![Accuracy against measured latency](static_vs_early_exit.png)",
     ]
     return "\n".join(parts)
@@ -832,6 +905,7 @@ def payload(rows: Sequence[Row], ref_macs: float, notes: Sequence[str], how: dic
             "same_computation_spread": spread,
             "notes": list(notes),
             "verdicts": verdicts(rows),
+            "default_targets": default_targets(rows, DEFAULT_CHECKPOINT.stem),
         }
     )
 

@@ -2,7 +2,11 @@
 # Retrain every model behind the app and docs/RESULTS.md from scratch with the project's own CLI
 # (Fashion-MNIST from Debian's package), then `python -m benchmarks.results_table` rebuilds the results.
 #
-# 1. The app's default model, assets/models/aep_hybrid.pt: AEP hybrid weighting, DEFAULT_EPOCHS epochs.
+# 1. The app's default model, a cascade built to exit early (assets/models/CASCADE.pt): networks of the same
+#    family without exits, DEFAULT_EPOCHS epochs each; the quarter-width one answers the images it is sure of and
+#    passes the rest on. Beside it, two single backbones with an exit after every block, trained alike for the
+#    comparison: aep_hybrid.pt (the previous default) and aep_hybrid_narrow_stem.pt (a narrow first stage, so
+#    that its first exit is cheap).
 # 2. The comparison set: every method and every registered AEP weighting scheme with the same backbone, exit
 #    heads, optimiser, augmentation, validation split and EPOCHS epochs. Seed 0 of each is shipped in
 #    assets/models; the other seeds of the headline rows (baseline, AEP hybrid, EENet lambda=0.5) and the
@@ -48,6 +52,13 @@ compare() {  # compare <name> <seed> <method args...>: seed 0 is shipped, other 
 }
 
 train default "$SHIP/aep_hybrid.pt" "$DEFAULT_EPOCHS" 0 --method aep --weighting hybrid
+train narrow_stem "$SHIP/aep_hybrid_narrow_stem.pt" "$DEFAULT_EPOCHS" 0 --method aep --weighting hybrid --widths 16,64,128
+train static_w025_e30 "$SHIP/static_w025_e30.pt" "$DEFAULT_EPOCHS" 0 --method baseline --widths 8,16,32
+train static_w050_e30 "$SHIP/static_w050_e30.pt" "$DEFAULT_EPOCHS" 0 --method baseline --widths 16,32,64
+train static_w150 "$SHIP/static_w150.pt" "$DEFAULT_EPOCHS" 0 --method baseline --widths 48,96,192
+if wanted cascade; then
+  $PY -m aep_core cascade --members CASCADE_MEMBERS --out "$SHIP/CASCADE.pt"
+fi
 for seed in $SEEDS; do  # headline rows
   compare baseline "$seed" --method baseline
   compare aep_hybrid "$seed" --method aep --weighting hybrid

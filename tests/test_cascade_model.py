@@ -47,7 +47,11 @@ def save_member(path, spec: ModelSpec, bundle, seed: int, class_names=None, reco
     data = DatasetMeta(**{**bundle.meta(), **({"class_names": class_names} if class_names else {})})
     cost = exit_costs(model, data.input_shape)
     weights = [1.0 / model.num_exits] * model.num_exits
-    save_checkpoint(path, model, model_meta(spec, model, data, TrainingMeta("aep", ensemble_weights=weights), cost))
+    save_checkpoint(
+        path,
+        model,
+        model_meta(spec, model, data, TrainingMeta("aep", config={"epochs": 3 + seed}, ensemble_weights=weights), cost),
+    )
     if records:
         for split in ("val", "test"):
             info = {"split": split, "class_names": data.class_names, "ensemble_weights": weights}
@@ -203,6 +207,7 @@ def test_checkpoint_round_trips_with_weights_only_loading(cascade_file, cascade,
     assert [m["backbone"] for m in config["members"]] == ["compact_cnn", "compact_cnn"]
     model, meta = cascade
     assert meta.training.method == "cascade" and meta.training.settings["members"] == ["small.pt", "big.pt"]
+    assert meta.training.settings["member_epochs"] == [3, 4]  # the members' own
     assert meta.training.ensemble_weights == [0.5, 0.5] and meta.calibration is not None
     big, _ = load_checkpoint(members[1])
     x = torch.randn(4, 1, 28, 28)

@@ -273,3 +273,29 @@ def test_the_json_describes_the_shipped_models(report):
             if name not in SPEED_FIELDS:
                 assert getattr(old, name) == pytest.approx(v), f"{new.key}: {name}"
     assert data["default_macs"] == sv.default_macs(nets)
+
+
+def test_the_default_targets_follow_the_numbers():
+    half = row("half", sv.STATIC, 0.92, 0.25, 4000)
+    wide = row("wide", sv.STATIC, 0.93, 1.0, 900)
+    final = row("d:final", sv.FINAL, 0.946, 2.0, 500, macs=10e6)
+    final.oracle_macs = 2.5e6
+    drop = row("d:≤0.5 pt drop", sv.POINT, 0.943, 0.5, 1500, macs=3e6)
+    lines = sv.default_targets([wide, half, final, drop], "d")
+    assert lines[0] == "Final exit: 94.60% on test (target ≥ 94.5%): met."
+    assert lines[1] == (
+        "Certified drop of at most 0.5 points (94.30% on test, 30.0% of its MACs without exits; the oracle, which "
+        "reads the labels: 25.0%): 4.00× at batch 1 (target ≥ 3×: met) and 3.00× at batch 256 (target ≥ 2×: met) "
+        "the speed of its own weights without exits, each on its faster engine."
+    )
+    assert lines[2] == (
+        "Static frontier at batch 1: a certified point at least as accurate and faster than 1 of the 2 static "
+        "networks (target: every one): missed: half (92.00%): 0.50× the speed."
+    )
+    assert lines[3].startswith("Static frontier at batch 256: a certified point at least as accurate and faster than 1")
+    final.accuracy, drop.ms_b1 = 0.9438, {"torch": 1.0}
+    lines = sv.default_targets([wide, half, final, drop], "d")
+    assert lines[0].endswith("missed (0.12 points short).")
+    assert "2.00× at batch 1 (target ≥ 3×: missed (1.50× faster needed))" in lines[1]
+    assert sv.default_targets([final, drop], "other") == []
+    assert "no speed-up to report" in sv.default_targets([half, final], "d")[1]

@@ -284,7 +284,9 @@ def make_cascade(
     loaded = [load_checkpoint(p) for p in paths]
     dataset = _shared_data([meta for _, meta in loaded], [p.name for p in paths])
     model, spec = build_cascade([(m, meta.model) for m, meta in loaded])
-    training = TrainingMeta(CASCADE, {"members": [p.name for p in paths]}, ensemble_weights=_uniform(len(paths)))
+    epochs = [meta.training.config.get("epochs") for _, meta in loaded]
+    settings = {"members": [p.name for p in paths], "member_epochs": epochs}
+    training = TrainingMeta(CASCADE, settings, ensemble_weights=_uniform(len(paths)))
     meta = model_meta(spec, model, dataset, training, exit_costs(model, dataset.input_shape))
     records = {split: _members_record(paths, loaded, meta, split, out.name) for split in SPLITS}
     missing = [split for split, rec in records.items() if rec is None]
