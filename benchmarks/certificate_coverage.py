@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.errors import ConfigError
 from aep_core.evaluation import ExitRecord, load_evaluation
 from aep_core.exits.certify import REFERENCES, ScoredRecord, certify_scored
@@ -33,7 +34,7 @@ from aep_core.paths import shipped_models_dir
 from ._common import setup
 
 METHODS = ("uncertified", "global", "per_exit")
-DEFAULT_MODELS = ("aep_hybrid", "aep_uniform", "aep_linear", "eenet_l05", "eenet_l2")
+DEFAULT_MODELS = (DEFAULT_MODEL, "aep_hybrid", "aep_uniform", "aep_linear", "eenet_l05", "eenet_l2")
 
 
 @dataclass

@@ -49,7 +49,7 @@ HEADLINE_SEEDS = (0,)
 LONG_RUNS = {
     "aep_hybrid_e30": "AEP hybrid, 30 epochs",
     "aep_hybrid_narrow_stem": "AEP hybrid, narrow first stage, 30 epochs",
-    DEFAULT_MODEL: "Cascade (1/4 width, then 3/2 width), 30 epochs, shipped default",
+    DEFAULT_MODEL: "Cascade (1/4, 1/2, then 3/2 width), shipped default",
 }
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 MEASURED_BEGIN, MEASURED_END = "<!-- measured:begin -->", "<!-- measured:end -->"

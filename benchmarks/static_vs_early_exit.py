@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from aep_core.checkpoint import load_checkpoint
+from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.checkpoint.format import read_checkpoint
 from aep_core.checkpoint.meta import CheckpointMeta
 from aep_core.checkpoint.sidecars import evaluation_path
@@ -61,9 +62,13 @@ STATICS = {
     "static_w050": "static, 1/2 width",
     "static_w025": "static, 1/4 width",
     "static_shallow": "static, 1 conv per stage",
+    "static_w025_e30": "static, 1/4 width, 30 epochs",
+    "static_w050_e30": "static, 1/2 width, 30 epochs",
+    "static_w150": "static, 3/2 width, 30 + 5 epochs",
 }
-# a cascade (static_w025, then aep_hybrid's final exit) is an early-exit model too: certified and timed alike
-CHECKPOINTS = ("aep_hybrid", "eenet_l2", "aep_linear", "cascade_w025")
+# a cascade is an early-exit model too, certified and timed alike: the default (static_w025_e30, static_w050_e30,
+# then static_w150) and cascade_w025 (static_w025, then aep_hybrid's final exit)
+CHECKPOINTS = (DEFAULT_MODEL, "aep_hybrid", "aep_hybrid_narrow_stem", "eenet_l2", "aep_linear", "cascade_w025")
 RULE = "max_probability"
 CONFIDENCE = 0.9
 MAX_DROP = 0.5  # points, against the final exit
@@ -71,7 +76,7 @@ MAX_DROP = 0.5  # points, against the final exit
 # for MAX_DROP over its own weights without exits, at batch 1 and at batch 256 (each on its faster engine)
 TARGET_ACCURACY = 0.945
 TARGET_OWN_SPEEDUP = {1: 3.0, 256: 2.0}
-BUDGETS = (0.75, 0.5)  # certified expected MACs ratios
+BUDGETS = (0.75, 0.5, 0.25, 0.1)  # certified expected MACs ratios: points along the curve, to meet cheap statics
 STATIC, FINAL, POINT = "static", "final exit", "early exit"
 B1, B256 = 1, 256  # the two comparisons: latency at batch 1, throughput at batch 256
 Timer = Callable[[Any, int], float]  # (images in its engine's form, batch size) -> seconds for all of them

@@ -7,6 +7,7 @@ from functools import cache
 
 import pytest
 
+from aep_core.checkpoint.discovery import DEFAULT_MODEL
 from aep_core.evaluation import ExitRecord
 from aep_core.exits.certify import FAMILIES
 from benchmarks.certificate_coverage import allowed_break_rate, load_pooled, resplit_coverage
@@ -17,6 +18,8 @@ MAX_DROP, CONFIDENCE = 0.5, 0.9
 # (model, rule, reference, certifiable): the ensemble of every exit of aep_uniform and aep_linear is itself
 # more than a point below their final exit, so against the final exit the certificate must refuse
 CASES = [
+    (DEFAULT_MODEL, "max_probability", "final", True),  # the app's default, a cascade: the promise it is sold with
+    (DEFAULT_MODEL, "entropy", "final", True),
     ("aep_hybrid", "max_probability", "final", True),
     ("aep_hybrid", "entropy", "final", True),
     ("aep_hybrid", "aep_ensemble", "final", True),

@@ -13,7 +13,9 @@ from pathlib import Path
 
 from aep_core.checkpoint.sidecars import is_model_file
 
-DEFAULT_MODEL = "aep_hybrid"  # the shipped model a picker opens on
+# the shipped model a picker opens on: a cascade built to exit early (networks of 1/4, 1/2 and 3/2 the compact
+# CNN's width; scripts/train_pretrained.sh)
+DEFAULT_MODEL = "cascade_w025_w050_w150"
 
 
 def trained_models_dir(default: str | Path, env: Mapping[str, str] = os.environ) -> Path:
