@@ -70,6 +70,41 @@ def network_overview(loaded: models.LoadedModel) -> None:
     )
 
 
+def cascade_overview(loaded: models.LoadedModel) -> None:
+    """A cascade's member networks in order: what each is, its own MACs, what a sample answered by it pays and its
+    validation accuracy."""
+    members = loaded.meta.model.backbone_config["members"]
+    cum = list(loaded.cum_macs)
+    own = [c - p for c, p in zip(cum, [0, *cum[:-1]], strict=True)]
+    accuracy = loaded.validation_accuracy
+    table = {
+        "exit": [f"exit {k}" for k in range(loaded.num_exits)],
+        "member network": [
+            f"{m.get('backbone', '?')} {m.get('backbone_config') or ''}".strip() for m in members[: loaded.num_exits]
+        ],
+        "its MACs (M)": [round(m / 1e6, 2) for m in own],
+        "paid when answered here": [f"{100 * f:.1f}%" for f in loaded.macs_fractions],
+    }
+    if accuracy is not None:
+        table["validation accuracy %"] = [round(100 * float(a), 2) for a in accuracy]
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(
+        "A **cascade**: separate networks that share no layers, small first. Each answers at its own exit when the "
+        "exit rule is sure enough and otherwise passes the image to the next, so an image answered at exit k paid "
+        "for members 0..k, shown as a share of the MACs of the network without exits, the last member (answering "
+        "at the last exit costs more than 100%: the earlier members ran too)."
+    )
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Members", loaded.num_exits)
+    m2.metric(
+        "Last member's MACs",
+        f"{loaded.full_macs / 1e6:.2f} M",
+        help=glossary.help_text("MACs", "network without exits"),
+    )
+    m3.metric("Parameters (all members)", f"{loaded.params_with_exits / 1e3:.0f} k")
+    st.caption(f"Built from **{loaded.dataset_name}** models. Current exit rule: {settings().describe()}.")
+
+
 def outputs_overview(loaded: models.LoadedModel) -> None:
     """A per-exit outputs file's exits: what each costs, in the file's unit, and how accurate it is."""
     record = loaded.record
@@ -101,7 +136,12 @@ def outputs_overview(loaded: models.LoadedModel) -> None:
 loaded = models.current_model()
 if loaded is not None:
     st.subheader(f"The loaded model: {loaded.label}")
-    (network_overview if loaded.has_network else outputs_overview)(loaded)
+    if not loaded.has_network:
+        outputs_overview(loaded)
+    elif loaded.meta.model.backbone == "cascade":
+        cascade_overview(loaded)
+    else:
+        network_overview(loaded)
     for note in loaded.notes:
         st.info(note)
 st.page_link(

@@ -69,7 +69,8 @@ def test_app_in_browser(server, tmp_path):
         page.goto(server)
         idle(page)
         page.wait_for_selector("h1:has-text('Early-Exit Explorer')")
-        page.wait_for_selector("[data-testid='stVegaLiteChart']", timeout=60_000)  # the loaded model's exit strip
+        # the loaded model's exit strip, or the table of a cascade's members (the default is a cascade)
+        page.wait_for_selector("[data-testid='stVegaLiteChart'], [data-testid='stDataFrame']", timeout=60_000)
         idle(page)
         shot(page, "overview", ARTIFACTS, SHOTS)
 

@@ -377,3 +377,21 @@ def test_every_page_works_with_a_cascade(cascade_file, monkeypatch, tmp_path):
         assert not at.exception, (page, [e.value for e in at.exception])
         assert not at.error, (page, [e.value for e in at.error])
         assert at.session_state["model"] == "cascade"
+
+
+def test_the_overview_lists_a_cascades_members(cascade_file, cascade, monkeypatch, tmp_path):
+    monkeypatch.setenv("AEP_MODELS_ONLY", "1")
+    monkeypatch.setenv("AEP_MODELS_DIR", str(cascade_file.parent))
+    monkeypatch.setenv("AEP_APP_RUNS_DIR", str(tmp_path / "none"))
+    at = run_app("overview", model="cascade")
+    assert not at.exception and not at.error
+    _, meta = cascade
+    table = at.dataframe[0].value
+    assert list(table["exit"]) == ["exit 0", "exit 1"]
+    assert [m.split(" ")[0] for m in table["member network"]] == ["compact_cnn", "compact_cnn"]
+    cum = meta.cost.cum_macs
+    assert list(table["its MACs (M)"]) == [round(cum[0] / 1e6, 2), round((cum[1] - cum[0]) / 1e6, 2)]
+    assert list(table["paid when answered here"]) == [f"{100 * c / meta.cost.full_macs:.1f}%" for c in cum]
+    assert list(table["validation accuracy %"]) == [round(100 * a, 2) for a in meta.metrics["val"].exit_acc]
+    assert any("A **cascade**" in c.value for c in at.caption)
+    assert not at.get("vega_lite_chart")  # no backbone strip: a cascade's blocks are not layers
