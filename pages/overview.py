@@ -1,7 +1,9 @@
-"""Overview: what early exits are, the three methods, and the loaded model as a strip of stages and exits."""
+"""Overview: what early exits are, the three methods, and the loaded model: a strip of stages and exits, or a
+cascade's member networks."""
 
 import streamlit as st
 
+from aep_core.models.cascade import CASCADE
 from explorer import glossary, models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
@@ -138,7 +140,7 @@ if loaded is not None:
     st.subheader(f"The loaded model: {loaded.label}")
     if not loaded.has_network:
         outputs_overview(loaded)
-    elif loaded.meta.model.backbone == "cascade":
+    elif loaded.meta.model.backbone == CASCADE:
         cascade_overview(loaded)
     else:
         network_overview(loaded)
