@@ -378,9 +378,10 @@ def cheapest_setting(results: dict[str, list[dict]], rows: list[Row]) -> str:
         rs = results.get(row.name)
         if rs and not row.static and rs[0]["exits"] > 1:
             by_cost.setdefault(f"{100 * rs[0]['exit_macs_ratio'][0]:.1f}%", []).append(row.label)
+    groups = sorted(by_cost.items(), key=lambda kv: -len(kv[1]))  # the most shared cost first
     parts = [
-        f"{cost} ({'every other model' if len(names) > 2 else ', '.join(names)})"
-        for cost, names in sorted(by_cost.items(), key=lambda kv: -len(kv[1]))
+        f"{cost} ({'every other model' if i == 0 and len(groups) > 1 and len(names) > 2 else ', '.join(names)})"
+        for i, (cost, names) in enumerate(groups)
     ]
     return "No setting costs less than exit 0 alone, as a share of the network without exits: " + "; ".join(parts) + "."
 

@@ -3,7 +3,7 @@ cascade's member networks."""
 
 import streamlit as st
 
-from aep_core.models.cascade import CASCADE
+from aep_core.models.cascade import CASCADE, member_descriptions
 from explorer import glossary, models
 from explorer.charts import exits as charts
 from explorer.entry import run_inside_app
@@ -75,15 +75,13 @@ def network_overview(loaded: models.LoadedModel) -> None:
 def cascade_overview(loaded: models.LoadedModel) -> None:
     """A cascade's member networks in order: what each is, its own MACs, what a sample answered by it pays and its
     validation accuracy."""
-    members = loaded.meta.model.backbone_config["members"]
+    members = member_descriptions(loaded.meta.model.backbone_config)
     cum = list(loaded.cum_macs)
     own = [c - p for c, p in zip(cum, [0, *cum[:-1]], strict=True)]
     accuracy = loaded.validation_accuracy
     table = {
         "exit": [f"exit {k}" for k in range(loaded.num_exits)],
-        "member network": [
-            f"{m.get('backbone', '?')} {m.get('backbone_config') or ''}".strip() for m in members[: loaded.num_exits]
-        ],
+        "member network": members[: loaded.num_exits],
         "its MACs (M)": [round(m / 1e6, 2) for m in own],
         "paid when answered here": [f"{100 * f:.1f}%" for f in loaded.macs_fractions],
     }

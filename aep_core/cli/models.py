@@ -15,14 +15,13 @@ if TYPE_CHECKING:
 
 def format_info(meta: CheckpointMeta) -> str:
     """A checkpoint's metadata as text: model, data, method, and the per-exit accuracy and cost table."""
+    from aep_core.models.cascade import CASCADE, member_descriptions
+
     m, d, t, c = meta.model, meta.dataset, meta.training, meta.cost
     config = t.config
     model = f"{m.backbone} {m.backbone_config or ''} head={m.head} exits after blocks {m.exit_blocks}"
-    if m.backbone == "cascade":
-        members = [
-            ms.get("backbone", "?") + f" {ms.get('backbone_config') or ''}" for ms in m.backbone_config["members"]
-        ]
-        model = "cascade of " + " -> ".join(name.strip() for name in members)
+    if m.backbone == CASCADE:
+        model = "cascade of " + " -> ".join(member_descriptions(m.backbone_config))
     lines = [
         f"model     {model}",
         f"data      {d.name} ({d.in_channels}x{d.image_size}x{d.image_size}, {len(d.class_names)} classes, "

@@ -59,6 +59,13 @@ class CascadeMember(nn.Module):
         return self.net.forward_final(x)
 
 
+def member_descriptions(backbone_config: dict[str, Any]) -> list[str]:
+    """Each member network of a cascade's backbone config in words: its backbone and that backbone's settings."""
+    return [
+        f"{m.get('backbone', '?')} {m.get('backbone_config') or ''}".strip() for m in backbone_config.get("members", [])
+    ]
+
+
 def network_spec(spec: ModelSpec) -> ModelSpec:
     """`spec` without its early exits: the same network, answering at its final exit only."""
     last = [spec.exit_blocks[-1]] if spec.exit_blocks else None
